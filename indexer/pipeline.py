@@ -1,0 +1,440 @@
+"""``photoseek index``: bring an index up to date with the folders it covers.
+
+One run: take the writer's lock, scan the roots, plan (unchanged / touched / moved /
+new / changed / deleted), embed only what must be, and checkpoint to SQLite every
+batch so that a killed run resumes where it stopped. The FAISS file is rewritten
+atomically at the end (and now and then on long runs); if a crash leaves it stale,
+the next open rebuilds it from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock, Timeout
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from photoseek import db
+from photoseek.encoders import Encoder, canonical_model_id, load_encoder, resolve_new_index_model
+from photoseek.imaging import DecodedPhoto, hash_file
+from photoseek.settings import Settings
+from photoseek.store import IndexFiles, VectorStore, load_vectors
+
+from .decode_pool import DecodeJob, decode_all
+from .scan import FoundFile, Unreadable, walk
+
+log = logging.getLogger("photoseek.indexer")
+
+SAVE_VECTORS_EVERY_SECONDS = 300.0
+
+
+class IndexingError(RuntimeError):
+    """A run that cannot start; the message says why and what to do."""
+
+
+class IndexLocked(IndexingError):
+    pass
+
+
+class ModelMismatch(IndexingError):
+    pass
+
+
+@dataclass
+class RunSummary:
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    skipped: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    seconds: float = 0.0
+    model_id: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
+            f"skipped {self.skipped}, unchanged {self.unchanged} in {self.seconds:.1f} s "
+            f"({self.images_per_second:.1f} images/s)"
+        )
+
+
+@dataclass
+class _Plan:
+    embed: list[FoundFile] = field(default_factory=list)
+    replaced_ids: dict[str, int] = field(default_factory=dict)  # path -> row id of the changed file's old version
+    touched: list[tuple[int, FoundFile]] = field(default_factory=list)  # same content, new mtime
+    moves: list[tuple[int, FoundFile]] = field(default_factory=list)
+    removed_ids: list[int] = field(default_factory=list)
+    unreadable: list[Unreadable] = field(default_factory=list)
+    unchanged: int = 0
+    found_paths: set[str] = field(default_factory=set)
+    live_roots: list[str] = field(default_factory=list)
+
+
+class Indexer:
+    """Writes one index directory. Use as ``Indexer(dir, settings).run(roots)``."""
+
+    def __init__(self, index_dir: Path, settings: Settings | None = None, *, show_progress: bool | None = None,
+                 echo: Callable[[str], None] | None = None):
+        self.settings = settings or Settings()
+        self.files = IndexFiles(Path(index_dir).expanduser().resolve())
+        self.show_progress = show_progress
+        self.echo = echo or (lambda msg: log.warning(msg))
+        self._encoder: Encoder | None = None
+        self._root_cache: list[tuple[str, int]] | None = None
+
+    # -- public ------------------------------------------------------------------------
+
+    def run(
+        self,
+        roots: Sequence[Path] = (),
+        *,
+        model: str | None = None,
+        rebuild: bool = False,
+        exclude: Sequence[str] = (),
+        include_hidden: bool = False,
+        encoder: Encoder | None = None,
+    ) -> RunSummary:
+        self.files.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.files.lock))
+        try:
+            lock.acquire(timeout=2)  # readers probe this lock for an instant
+        except Timeout:
+            raise IndexLocked(
+                f"another 'photoseek index' is already writing {self.files.root}; wait for it to finish"
+            ) from None
+        try:
+            if rebuild:
+                self._wipe()
+            return self._run_locked(roots, model, exclude, include_hidden, encoder)
+        finally:
+            lock.release()
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _wipe(self) -> None:
+        for path in (self.files.database, self.files.vectors, Path(f"{self.files.database}-wal"), Path(f"{self.files.database}-shm")):
+            path.unlink(missing_ok=True)
+
+    def _run_locked(self, roots, model, exclude, include_hidden, encoder) -> RunSummary:
+        started = time.perf_counter()
+        engine = db.open_database(self.files.database)
+        Session = db.make_session_factory(engine)
+        summary = RunSummary()
+        try:
+            with Session.begin() as session:
+                model_id, dim = self._settle_model(session, model, encoder, summary)
+                generation = int(db.get_meta(session, "generation") or 0)
+                root_rows = self._settle_roots(session, roots)
+                session.execute(
+                    update(db.IndexRun).where(db.IndexRun.status == "running").values(status="interrupted")
+                )
+                run = db.IndexRun()
+                session.add(run)
+            summary.model_id = model_id
+            self._encoder = encoder
+            vectors = load_vectors(self.files, engine, dim=dim, generation=generation, persist=True) if dim else None
+
+            with Session() as session:
+                with session.begin():
+                    plan = self._plan(session, root_rows, exclude, include_hidden)
+                summary.unchanged = plan.unchanged
+                generation = self._apply_cheap_changes(session, plan, vectors, summary, generation, run.id)
+                if plan.embed:
+                    encoder = self._get_encoder(model_id)
+                    if vectors is None:
+                        dim = encoder.dim
+                        vectors = VectorStore(dim)
+                        with session.begin():
+                            db.set_meta(session, "dim", str(dim))
+                    generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id, started)
+                summary.seconds = time.perf_counter() - started
+                with session.begin():
+                    session.execute(
+                        update(db.IndexRun).where(db.IndexRun.id == run.id).values(
+                            status="finished", finished_at=db.utcnow(), seconds=summary.seconds,
+                            **_counts(summary),
+                        )
+                    )
+            if vectors is not None:
+                vectors.save(self.files.vectors, generation)
+            summary.seconds = time.perf_counter() - started
+            return summary
+        finally:
+            engine.dispose()
+
+    def _settle_model(self, session: Session, requested: str | None, encoder: Encoder | None, summary: RunSummary) -> tuple[str, int]:
+        recorded = db.get_meta(session, "model_id")
+        if encoder is not None:
+            requested = encoder.model_id
+        if recorded is not None:
+            if requested is not None and canonical_model_id(requested) != recorded:
+                raise ModelMismatch(
+                    f"this index was built with {recorded!r}; it cannot mix in embeddings from {requested!r}. "
+                    f"Re-index with: photoseek index --model {requested} --rebuild"
+                )
+            return recorded, int(db.get_meta(session, "dim") or 0)
+        if requested is not None:
+            model_id, warning = canonical_model_id(requested), None
+        else:
+            model_id, warning = resolve_new_index_model(self.settings.model)
+        if warning:
+            summary.warnings.append(warning)
+            self.echo(warning)
+        db.set_meta(session, "model_id", model_id)
+        db.set_meta(session, "created_at", db.utcnow().isoformat())
+        return model_id, 0
+
+    def _settle_roots(self, session: Session, roots: Sequence[Path]) -> list[db.Root]:
+        known = {r.path: r for r in session.scalars(select(db.Root))}
+        if not roots:
+            if not known:
+                raise IndexingError("no folder to index: name one, e.g. 'photoseek index ~/Pictures'")
+            return list(known.values())
+        chosen = []
+        for root in roots:
+            path = os.path.realpath(os.path.expanduser(root))
+            if not os.path.isdir(path):
+                raise IndexingError(f"not a folder: {root}")
+            row = known.get(path)
+            if row is None:
+                row = db.Root(path=path)
+                session.add(row)
+                session.flush()
+                known[path] = row
+            chosen.append(row)
+        return chosen
+
+    def _plan(self, session: Session, root_rows: list[db.Root], exclude, include_hidden) -> _Plan:
+        plan = _Plan()
+        all_roots = [Path(r.path) for r in session.scalars(select(db.Root))]
+        root_paths = [r.path for r in root_rows]
+        live_roots = [p for p in root_paths if os.path.isdir(p)]
+        for missing in set(root_paths) - set(live_roots):
+            # An unmounted drive must not empty the index: keep its photos until it is back.
+            self.echo(f"warning: {missing} is not reachable; its photos stay in the index until it is")
+
+        found: dict[str, FoundFile] = {}
+        for root in live_roots:
+            for item in walk(Path(root), all_roots=all_roots, exclude=exclude, include_hidden=include_hidden):
+                if isinstance(item, Unreadable):
+                    plan.unreadable.append(item)
+                else:
+                    found[item.path] = item
+        plan.found_paths = set(found)
+        plan.live_roots = live_roots
+
+        known = {
+            path: (row_id, size, mtime, chash)
+            for row_id, path, size, mtime, chash, in session.execute(
+                select(db.ImageRow.id, db.ImageRow.path, db.ImageRow.size_bytes, db.ImageRow.mtime_ns, db.ImageRow.content_hash)
+            )
+        }
+        skipped = {path: (size, mtime) for path, size, mtime in session.execute(
+            select(db.SkippedFile.path, db.SkippedFile.size_bytes, db.SkippedFile.mtime_ns))}
+
+        under_roots = [p for p in known if _under(p, live_roots)]
+        gone = {p: known[p] for p in under_roots if p not in found}
+        gone_by_size: dict[int, list[str]] = defaultdict(list)
+        for p, (_, size, _, _) in gone.items():
+            gone_by_size[size].append(p)
+
+        for path, f in found.items():
+            old = known.get(path)
+            if old is not None:
+                row_id, size, mtime, chash = old
+                if size == f.size and mtime == f.mtime_ns:
+                    plan.unchanged += 1
+                elif size == f.size and _hash_or_none(path) == chash:
+                    plan.touched.append((row_id, f))
+                else:
+                    plan.replaced_ids[path] = row_id
+                    plan.embed.append(f)
+                continue
+            if skipped.get(path) == (f.size, f.mtime_ns):
+                plan.unchanged += 1  # still the same unreadable file: don't retry
+                continue
+            candidates = gone_by_size.get(f.size)
+            if candidates:
+                chash = _hash_or_none(path)
+                match = next((p for p in candidates if gone[p][3] == chash), None)
+                if match is not None:
+                    candidates.remove(match)
+                    plan.moves.append((gone.pop(match)[0], f))
+                    continue
+            plan.embed.append(f)
+        plan.removed_ids = [row_id for row_id, *_ in gone.values()]
+        return plan
+
+    def _apply_cheap_changes(self, session: Session, plan: _Plan, vectors: VectorStore | None, summary: RunSummary,
+                             generation: int, run_id: int) -> int:
+        """Moves, touches, deletions and unreadable entries: no model needed."""
+        with session.begin():
+            for row_id, f in plan.touched:
+                session.execute(update(db.ImageRow).where(db.ImageRow.id == row_id).values(mtime_ns=f.mtime_ns))
+            for row_id, f in plan.moves:
+                session.execute(update(db.ImageRow).where(db.ImageRow.id == row_id).values(
+                    path=f.path, root_id=self._root_id(session, f.path), mtime_ns=f.mtime_ns))
+            if plan.removed_ids:
+                session.execute(delete(db.ImageRow).where(db.ImageRow.id.in_(plan.removed_ids)))
+            # Skipped entries of files that are gone (or now found fine) are dropped; unreadable ones recorded.
+            stale = [p for p in session.scalars(select(db.SkippedFile.path))
+                     if _under(p, plan.live_roots) and p not in plan.found_paths]
+            for path in stale:
+                session.execute(delete(db.SkippedFile).where(db.SkippedFile.path == path))
+            for item in plan.unreadable:
+                _record_skip(session, item.path, 0, 0, item.reason)
+            summary.moved, summary.removed = len(plan.moves), len(plan.removed_ids)
+            summary.unchanged += len(plan.touched)
+            summary.skipped += len(plan.unreadable)
+            generation += 1
+            db.set_meta(session, "generation", str(generation))
+            session.execute(update(db.IndexRun).where(db.IndexRun.id == run_id).values(**_counts(summary)))
+        if vectors is not None and plan.removed_ids:
+            vectors.remove(plan.removed_ids)
+        return generation
+
+    def _embed(self, session: Session, plan: _Plan, encoder: Encoder, vectors: VectorStore, summary: RunSummary,
+               generation: int, run_id: int, started: float) -> int:
+        s = self.settings
+        jobs = (DecodeJob(f.path, encoder.input_spec.size, s.max_image_pixels) for f in plan.embed)
+        by_path = {f.path: f for f in plan.embed}
+        progress = tqdm(total=len(plan.embed), unit="img", desc="embedding", dynamic_ncols=True,
+                        disable=(not self.show_progress) if self.show_progress is not None else None)
+        batch: list[tuple[FoundFile, DecodedPhoto]] = []
+        last_vector_save = time.perf_counter()
+
+        def flush() -> None:
+            nonlocal generation, last_vector_save
+            if not batch:
+                return
+            embeddings = encoder.encode_pixels(np.stack([photo.pixels for _, photo in batch]))
+            with session.begin():
+                new_ids, new_vectors, replaced = [], [], []
+                for (f, photo), vector in zip(batch, embeddings):
+                    old_id = plan.replaced_ids.get(f.path)
+                    if old_id is not None:
+                        session.execute(delete(db.ImageRow).where(db.ImageRow.id == old_id))
+                        replaced.append(old_id)
+                        summary.updated += 1
+                    else:
+                        summary.added += 1
+                    row = _image_row(f, photo, vector, self._root_id(session, f.path))
+                    session.add(row)
+                    session.flush()
+                    session.execute(delete(db.SkippedFile).where(db.SkippedFile.path == f.path))
+                    new_ids.append(row.id)
+                    new_vectors.append(vector)
+                generation += 1
+                db.set_meta(session, "generation", str(generation))
+                session.execute(update(db.IndexRun).where(db.IndexRun.id == run_id).values(
+                    **_counts(summary), seconds=time.perf_counter() - started))
+            vectors.remove(replaced)
+            if new_ids:
+                vectors.add(np.asarray(new_ids), np.stack(new_vectors))
+            summary.embedded += len(batch)
+            progress.update(len(batch))
+            batch.clear()
+            if time.perf_counter() - last_vector_save > SAVE_VECTORS_EVERY_SECONDS:
+                vectors.save(self.files.vectors, generation)  # lets a running server see progress
+                last_vector_save = time.perf_counter()
+
+        try:
+            for result in decode_all(jobs, workers=self._decode_workers()):
+                f = by_path[result.path]
+                if result.photo is None:
+                    self._skip(session, f, result.error or "unknown error", plan, vectors, summary)
+                    progress.update(1)
+                    continue
+                batch.append((f, result.photo))
+                if len(batch) >= s.batch_size:
+                    flush()
+            flush()
+        finally:
+            progress.close()
+        return generation
+
+    def _skip(self, session: Session, f: FoundFile, reason: str, plan: _Plan, vectors: VectorStore, summary: RunSummary) -> None:
+        with session.begin():
+            _record_skip(session, f.path, f.size, f.mtime_ns, reason)
+            old_id = plan.replaced_ids.pop(f.path, None)
+            if old_id is not None:  # it was a good photo once; its changed content is not
+                session.execute(delete(db.ImageRow).where(db.ImageRow.id == old_id))
+                summary.removed += 1
+        if old_id is not None:
+            vectors.remove([old_id])
+        summary.skipped += 1
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _get_encoder(self, model_id: str) -> Encoder:
+        if self._encoder is None:
+            self._configure_threads()
+            self._encoder = load_encoder(model_id, precision=self.settings.precision)
+        return self._encoder
+
+    def _configure_threads(self) -> None:
+        import torch
+
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
+
+    def _decode_workers(self) -> int:
+        if self.settings.decode_workers is not None:
+            return self.settings.decode_workers
+        return max(1, (os.cpu_count() or 2) // 2)
+
+    def _root_id(self, session: Session, path: str) -> int | None:
+        if self._root_cache is None:
+            rows = session.execute(select(db.Root.path, db.Root.id)).all()
+            self._root_cache = sorted(((p, i) for p, i in rows), key=lambda r: -len(r[0]))
+        return next((i for p, i in self._root_cache if _under(path, [p])), None)
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _hash_or_none(path: str) -> str | None:
+    try:
+        return hash_file(Path(path))
+    except OSError:
+        return None
+
+
+def _record_skip(session: Session, path: str, size: int, mtime_ns: int, reason: str) -> None:
+    existing = session.scalars(select(db.SkippedFile).where(db.SkippedFile.path == path)).one_or_none()
+    if existing is None:
+        session.add(db.SkippedFile(path=path, size_bytes=size, mtime_ns=mtime_ns, reason=reason[:500]))
+    else:
+        existing.size_bytes, existing.mtime_ns, existing.reason, existing.seen_at = size, mtime_ns, reason[:500], db.utcnow()
+
+
+def _image_row(f: FoundFile, photo: DecodedPhoto, vector: np.ndarray, root_id: int | None) -> db.ImageRow:
+    info = photo.info
+    return db.ImageRow(
+        path=f.path, root_id=root_id, size_bytes=photo.size_bytes, mtime_ns=f.mtime_ns, content_hash=photo.content_hash,
+        width=info.width, height=info.height, taken_at=info.taken_at, camera_make=info.camera_make,
+        camera_model=info.camera_model, embedding=db.vector_to_blob(vector),
+    )
+
+
+def _counts(summary: RunSummary) -> dict[str, int]:
+    return dict(added=summary.added, updated=summary.updated, moved=summary.moved, removed=summary.removed,
+                skipped=summary.skipped)

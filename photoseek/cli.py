@@ -1,0 +1,188 @@
+"""The ``photoseek`` command line (Typer: typed options, help text and shell completion for free)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from photoseek.settings import Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Find your photos by what is in them: index a folder, then search it by text or by example.",
+)
+
+IndexOpt = Annotated[
+    Optional[Path],
+    typer.Option("--index", help="Index directory [env: PHOTOSEEK_INDEX_DIR; default: per-user data dir]."),
+]
+
+
+def _settings(index: Path | None) -> Settings:
+    return Settings(index_dir=index) if index is not None else Settings()
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def index(
+    folders: Annotated[Optional[list[Path]], typer.Argument(help="Folders to index; none = re-scan the known ones.")] = None,
+    index: IndexOpt = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Encoder for a new index: MODEL:PRETRAINED (open_clip), MODEL:/path/ckpt.pt, or 'offline'. "
+             "[env: PHOTOSEEK_MODEL]")] = None,
+    rebuild: Annotated[bool, typer.Option(help="Throw the index away and build it again (needed to change model).")] = False,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of files or folders to leave out; repeatable.")] = None,
+    hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
+    progress: Annotated[Optional[bool], typer.Option(help="Progress bar (default: on a terminal).")] = None,
+) -> None:
+    """Embed every photo in FOLDERS; later runs only embed what is new or changed."""
+    from photoseek.encoders import EncoderUnavailable
+    from photoseek.indexer import Indexer, IndexingError
+
+    settings = _settings(index)
+    indexer = Indexer(settings.resolved_index_dir, settings, show_progress=progress,
+                      echo=lambda msg: typer.secho(msg, fg=typer.colors.YELLOW, err=True))
+    try:
+        summary = indexer.run(folders or [], model=model,
+                              rebuild=rebuild, exclude=exclude or [], include_hidden=hidden)
+    except (IndexingError, EncoderUnavailable) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{summary.line()}  [{summary.model_id}]")
+    typer.echo(f"index: {settings.resolved_index_dir}", err=True)
+
+
+def _hit_dict(hit, rank: int) -> dict:
+    photo = asdict(hit.photo)
+    for key, value in photo.items():
+        if isinstance(value, datetime):
+            photo[key] = value.isoformat()
+    return {"rank": rank, "score": round(hit.score, 6), **photo}
+
+
+def _print_hits(hits, offset: int, as_json: bool, query: str | None = None) -> None:
+    if as_json:
+        results = [_hit_dict(h, offset + i + 1) for i, h in enumerate(hits)]
+        typer.echo(json.dumps({"query": query, "results": results} if query is not None else results, ensure_ascii=False))
+        return
+    if not hits:
+        typer.echo("no results")
+    for i, hit in enumerate(hits):
+        typer.echo(f"{offset + i + 1:3d}  {hit.score:.3f}  {hit.photo.path}")
+
+
+@app.command()
+def search(
+    query: Annotated[Optional[str], typer.Argument(help="What to look for, in words.")] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Find photos like this image file.")] = None,
+    similar: Annotated[Optional[int], typer.Option(help="Find photos like the indexed photo with this id.")] = None,
+    queries: Annotated[Optional[Path], typer.Option(help="File of text queries, one per line ('-' = stdin).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-k", min=1, max=1000, help="How many results.")] = 10,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many results (paging).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output for scripts.")] = False,
+    index: IndexOpt = None,
+) -> None:
+    """Search the index by text, by an example image, or by an indexed photo."""
+    from photoseek.encoders import EncoderUnavailable
+    from photoseek.imaging import DecodeError, read_file
+    from photoseek.search import IndexNotFound, Searcher
+
+    modes = sum(x is not None for x in (query, image, similar, queries))
+    if modes != 1:
+        raise _fail("give exactly one of: QUERY, --image FILE, --similar ID, --queries FILE", 2)
+    settings = _settings(index)
+    try:
+        searcher = Searcher(settings.resolved_index_dir, settings)
+        if queries is not None:
+            lines = sys.stdin if str(queries) == "-" else queries.open(encoding="utf-8")
+            for q in (line.strip() for line in lines):
+                if not q:
+                    continue
+                hits = searcher.search_text(q, limit, offset)
+                if not as_json:
+                    typer.echo(f"# {q}")
+                _print_hits(hits, offset, as_json, q if as_json else None)
+            return
+        if image is not None:
+            hits = searcher.search_image(read_file(image), limit, offset)
+        elif similar is not None:
+            hits = searcher.similar(similar, limit, offset)
+            if hits is None:
+                raise _fail(f"no indexed photo has id {similar}")
+        else:
+            hits = searcher.search_text(query, limit, offset)
+    except (IndexNotFound, EncoderUnavailable, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    except DecodeError as exc:
+        raise _fail(f"{image}: {exc.reason}") from None
+    _print_hits(hits, offset, as_json)
+
+
+@app.command()
+def status(
+    index: IndexOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    show_skipped: Annotated[int, typer.Option("--skipped", help="List up to this many skipped files.")] = 20,
+) -> None:
+    """What the index holds: model, photo count, skipped files, last run."""
+    from photoseek.search import IndexNotFound, Searcher
+
+    settings = _settings(index)
+    try:
+        st = Searcher(settings.resolved_index_dir, settings).status(skipped_limit=show_skipped)
+    except IndexNotFound as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(asdict(st), default=str, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"index:    {st.index_dir}")
+    typer.echo(f"model:    {st.model_id} ({st.dim}-d)")
+    typer.echo(f"photos:   {st.image_count}")
+    typer.echo(f"folders:  {', '.join(st.roots) or '-'}")
+    if st.last_run:
+        r = st.last_run
+        typer.echo(f"last run: {r.started_at:%Y-%m-%d %H:%M:%S} UTC, {r.status}: added {r.added}, updated {r.updated}, "
+                   f"moved {r.moved}, removed {r.removed}, skipped {r.skipped} ({r.seconds:.1f} s)")
+    typer.echo(f"skipped:  {st.skipped_count}")
+    for s in st.skipped:
+        typer.echo(f"  {s.path}: {s.reason}")
+    if st.skipped_count > len(st.skipped):
+        typer.echo(f"  ... and {st.skipped_count - len(st.skipped)} more (--skipped N)")
+
+
+@app.command()
+def serve(
+    index: IndexOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on [env: PHOTOSEEK_HOST; default 127.0.0.1].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port [env: PHOTOSEEK_PORT; default 8000].")] = None,
+    token: Annotated[Optional[str], typer.Option(help="Access token, required beyond loopback [env: PHOTOSEEK_TOKEN].")] = None,
+) -> None:
+    """Serve the search page and JSON API."""
+    from photoseek.web.main import run
+
+    settings = _settings(index)
+    overrides = {k: v for k, v in dict(host=host, port=port, token=token).items() if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    try:
+        run(settings)
+    except RuntimeError as exc:
+        raise _fail(str(exc)) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

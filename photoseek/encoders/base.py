@@ -1,0 +1,81 @@
+"""The contract every encoder keeps: images and texts into one L2-normalised space."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from photoseek.imaging import fit_square, to_rgb
+
+
+@dataclass(frozen=True)
+class ImageInputSpec:
+    """How pixels must be prepared: resize the short side to ``size`` (bicubic), centre-crop
+    a square, then per channel ``(x / 255 - mean) / std``. The first part runs in the
+    decode workers (:func:`photoseek.imaging.fit_square`), the second in :meth:`Encoder.encode_pixels`."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class EncoderUnavailable(RuntimeError):
+    """The encoder's weights or code cannot be had; the message tells the user what to do."""
+
+
+class Encoder(ABC):
+    """An aligned image/text encoder.
+
+    Subclasses implement :meth:`_image_features` (normalised NCHW float tensor in) and
+    :meth:`_text_features`; this base class handles pixel normalisation, precision,
+    ``inference_mode`` and the final L2 normalisation to float32.
+    """
+
+    model_id: str  # recorded in the index; an index is only ever searched with the encoder that built it
+    dim: int
+    input_spec: ImageInputSpec
+    dtype: torch.dtype = torch.float32
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, size, size, 3) uint8 -> (N, dim) float32, unit length."""
+        if pixels.ndim != 4 or pixels.shape[1:] != (self.input_spec.size, self.input_spec.size, 3):
+            raise ValueError(f"expected (N, {self.input_spec.size}, {self.input_spec.size}, 3) pixels, got {pixels.shape}")
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+            mean = torch.tensor(self.input_spec.mean).view(1, 3, 1, 1)
+            std = torch.tensor(self.input_spec.std).view(1, 3, 1, 1)
+            x = x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+            features = self._image_features(x.to(self.dtype))
+            return _normalise(features)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Convenience for query images already decoded with Pillow."""
+        size = self.input_spec.size
+        pixels = np.stack([fit_square(to_rgb(img), size) for img in images]) if images else np.zeros((0, size, size, 3), np.uint8)
+        return self.encode_pixels(pixels)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (N, dim) float32, unit length."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            return _normalise(self._text_features(list(texts)))
+
+    @abstractmethod
+    def _image_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _text_features(self, texts: list[str]) -> torch.Tensor: ...
+
+
+def _normalise(features: torch.Tensor) -> np.ndarray:
+    features = features.float()
+    features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return features.cpu().numpy().astype(np.float32, copy=False)

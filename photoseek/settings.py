@@ -1,0 +1,45 @@
+"""Settings from the environment (``PHOTOSEEK_*``) with sensible defaults.
+
+pydantic-settings gives typed values, validation and env/.env parsing, so no
+hand-written ``os.environ`` juggling is needed anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_index_dir() -> Path:
+    return Path(platformdirs.user_data_dir("photoseek", appauthor=False)) / "index"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PHOTOSEEK_", env_file=".env", extra="ignore")
+
+    index_dir: Path = Field(default_factory=default_index_dir, description="Where the index lives.")
+    model: str | None = Field(
+        default=None,
+        description="Encoder for a new index: 'MODEL:PRETRAINED' (open_clip), 'MODEL:/path/to/checkpoint.pt', "
+        "or 'offline' / 'offline:lite0' / 'offline:lite2' (bundled). Default: CLIP if its weights can be had.",
+    )
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    decode_workers: int | None = Field(default=None, ge=0, description="Decode processes; default from CPU count.")
+    torch_threads: int | None = Field(default=None, ge=1)
+    precision: str = Field(default="auto", pattern="^(auto|bf16|fp32)$")
+    max_image_pixels: int = Field(default=120_000_000, ge=1, description="Larger images are refused as bombs.")
+    checkpoint_every: int = Field(default=256, ge=1, description="Commit progress every N embedded images.")
+
+    # Web service
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = Field(default=None, description="Access token; required when listening beyond loopback.")
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    max_query_chars: int = Field(default=500, ge=1)
+
+    @property
+    def resolved_index_dir(self) -> Path:
+        return self.index_dir.expanduser().resolve()

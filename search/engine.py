@@ -1,0 +1,269 @@
+"""Answering queries over an index: text, image and "more like this".
+
+A :class:`Searcher` only reads. It loads the encoder that built the index once,
+keeps the vectors in memory, and notices when an indexer has written a new state
+(:meth:`Searcher.refresh`), so a long-running server follows re-indexing without a
+restart. Results carry their metadata, fetched with one SQL query per page.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock, Timeout
+from PIL import Image
+from sqlalchemy import func, select
+
+from photoseek import db
+from photoseek.encoders import Encoder, load_encoder
+from photoseek.imaging import open_image
+from photoseek.settings import Settings
+from photoseek.store import IndexFiles, VectorStore, load_vectors
+
+TEXT_CACHE_SIZE = 1024
+
+
+class IndexNotFound(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An indexed photo as shown to people (the path is display text)."""
+
+    id: int
+    path: str
+    width: int
+    height: int
+    size_bytes: int
+    taken_at: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+    indexed_at: datetime
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+@dataclass(frozen=True)
+class Hit:
+    photo: Photo
+    score: float
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LastRun:
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    added: int
+    updated: int
+    moved: int
+    removed: int
+    skipped: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    index_dir: str
+    model_id: str | None
+    dim: int
+    image_count: int
+    skipped_count: int
+    skipped: list[Skipped]
+    roots: list[str]
+    last_run: LastRun | None
+    generation: int
+
+
+def _photo(row: db.ImageRow) -> Photo:
+    return Photo(
+        id=row.id, path=row.display_path, width=row.width, height=row.height, size_bytes=row.size_bytes,
+        taken_at=row.taken_at, camera_make=row.camera_make, camera_model=row.camera_model, indexed_at=row.indexed_at,
+    )
+
+
+class Searcher:
+    """Read-only queries over one index directory. Thread-safe."""
+
+    def __init__(self, index_dir: Path, settings: Settings | None = None, *, encoder: Encoder | None = None):
+        self.settings = settings or Settings()
+        self.files = IndexFiles(Path(index_dir).expanduser().resolve())
+        if not self.files.exists():
+            raise IndexNotFound(
+                f"no index at {self.files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)"
+            )
+        self._engine = db.open_database(self.files.database)
+        with self._engine.connect() as conn:
+            self.model_id = db.get_meta(conn, "model_id")
+        self._encoder = encoder
+        self._encoder_lock = threading.Lock()
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._vectors: VectorStore | None = None
+        self._loaded_generation = -1
+        self._reload_lock = threading.Lock()
+        self.refresh()
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _index_state(self) -> tuple[int, int, str | None]:
+        with self._engine.connect() as conn:
+            return (int(db.get_meta(conn, "generation") or 0), int(db.get_meta(conn, "dim") or 0),
+                    db.get_meta(conn, "model_id"))
+
+    def refresh(self) -> bool:
+        """Load the newest state an indexer has finished writing. True if it changed.
+
+        While an indexer is mid-run the database moves ahead of ``vectors.faiss``; the
+        vectors we have stay in use until a whole new file lands (rows of photos added
+        since are simply not found yet; rows removed since are dropped from results).
+        """
+        with self._reload_lock:
+            generation, dim, model_id = self._index_state()
+            if generation == self._loaded_generation or not dim:
+                return False
+            store = VectorStore.load(self.files.vectors, dim=dim, generation=generation)
+            if store is None:
+                if self._vectors is not None and self._writer_active():
+                    return False  # an indexer is mid-run: keep answering from the state we have
+                store = load_vectors(self.files, self._engine, dim=dim, generation=generation, persist=False)
+            if model_id != self.model_id:  # rebuilt with another model
+                with self._encoder_lock:
+                    self.model_id, self._encoder = model_id, None
+                    self._text_cache.clear()
+            self._vectors, self._loaded_generation = store, generation
+            return True
+
+    def _writer_active(self) -> bool:
+        lock = FileLock(str(self.files.lock))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    if not self.model_id:
+                        raise IndexNotFound(f"the index at {self.files.root} is empty; run 'photoseek index FOLDER' first")
+                    self._encoder = load_encoder(self.model_id, precision=self.settings.precision)
+        return self._encoder
+
+    def __len__(self) -> int:
+        return len(self._vectors) if self._vectors is not None else 0
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def embed_text(self, query: str) -> np.ndarray:
+        query = " ".join(query.split())
+        if not query:
+            raise ValueError("empty query")
+        if len(query) > self.settings.max_query_chars:
+            raise ValueError(f"query too long (over {self.settings.max_query_chars} characters)")
+        with self._encoder_lock:
+            cached = self._text_cache.get(query)
+            if cached is not None:
+                self._text_cache.move_to_end(query)
+                return cached
+        vector = self._encode(lambda enc: enc.encode_texts([query]))[0]
+        with self._encoder_lock:
+            self._text_cache[query] = vector
+            if len(self._text_cache) > TEXT_CACHE_SIZE:
+                self._text_cache.popitem(last=False)
+        return vector
+
+    def embed_image(self, image: Image.Image | bytes) -> np.ndarray:
+        if isinstance(image, (bytes, bytearray)):
+            image, _ = open_image(bytes(image), draft_size=self.encoder.input_spec.size,
+                                  max_pixels=self.settings.max_image_pixels)
+        return self._encode(lambda enc: enc.encode_images([image]))[0]
+
+    def _encode(self, fn) -> np.ndarray:
+        encoder = self.encoder
+        with self._encoder_lock:  # one inference at a time: two would only fight over the cores
+            return fn(encoder)
+
+    def search_text(self, query: str, limit: int = 20, offset: int = 0) -> list[Hit]:
+        return self.search_vector(self.embed_text(query), limit, offset)
+
+    def search_image(self, image: Image.Image | bytes, limit: int = 20, offset: int = 0) -> list[Hit]:
+        return self.search_vector(self.embed_image(image), limit, offset)
+
+    def similar(self, image_id: int, limit: int = 20, offset: int = 0) -> list[Hit] | None:
+        """Photos like an indexed one, itself left out; None if the id is unknown."""
+        vector = self.vector(image_id)
+        if vector is None:
+            return None
+        return self.search_vector(vector, limit, offset, exclude=image_id)
+
+    def vector(self, image_id: int) -> np.ndarray | None:
+        store = self._vectors
+        vector = store.vector(image_id) if store is not None else None
+        if vector is None:
+            with self._engine.connect() as conn:
+                blob = conn.execute(select(db.ImageRow.embedding).where(db.ImageRow.id == image_id)).scalar_one_or_none()
+            vector = db.blob_to_vector(blob) if blob is not None else None
+        return vector
+
+    def search_vector(self, vector: np.ndarray, limit: int = 20, offset: int = 0, *, exclude: int | None = None) -> list[Hit]:
+        store = self._vectors
+        if store is None or limit <= 0:
+            return []
+        # Ask for a little more than the page: removed rows and the excluded id are dropped after the lookup.
+        want = offset + limit + 1 + (8 if self._loaded_generation >= 0 else 0)
+        scores, ids = store.search(vector, want)
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != exclude]
+        rows = self._rows([i for i, _ in pairs])
+        hits = [Hit(_photo(rows[i]), s) for i, s in pairs if i in rows]
+        return hits[offset: offset + limit]
+
+    def _rows(self, ids: list[int]) -> dict[int, db.ImageRow]:
+        if not ids:
+            return {}
+        with db.make_session_factory(self._engine)() as session:
+            return {row.id: row for row in session.scalars(select(db.ImageRow).where(db.ImageRow.id.in_(ids)))}
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def photo(self, image_id: int) -> Photo | None:
+        row = self._rows([image_id]).get(image_id)
+        return _photo(row) if row else None
+
+    def file_path(self, image_id: int) -> Path | None:
+        """The real file of an indexed photo, for serving it; None for anything else."""
+        row = self._rows([image_id]).get(image_id)
+        return Path(row.path) if row else None
+
+    def status(self, skipped_limit: int = 100) -> IndexStatus:
+        with db.make_session_factory(self._engine)() as session:
+            count = session.execute(select(func.count()).select_from(db.ImageRow)).scalar_one()
+            skipped_count = session.execute(select(func.count()).select_from(db.SkippedFile)).scalar_one()
+            skipped = [Skipped(r.display_path, r.reason) for r in session.scalars(
+                select(db.SkippedFile).order_by(db.SkippedFile.path).limit(skipped_limit))]
+            roots = [db.display_path(p) for p in session.scalars(select(db.Root.path).order_by(db.Root.path))]
+            run = session.scalars(select(db.IndexRun).order_by(db.IndexRun.id.desc()).limit(1)).one_or_none()
+            last = LastRun(run.started_at, run.finished_at, run.status, run.added, run.updated, run.moved, run.removed,
+                           run.skipped, run.seconds) if run else None
+            generation = int(db.get_meta(session, "generation") or 0)
+            dim = int(db.get_meta(session, "dim") or 0)
+        return IndexStatus(str(self.files.root), self.model_id, dim, count, skipped_count, skipped, roots, last, generation)
+
+    def close(self) -> None:
+        self._engine.dispose()

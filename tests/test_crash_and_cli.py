@@ -1,0 +1,124 @@
+"""The command line as a user runs it, and a SIGKILL in the middle of indexing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from photoseek import db
+from photoseek.store import IndexFiles, VectorStore
+
+
+def photoseek(*args: str, env_extra: dict | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PHOTOSEEK_DECODE_WORKERS": "1", **(env_extra or {})}
+    result = subprocess.run([sys.executable, "-m", "photoseek", *args], capture_output=True, text=True, env=env,
+                            timeout=600, **kwargs)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_cli_index_search_status(tmp_path, samples_dir):
+    photos = tmp_path / "photos"
+    shutil.copytree(samples_dir, photos)
+    index = str(tmp_path / "index")
+    first = photoseek("index", str(photos), "--index", index, "--model", "offline")
+    assert "added 34" in first.stdout
+
+    out = photoseek("search", "a cup of coffee", "--index", index, "-k", "3", "--json").stdout
+    results = json.loads(out)
+    assert len(results) == 3 and results[0]["path"].endswith("coffee.png") and results[0]["rank"] == 1
+
+    text = photoseek("search", "--image", str(samples_dir / "rocket.jpg"), "--index", index, "-k", "1").stdout
+    assert text.strip().endswith("rocket.jpg")
+
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a rocket\n\na guitar\n")
+    lines = photoseek("search", "--queries", str(queries), "--json", "--index", index, "-k", "2").stdout.splitlines()
+    answers = [json.loads(line) for line in lines]
+    assert [a["query"] for a in answers] == ["a rocket", "a guitar"]
+    assert answers[1]["results"][0]["path"].endswith("guitar.jpg")
+
+    status = json.loads(photoseek("status", "--index", index, "--json").stdout)
+    assert status["image_count"] == 34 and status["model_id"].startswith("offline")
+
+    second = photoseek("index", "--index", index)
+    assert "added 0" in second.stdout and "unchanged 34" in second.stdout
+
+
+def test_cli_errors_are_clear(tmp_path):
+    missing = photoseek("search", "a cat", "--index", str(tmp_path / "nothing"), check=False)
+    assert missing.returncode == 1 and "no index at" in missing.stderr and "Traceback" not in missing.stderr
+    both = photoseek("search", "a cat", "--image", "x.jpg", check=False)
+    assert both.returncode == 2 and "exactly one" in both.stderr
+    not_dir = photoseek("index", str(tmp_path / "nope"), "--index", str(tmp_path / "i"), check=False)
+    assert not_dir.returncode == 1 and "not a folder" in not_dir.stderr
+
+
+def _consistent(index_dir: Path) -> tuple[int, set[str]]:
+    """Every vector has exactly one row and vice versa; returns (count, paths)."""
+    files = IndexFiles(index_dir)
+    engine = db.open_database(files.database)
+    with engine.connect() as conn:
+        rows = conn.execute(db.select(db.ImageRow.id, db.ImageRow.path)).all()
+        generation = int(db.get_meta(conn, "generation"))
+    engine.dispose()
+    store = VectorStore.load(files.vectors, dim=384, generation=generation)
+    assert store is not None, "vector file not saved for the final state"
+    ids = {r[0] for r in rows}
+    assert len(store) == len(ids)
+    assert all(store.vector(i) is not None for i in ids)
+    paths = [r[1] for r in rows]
+    assert len(paths) == len(set(paths))
+    return len(rows), set(paths)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume(tmp_path, samples_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    # 4 distinct variants of each demo photo: 136 files, enough to be killed part-way.
+    for src in sorted(samples_dir.iterdir()):
+        img = Image.open(src).convert("RGB")
+        for k in range(4):
+            img.rotate(90 * k, expand=True).save(photos / f"{src.stem}_{k}.jpg", quality=85)
+    index = tmp_path / "index"
+    env = {**os.environ, "PHOTOSEEK_DECODE_WORKERS": "1", "PHOTOSEEK_BATCH_SIZE": "8"}
+    proc = subprocess.Popen([sys.executable, "-m", "photoseek", "index", str(photos), "--index", str(index),
+                             "--model", "offline", "--no-progress"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    committed = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            engine = db.open_database(IndexFiles(index).database)
+            with engine.connect() as conn:
+                committed = conn.execute(db.select(db.func.count()).select_from(db.ImageRow)).scalar_one()
+            engine.dispose()
+        except Exception:
+            continue
+        if committed >= 16:
+            break
+    assert proc.poll() is None, "indexer finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 0 < committed < 136
+
+    resumed = photoseek("index", "--index", str(index), "--no-progress", env_extra={"PHOTOSEEK_BATCH_SIZE": "8"})
+    count, paths = _consistent(index)
+    assert count == 136 and paths == {str(p) for p in photos.iterdir()}
+    added = int(resumed.stdout.split("added ")[1].split(",")[0])
+    assert added <= 136 - 16  # what was committed before the kill was kept, not embedded again
+
+    status = json.loads(photoseek("status", "--index", str(index), "--json").stdout)
+    assert status["last_run"]["status"] == "finished"

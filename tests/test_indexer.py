@@ -1,0 +1,207 @@
+"""The indexer end to end on real photos: incremental runs, odd files, locks, models."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from filelock import FileLock
+from PIL import Image
+
+from photoseek import db
+from photoseek.indexer import Indexer, IndexLocked, ModelMismatch
+from photoseek.search import Searcher
+from photoseek.store import IndexFiles, VectorStore
+
+FEW = ["coffee.png", "rocket.jpg", "guitar.jpg", "sea_turtle.jpg", "bear.jpg", "tent.jpg"]
+
+
+@pytest.fixture()
+def few_photos(tmp_path, samples_dir) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in FEW:
+        shutil.copy2(samples_dir / name, folder / name)
+    return folder
+
+
+@pytest.fixture()
+def index_few(tmp_path, few_photos, offline_encoder, settings_factory):
+    index_dir = tmp_path / "index"
+    settings = settings_factory(index_dir, decode_workers=0)
+
+    def run(*roots, **kwargs):
+        return Indexer(index_dir, settings, show_progress=False).run(
+            list(roots) or [few_photos], encoder=kwargs.pop("encoder", offline_encoder), **kwargs)
+
+    run.index_dir = index_dir
+    run.settings = settings
+    return run
+
+
+def _paths(index_dir: Path) -> dict[str, int]:
+    engine = db.open_database(IndexFiles(index_dir).database)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(db.select(db.ImageRow.path, db.ImageRow.id)).all())
+    engine.dispose()
+    return rows
+
+
+def _top(searcher: Searcher, query: str, k: int = 3) -> list[str]:
+    return [hit.photo.name for hit in searcher.search_text(query, limit=k)]
+
+
+def test_first_run_embeds_everything_and_second_run_nothing(index_few, few_photos):
+    first = index_few()
+    assert (first.added, first.embedded, first.skipped) == (len(FEW), len(FEW), 0)
+    second = index_few()
+    assert (second.added, second.updated, second.moved, second.removed, second.embedded) == (0, 0, 0, 0, 0)
+    assert second.unchanged == len(FEW)
+
+
+def test_touched_file_is_not_reembedded_but_changed_one_is(index_few, few_photos):
+    index_few()
+    before = _paths(index_few.index_dir)
+    touched = few_photos / "bear.jpg"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 5_000_000_000))
+    changed = few_photos / "tent.jpg"
+    Image.open(changed).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(changed, quality=80)
+
+    summary = index_few()
+    assert summary.embedded == 1 and summary.updated == 1 and summary.added == 0
+    after = _paths(index_few.index_dir)
+    assert after[str(touched)] == before[str(touched)]  # same row, same vector
+    assert after[str(changed)] != before[str(changed)]
+    assert index_few().embedded == 0  # the touched file's new mtime was recorded
+
+
+def test_renamed_file_is_recognised_without_embedding(index_few, few_photos):
+    index_few()
+    old_id = _paths(index_few.index_dir)[str(few_photos / "rocket.jpg")]
+    (few_photos / "sub").mkdir()
+    (few_photos / "rocket.jpg").rename(few_photos / "sub" / "launch day.jpg")
+
+    summary = index_few()
+    assert (summary.moved, summary.embedded, summary.removed) == (1, 0, 0)
+    paths = _paths(index_few.index_dir)
+    assert paths[str(few_photos / "sub" / "launch day.jpg")] == old_id
+    assert str(few_photos / "rocket.jpg") not in paths
+
+
+def test_deleted_file_disappears_from_results(index_few, few_photos, offline_encoder):
+    index_few()
+    searcher = Searcher(index_few.index_dir, index_few.settings, encoder=offline_encoder)
+    assert _top(searcher, "a cup of coffee", 1) == ["coffee.png"]
+    (few_photos / "coffee.png").unlink()
+    summary = index_few()
+    assert summary.removed == 1
+    assert searcher.refresh()
+    assert "coffee.png" not in _top(searcher, "a cup of coffee", 10)
+    assert len(searcher) == len(FEW) - 1
+
+
+def test_rerun_without_folders_rescans_known_roots(index_few, few_photos, tmp_path, samples_dir):
+    other = tmp_path / "more"
+    other.mkdir()
+    shutil.copy2(samples_dir / "puppy.jpg", other)
+    index_few(few_photos)
+    index_few(other)
+    shutil.copy2(samples_dir / "snow.jpg", other)
+    (few_photos / "bear.jpg").unlink()
+    summary = Indexer(index_few.index_dir, index_few.settings, show_progress=False).run([])
+    assert (summary.added, summary.removed) == (1, 1)
+    assert len(_paths(index_few.index_dir)) == len(FEW) + 1
+
+
+def test_hidden_and_excluded_are_left_out(index_few, few_photos, samples_dir):
+    (few_photos / ".cache").mkdir()
+    shutil.copy2(samples_dir / "puppy.jpg", few_photos / ".cache" / "puppy.jpg")
+    (few_photos / "raw").mkdir()
+    shutil.copy2(samples_dir / "snow.jpg", few_photos / "raw" / "snow.jpg")
+    summary = index_few(exclude=["raw"])
+    assert summary.added == len(FEW)
+    summary = index_few(include_hidden=True, exclude=["raw"])
+    assert summary.added == 1
+
+
+def test_vector_file_matches_database(index_few):
+    index_few()
+    files = IndexFiles(index_few.index_dir)
+    engine = db.open_database(files.database)
+    with engine.connect() as conn:
+        generation = int(db.get_meta(conn, "generation"))
+        rows = dict(conn.execute(db.select(db.ImageRow.id, db.ImageRow.embedding)).all())
+    store = VectorStore.load(files.vectors, dim=384, generation=generation)
+    assert store is not None and len(store) == len(rows)
+    for image_id, blob in rows.items():
+        np.testing.assert_allclose(store.vector(image_id), db.blob_to_vector(blob))
+    engine.dispose()
+
+
+def test_stale_vector_file_is_rebuilt_from_database(index_few, offline_encoder):
+    index_few()
+    IndexFiles(index_few.index_dir).vectors.write_bytes(b"garbage")
+    searcher = Searcher(index_few.index_dir, index_few.settings, encoder=offline_encoder)
+    assert len(searcher) == len(FEW)
+    assert _top(searcher, "a rocket", 1) == ["rocket.jpg"]
+
+
+def test_second_indexer_is_refused(index_few):
+    index_few()
+    with FileLock(str(IndexFiles(index_few.index_dir).lock)):
+        with pytest.raises(IndexLocked, match="already writing"):
+            index_few()
+
+
+def test_other_model_is_refused(index_few):
+    index_few()
+    with pytest.raises(ModelMismatch, match="--rebuild"):
+        Indexer(index_few.index_dir, index_few.settings, show_progress=False).run([], model="ViT-B-32:laion2b_s34b_b79k")
+
+
+def test_reverse_search_finds_a_resized_reencoded_copy(demo_searcher, samples_dir):
+    for name in ["rocket.jpg", "chelsea.png", "sea_turtle.jpg", "mountain.jpg"]:
+        img = Image.open(samples_dir / name).convert("RGB")
+        img = img.resize((img.width // 2, img.height // 2))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=70)
+        hits = demo_searcher.search_image(buf.getvalue(), limit=3)
+        assert hits[0].photo.name == name
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("a cat", {"chelsea.png", "black_cat.jpg"}),
+    ("a cup of coffee", {"coffee.png"}),
+    ("a rocket", {"rocket.jpg"}),
+    ("a sea turtle", {"sea_turtle.jpg"}),
+    ("a guitar", {"guitar.jpg"}),
+])
+def test_text_search_on_the_demo_folder(demo_searcher, query, expected):
+    assert expected & set(_top(demo_searcher, query, 3))
+
+
+def test_similar_leaves_the_photo_itself_out(demo_searcher):
+    photo_id = demo_searcher.search_text("a cup of coffee", limit=1)[0].photo.id
+    hits = demo_searcher.similar(photo_id, limit=5)
+    assert len(hits) == 5 and photo_id not in {h.photo.id for h in hits}
+    assert demo_searcher.similar(10**9) is None
+
+
+def test_pages_do_not_overlap(demo_searcher):
+    first = demo_searcher.search_text("an animal", limit=10)
+    second = demo_searcher.search_text("an animal", limit=10, offset=10)
+    assert len(first) == len(second) == 10
+    assert not {h.photo.id for h in first} & {h.photo.id for h in second}
+    scores = [h.score for h in first + second]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_status_reports_model_count_and_last_run(demo_searcher):
+    st = demo_searcher.status()
+    assert st.image_count == 34 and st.skipped_count == 0
+    assert st.model_id.startswith("offline") and st.dim == 384
+    assert st.last_run.status == "finished" and st.last_run.added == 34
