@@ -1,0 +1,308 @@
+"""open_clip encoders: ``MODEL:PRETRAINED`` where PRETRAINED is an open_clip tag or a checkpoint file.
+
+Weights for a tag come from the Hugging Face cache (``~/.cache/huggingface/hub``, or
+``~/.cache/clip`` for URL-only tags), downloaded once if the network allows. Without a
+network the load fails within seconds with :class:`EncoderUnavailable` telling the user how
+to supply the weights, instead of hanging on retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from photoseek.encoders.base import Encoder, EncoderUnavailable, ImageInputSpec
+from photoseek.encoders.precision import resolve_dtype
+
+log = logging.getLogger(__name__)
+
+# Seconds to wait for the hub to answer before calling it unreachable. Downloads themselves
+# are not cut short by this (it bounds connecting and each read, not the whole transfer).
+HUB_TIMEOUT = 5.0
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+HF_WEIGHTS_NAME = "open_clip_pytorch_model.bin"
+HF_SAFE_WEIGHTS_NAME = "open_clip_model.safetensors"
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a pretrained tag's weights live: a hub repo + file names to try, or a URL."""
+
+    model: str
+    tag: str
+    hf_repo: str | None
+    hf_filenames: tuple[str, ...]
+    url: str | None
+
+    @property
+    def where(self) -> str:
+        if self.hf_repo:
+            return f"https://huggingface.co/{self.hf_repo}/resolve/main/{self.hf_filenames[0]}"
+        return self.url or "?"
+
+
+def split_model_id(model_id: str) -> tuple[str, str]:
+    """``"ViT-B-32:laion2b_s34b_b79k"`` -> ``("ViT-B-32", "laion2b_s34b_b79k")``; a path may contain ':' itself."""
+    name, sep, pretrained = model_id.partition(":")
+    if not sep or not name or not pretrained:
+        raise EncoderUnavailable(
+            f"model {model_id!r}: expected MODEL:PRETRAINED, e.g. 'ViT-B-32:laion2b_s34b_b79k' "
+            "or 'ViT-B-32:/path/to/checkpoint.pt' (or 'offline' for the bundled encoder)"
+        )
+    return name.strip().replace("/", "-"), pretrained.strip()
+
+
+def is_known_model(name: str) -> bool:
+    import open_clip
+
+    return name in open_clip.list_models()
+
+
+def known_tags(name: str) -> list[str]:
+    import open_clip
+
+    return list(open_clip.list_pretrained_tags_by_model(name))
+
+
+def looks_like_path(pretrained: str) -> bool:
+    return (
+        "/" in pretrained
+        or "\\" in pretrained
+        or pretrained.startswith(("~", "."))
+        or pretrained.lower().endswith(CHECKPOINT_SUFFIXES)
+    )
+
+
+def pretrained_cfg(name: str, tag: str) -> dict:
+    import open_clip
+
+    return dict(open_clip.get_pretrained_cfg(name, tag) or {})
+
+
+def weights_source(name: str, tag: str) -> WeightsSource | None:
+    cfg = pretrained_cfg(name, tag)
+    if not cfg:
+        return None
+    hf_hub = cfg.get("hf_hub") or ""
+    repo, filename = os.path.split(hf_hub) if hf_hub else (None, "")
+    filenames: tuple[str, ...] = ()
+    if repo:
+        filename = filename or HF_WEIGHTS_NAME
+        # open_clip prefers a .safetensors twin of the file when the repo has one.
+        safe = HF_SAFE_WEIGHTS_NAME if filename == HF_WEIGHTS_NAME else (
+            filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth")) else None)
+        filenames = tuple(f for f in (safe, filename) if f)
+    return WeightsSource(name, tag, repo or None, filenames, cfg.get("url") or None)
+
+
+def cached_weights(source: WeightsSource) -> str | None:
+    """The weights file if it is already on disk; never touches the network."""
+    if source.hf_repo:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            for filename in source.hf_filenames:
+                found = try_to_load_from_cache(source.hf_repo, filename)
+                if isinstance(found, str) and os.path.isfile(found):
+                    return found
+    if source.url:
+        target = Path("~/.cache/clip").expanduser() / os.path.basename(source.url)
+        if target.is_file():
+            return str(target)
+    return None
+
+
+def hub_offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_timeout() -> float:
+    try:
+        return float(os.environ.get("HF_HUB_ETAG_TIMEOUT", HUB_TIMEOUT))
+    except ValueError:
+        return HUB_TIMEOUT
+
+
+def weights_downloadable(source: WeightsSource, timeout: float | None = None) -> bool:
+    """One quick HEAD request: could :func:`fetch_weights` download this? False when offline."""
+    if hub_offline() or not source.hf_repo:
+        return False
+    try:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    except ImportError:
+        return False
+    try:
+        get_hf_file_metadata(hf_hub_url(source.hf_repo, source.hf_filenames[-1]), timeout=timeout or _hub_timeout())
+        return True
+    except Exception as exc:  # no network, DNS failure, 404, proxy error: all mean "not now"
+        log.debug("hub check for %s failed: %s", source.hf_repo, exc)
+        return False
+
+
+def fetch_weights(source: WeightsSource) -> str:
+    """The weights file: from the cache, else downloaded with short timeouts. Raises EncoderUnavailable."""
+    found = cached_weights(source)
+    if found:
+        return found
+    if hub_offline():
+        raise EncoderUnavailable(_unavailable_message(source, "HF_HUB_OFFLINE is set and they are not in the local cache"))
+    if not source.hf_repo:
+        raise EncoderUnavailable(_unavailable_message(source, "they are not in ~/.cache/clip"))
+    try:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+        from huggingface_hub.errors import EntryNotFoundError
+    except ImportError:
+        raise EncoderUnavailable(_unavailable_message(source, "huggingface_hub is not installed")) from None
+    # hf_hub_download retries an unreachable hub with back-off (~25 s); one plain HEAD
+    # request first tells within seconds whether downloading is worth trying at all.
+    reason = "unknown error"
+    for filename in source.hf_filenames:
+        try:
+            get_hf_file_metadata(hf_hub_url(source.hf_repo, filename), timeout=_hub_timeout(), retry_on_errors=False)
+        except EntryNotFoundError:  # the repo has no such file (404): try the next name
+            reason = f"{source.hf_repo} has no {filename}"
+            continue
+        except Exception as exc:  # unreachable hub, proxy, gated repo: another name would fare no better
+            reason = f"the Hugging Face Hub could not be reached ({_short_reason(exc)})"
+            break
+        try:
+            log.warning("downloading CLIP weights %s/%s (once; cached afterwards)", source.hf_repo, filename)
+            return hf_hub_download(source.hf_repo, filename, etag_timeout=_hub_timeout(), library_name="photoseek")
+        except Exception as exc:
+            reason = f"the download failed ({_short_reason(exc)})"
+            break
+    raise EncoderUnavailable(_unavailable_message(source, f"they are not in the local cache and {reason}"))
+
+
+def _short_reason(exc: BaseException) -> str:
+    """One line: the exception's first line, plus its innermost cause when it wraps one."""
+    inner = exc
+    while (inner.__cause__ or inner.__context__) is not None:
+        inner = inner.__cause__ or inner.__context__
+    outer = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+    cause = (str(inner).strip() or inner.__class__.__name__)[:200]
+    return outer if inner is exc or cause in outer else f"{outer} ({cause})"
+
+
+def _unavailable_message(source: WeightsSource, reason: str) -> str:
+    file_model = _file_model_name(source)
+    return (
+        f"CLIP weights for {source.model}:{source.tag} are not available: {reason}.\n"
+        f"To use this model, either\n"
+        f"  - run photoseek once with internet access (the weights are then cached and used offline), or\n"
+        f"  - download the checkpoint file ({source.where}) and pass it as a path:\n"
+        f"      --model {file_model}:/path/to/{source.hf_filenames[0] if source.hf_filenames else 'checkpoint.pt'}"
+        f"   (or PHOTOSEEK_MODEL={file_model}:/path/to/file).\n"
+        f"Without CLIP weights, '--model offline' uses the bundled encoder (works offline, lower search quality)."
+    )
+
+
+def _file_model_name(source: WeightsSource) -> str:
+    """The model name to pair with this tag's weights given as a file. A file carries no tag,
+    so for tags trained with QuickGELU (OpenAI's) the '-quickgelu' config must be named."""
+    import open_clip
+
+    if pretrained_cfg(source.model, source.tag).get("quick_gelu"):
+        cfg = open_clip.get_model_config(source.model) or {}
+        if not cfg.get("quick_gelu") and f"{source.model}-quickgelu" in open_clip.list_models():
+            return f"{source.model}-quickgelu"
+    return source.model
+
+
+class ClipEncoder(Encoder):
+    """An open_clip model. The image tower runs in bf16 where the CPU has native bf16
+    (about 2.4x faster for ViT-B-32 on AVX-512 BF16); the text tower stays fp32: a query
+    is one forward pass (~65 ms), so precision is worth more there than speed."""
+
+    def __init__(self, model_id: str, *, precision: str = "auto"):
+        import open_clip
+
+        name, pretrained = split_model_id(model_id)
+        if not is_known_model(name):
+            raise EncoderUnavailable(
+                f"unknown open_clip model {name!r}. Known models with pretrained weights include: "
+                f"{', '.join(sorted({m for m, _ in open_clip.list_pretrained()})[:12])}, ..."
+                " (python -c 'import open_clip; print(open_clip.list_pretrained())' lists them all)"
+            )
+        force_cfg: dict = {}
+        quick_gelu = False
+        if looks_like_path(pretrained) and not pretrained_cfg(name, pretrained):
+            checkpoint = os.path.abspath(os.path.expanduser(pretrained))
+            if not os.path.isfile(checkpoint):
+                raise EncoderUnavailable(
+                    f"checkpoint file not found: {checkpoint} (model {name}). Pass an existing file saved with "
+                    f"torch.save(model.state_dict(), path) or an open_clip .safetensors/.bin, e.g. "
+                    f"--model {name}:/abs/path/to/open_clip_model.safetensors"
+                )
+            self.model_id = f"{name}:{checkpoint}"
+        else:
+            source = weights_source(name, pretrained)
+            if source is None:
+                tags = known_tags(name)
+                raise EncoderUnavailable(
+                    f"{pretrained!r} is neither a pretrained tag of {name} nor an existing checkpoint file. "
+                    + (f"Tags for {name}: {', '.join(tags)}." if tags else f"open_clip has no pretrained tags for {name}.")
+                )
+            checkpoint = fetch_weights(source)
+            cfg = pretrained_cfg(name, pretrained)
+            # Given a file, open_clip keeps default preprocessing: carry the tag's over explicitly.
+            force_cfg = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+            # ... and the activation the tag was trained with (open_clip only warns on a mismatch).
+            quick_gelu = bool(cfg.get("quick_gelu", False))
+            self.model_id = f"{name}:{source.tag}"
+
+        try:
+            model = open_clip.create_model(
+                name, pretrained=checkpoint, precision="fp32", device="cpu",
+                force_quick_gelu=quick_gelu, force_preprocess_cfg=force_cfg or None, weights_only=True,
+            )
+        except EncoderUnavailable:
+            raise
+        except Exception as exc:
+            if "weights only load failed" in str(exc).lower():
+                why = "it holds pickled Python objects (a whole model?), not just tensors; photoseek only loads tensors"
+            elif "error(s) in loading state_dict" in str(exc).lower():
+                why = "its tensors do not fit this architecture (missing, unexpected or mis-shaped keys)"
+            else:
+                why = _short_reason(exc)[:400]
+            raise EncoderUnavailable(
+                f"could not load {checkpoint} as {name} weights: {why}. The file must be an open_clip/CLIP "
+                f"state dict for exactly this architecture, e.g. saved with torch.save(model.state_dict(), path)."
+            ) from None
+        model.eval()
+
+        pp = open_clip.get_model_preprocess_cfg(model)
+        size = pp.get("size", 224)
+        if isinstance(size, (tuple, list)):
+            if len(set(size)) != 1:
+                raise EncoderUnavailable(f"{name} wants non-square {size} input; photoseek decodes square crops only")
+            size = size[0]
+        if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation", "bicubic") != "bicubic":
+            log.warning(
+                "%s was trained with %s/%s resizing; photoseek decodes with bicubic shortest-side + centre crop",
+                name, pp.get("interpolation"), pp.get("resize_mode"),
+            )
+        self.input_spec = ImageInputSpec(size=int(size), mean=tuple(pp["mean"]), std=tuple(pp["std"]))
+        self.dtype = resolve_dtype(precision)
+        model.visual.to(dtype=self.dtype, memory_format=torch.channels_last)
+        self.model = model
+        self.tokenizer = open_clip.get_tokenizer(name)
+        cfg = open_clip.get_model_config(name) or {}
+        self.dim = int(cfg.get("embed_dim") or self._probe_dim())
+
+    def _probe_dim(self) -> int:
+        with torch.inference_mode():
+            return int(self._text_features(["a photo"]).shape[-1])
+
+    def _image_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(x)
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode_text(self.tokenizer(texts))

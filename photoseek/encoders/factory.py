@@ -1,0 +1,119 @@
+"""Model ids -> encoders, and which model a new index gets.
+
+Model ids:
+
+* ``MODEL:TAG`` – an open_clip model with a pretrained tag, e.g. ``ViT-B-32:laion2b_s34b_b79k``;
+* ``MODEL:/abs/path/checkpoint.pt`` – an open_clip model with weights from a local file;
+* ``offline:lite0`` / ``offline:lite2`` – the bundled offline encoder (``offline`` = the default variant);
+* ``clip`` – alias of :data:`DEFAULT_CLIP_MODEL`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from photoseek.encoders.base import Encoder, EncoderUnavailable
+
+DEFAULT_CLIP_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+# lite0 over lite2: on the labelled demo photos the two are within a query or two of each
+# other (bench/offline_quality.py), and lite0 embeds images about 3x faster.
+DEFAULT_OFFLINE_MODEL = "offline:lite0"
+OFFLINE_PREFIX = "offline"
+
+_ALIASES = {
+    "offline": DEFAULT_OFFLINE_MODEL,
+    "clip": DEFAULT_CLIP_MODEL,
+}
+
+
+def canonical_model_id(spec: str) -> str:
+    """The one spelling of a model id that an index records: aliases resolved, open_clip
+    names and tags normalised, checkpoint paths made absolute. Checks syntax, not whether
+    the weights exist (that is :func:`load_encoder`'s job)."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise EncoderUnavailable("empty model id; use e.g. 'ViT-B-32:laion2b_s34b_b79k' or 'offline'")
+    spec = _ALIASES.get(spec.lower(), spec)
+    head, sep, rest = spec.partition(":")
+    if head.lower() == OFFLINE_PREFIX:
+        from photoseek.encoders.offline import available_variants
+
+        variant = rest.strip().lower()
+        if variant not in available_variants():
+            raise EncoderUnavailable(
+                f"unknown offline encoder {spec!r}; available: "
+                + ", ".join(f"{OFFLINE_PREFIX}:{v}" for v in available_variants())
+            )
+        return f"{OFFLINE_PREFIX}:{variant}"
+
+    from photoseek.encoders import clip
+
+    name, pretrained = clip.split_model_id(spec)
+    if clip.pretrained_cfg(name, pretrained):
+        return f"{name}:{_clean_tag(pretrained)}"
+    if clip.looks_like_path(pretrained):
+        return f"{name}:{os.path.abspath(os.path.expanduser(pretrained))}"
+    return f"{name}:{pretrained}"
+
+
+def load_encoder(model_id: str, *, precision: str = "auto") -> Encoder:
+    """Build the encoder for ``model_id`` (any spelling :func:`canonical_model_id` accepts).
+
+    ``precision``: ``"auto"`` | ``"bf16"`` | ``"fp32"`` (see each encoder for what auto means).
+    Raises :class:`EncoderUnavailable` with a user-facing message when it cannot be had.
+    """
+    model_id = canonical_model_id(model_id)
+    head, _, rest = model_id.partition(":")
+    if head == OFFLINE_PREFIX:
+        from photoseek.encoders.offline import OfflineEncoder
+
+        return OfflineEncoder(rest, precision=precision)
+    from photoseek.encoders.clip import ClipEncoder
+
+    return ClipEncoder(model_id, precision=precision)
+
+
+def resolve_new_index_model(requested: str | None) -> tuple[str, str | None]:
+    """The model a NEW index should use, and a warning for the user (or None).
+
+    An explicit request wins. Otherwise CLIP (:data:`DEFAULT_CLIP_MODEL`) if its weights are
+    cached or the hub answers within seconds; else the bundled offline encoder, with a
+    warning that says what that costs and how to get CLIP.
+    """
+    if requested is not None and requested.strip():
+        return canonical_model_id(requested), None
+    if clip_weights_obtainable(DEFAULT_CLIP_MODEL):
+        return DEFAULT_CLIP_MODEL, None
+    return DEFAULT_OFFLINE_MODEL, offline_fallback_warning()
+
+
+def clip_weights_obtainable(model_id: str = DEFAULT_CLIP_MODEL, *, timeout: float | None = None) -> bool:
+    """Cached on disk, or downloadable right now (one short HEAD request; never when HF_HUB_OFFLINE=1)."""
+    from photoseek.encoders import clip
+
+    name, tag = clip.split_model_id(canonical_model_id(model_id))
+    source = clip.weights_source(name, tag)
+    if source is None:
+        return False
+    return clip.cached_weights(source) is not None or clip.weights_downloadable(source, timeout=timeout)
+
+
+def offline_fallback_warning() -> str:
+    from photoseek.encoders import clip
+
+    name, tag = clip.split_model_id(DEFAULT_CLIP_MODEL)
+    source = clip.weights_source(name, tag)
+    where = source.where if source else "the Hugging Face Hub"
+    return (
+        "WARNING: CLIP weights are not available (not cached, and the Hugging Face Hub cannot be reached), "
+        f"so this new index uses the bundled offline encoder ({DEFAULT_OFFLINE_MODEL}).\n"
+        "  Search quality is much lower: it only knows the 1000 ImageNet object classes, so queries about "
+        "scenes, people, text, colours or activities often miss.\n"
+        "  For CLIP: run once with internet access, or download the checkpoint "
+        f"({where}) and index with --model {name}:/path/to/{os.path.basename(where)}.\n"
+        "  An index keeps its model: switching later needs 'photoseek index --rebuild --model ...'."
+    )
+
+
+def _clean_tag(tag: str) -> str:
+    return tag.lower().replace("-", "_")
