@@ -52,6 +52,9 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64) -> 
         yield from map(decode_one, jobs)
         return
     context = multiprocessing.get_context("forkserver")
+    # Workers need only Pillow and NumPy: don't let the fork server import the caller's
+    # main module (by default it does), which may pull in torch or re-run a script.
+    context.set_forkserver_preload(["photoseek.imaging"])
     pending: deque[tuple[DecodeJob, Future]] = deque()
     jobs_iter = iter(jobs)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
@@ -83,4 +86,19 @@ def _decode_isolated(job: DecodeJob, context) -> DecodeResult:
         try:
             return solo.submit(decode_one, job).result()
         except BrokenProcessPool:
-            return DecodeResult(job.path, error="the image decoder crashed on this file")
+            pass
+    if not _workers_can_start(context):
+        raise RuntimeError(
+            "image decode worker processes die on start-up; if you call photoseek from a script, guard its "
+            "entry point with `if __name__ == '__main__':` (or set PHOTOSEEK_DECODE_WORKERS=0)"
+        )
+    return DecodeResult(job.path, error="the image decoder crashed on this file")
+
+
+def _workers_can_start(context) -> bool:
+    """Tell a file that kills its decoder from workers that cannot run at all."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as probe:
+        try:
+            return probe.submit(int, "1").result() == 1
+        except BrokenProcessPool:
+            return False

@@ -1,3 +1,4 @@
 from photoseek.cli import main
 
-main()
+if __name__ == "__main__":  # decode workers re-import the main module; they must not re-run the CLI
+    main()

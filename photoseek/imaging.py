@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -162,7 +163,9 @@ def open_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = 
     except UnidentifiedImageError:
         raise DecodeError("not an image (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"image too large: {exc}") from None
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
+        raise DecodeError(f"image too large: {size} (limit {max_pixels:,}); a decompression bomb?") from None
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, EOFError,
             MemoryError, RuntimeError, struct.error) as exc:
         message = str(exc).strip() or type(exc).__name__
