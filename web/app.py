@@ -304,6 +304,7 @@ def create_app(
     searcher: Searcher | None = None,
     *,
     refresh_interval: float = REFRESH_INTERVAL,
+    page_size: int = PAGE_SIZE,
 ) -> FastAPI:
     """The web app over ``settings.index_dir`` (or over ``searcher``, which stays the caller's to close)."""
     settings = settings or Settings()
@@ -360,7 +361,7 @@ def create_app(
             index.update(ready=bool(st.model_id) and st.image_count > 0, count=st.image_count, model=st.model_id,
                          updated=ago(st.last_run.finished_at or st.last_run.started_at) if st.last_run else None)
         return {
-            "request": request, "root": root, "index": index, "page_size": PAGE_SIZE,
+            "request": request, "root": root, "index": index, "page_size": page_size,
             "max_upload_bytes": settings.max_upload_bytes, "max_query_chars": settings.max_query_chars,
             "token_mode": bool(settings.token),
             "static": lambda name: f"{root}/static/{name}?v={static_versions.get(name, '0')}",
@@ -392,9 +393,9 @@ def create_app(
         context = await run(base_context, request, searcher)
         root = context["root"]
         try:
-            shown = max(1, min(int(limit), 500)) if limit and limit.isdigit() else PAGE_SIZE
+            shown = max(1, min(int(limit), 500)) if limit and limit.isdigit() else page_size
         except ValueError:
-            shown = PAGE_SIZE
+            shown = page_size
         kind, hits, next_offset, source, message, status = None, [], None, None, None, 200
         q = (q or "").strip()
         upload_name = None
@@ -435,7 +436,7 @@ def create_app(
         more_url = None
         if next_offset is not None:
             params = {"q": q} if kind == "text" else {"similar": similar}
-            more_url = f"{root}/?" + urlencode({**params, "limit": shown + PAGE_SIZE})
+            more_url = f"{root}/?" + urlencode({**params, "limit": shown + page_size})
         initial = {
             "kind": kind, "query": q if kind == "text" else None,
             "similar": int(similar) if kind == "similar" and source else None,

@@ -318,7 +318,14 @@
     } finally {
       loadingMore = false;
       moreBtn.classList.remove('loading');
+      // The observer only reports changes: if the end of the grid is still in reach (a tall
+      // window, a fast scroll), keep going.
+      requestAnimationFrame(nearEnd);
     }
+  }
+
+  function nearEnd() {
+    if (!moreWrap.hidden && !loadingMore && !dialog.open && moreWrap.getBoundingClientRect().top < window.innerHeight + 800) loadMore();
   }
 
   // -- detail view ---------------------------------------------------------------------------

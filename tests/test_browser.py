@@ -1,0 +1,271 @@
+"""End to end in a real headless browser: Debian's Chromium driven by Playwright.
+
+The real server (uvicorn, in a thread) on a free loopback port, over the demo index.
+A screenshot of the results page is saved to ``test-artifacts/results.png``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+PAGE_SIZE = 12  # small pages, so that 34 photos need scrolling for "more"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo_searcher, demo_index, settings_factory):
+    import uvicorn
+
+    from photoseek.web.app import create_app
+
+    port = _free_port()
+    app = create_app(settings_factory(demo_index, port=port), demo_searcher, page_size=PAGE_SIZE)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-gpu",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=server)
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    pg.problems = []
+    pg.on("pageerror", lambda exc: pg.problems.append(f"page error: {exc}"))
+    pg.on("console", lambda msg: pg.problems.append(msg.text) if msg.type == "error" else None)
+    yield pg
+    context.close()
+
+
+def first_name(pg) -> str:
+    return pg.locator("#grid .tile .tile-name").first.text_content()
+
+
+def until(pg, js: str, arg=None, timeout: float = 10.0):
+    """Poll a JS function until it returns something truthy.
+
+    (Not ``page.wait_for_function``: its in-page polling evaluates strings, which the
+    page's Content-Security-Policy rightly forbids.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pg.evaluate(js, arg)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for: {js}"
+        time.sleep(0.05)
+
+
+def wait_first(pg, name: str) -> None:
+    expect(pg.locator("#grid .tile .tile-name").first).to_have_text(name)
+
+
+def csp_violations(pg) -> list[str]:
+    return [p for p in pg.problems if "Content Security Policy" in p or "page error" in p]
+
+
+def test_type_a_query_and_see_the_right_photo_first(page):
+    page.goto("/")
+    assert page.evaluate("document.activeElement.id") == "q"  # focus on load
+    assert "34 photos" in page.locator("#index-status").text_content()
+    assert "offline:lite0" in page.locator("#index-status").text_content()
+
+    page.keyboard.type("a cup of coffee")
+    page.keyboard.press("Enter")
+    wait_first(page, "coffee.png")
+    assert re.search(r"/\?q=a\+cup\+of\+coffee$", page.url)  # bookmarkable
+    assert page.locator("#grid .tile").count() == PAGE_SIZE
+    page.wait_for_load_state("networkidle")
+    until(page, "() => [...document.querySelectorAll('#grid img')].slice(0, 8).every(i => i.complete && i.naturalWidth > 0)")
+
+    tile = page.locator("#grid .tile").first
+    tile.hover()
+    score = tile.locator(".score")
+    until(page, "el => getComputedStyle(el.parentElement).opacity === '1'", score.element_handle())
+    assert re.fullmatch(r"0\.\d{3}", score.text_content())
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.mouse.move(5, 500)
+    page.wait_for_timeout(250)
+    page.screenshot(path=str(ARTIFACTS / "results.png"))
+    assert (ARTIFACTS / "results.png").stat().st_size > 50_000
+
+    # More results on scroll, then none left.
+    page.mouse.wheel(0, 20_000)
+    expect(page.locator("#grid .tile").nth(PAGE_SIZE)).to_be_attached()
+    for _ in range(10):
+        if page.locator("#grid .tile").count() == 34:
+            break
+        page.mouse.wheel(0, 20_000)
+        page.wait_for_timeout(200)
+    assert page.locator("#grid .tile").count() == 34
+    assert page.locator("#more-wrap").is_hidden()
+    names = page.locator("#grid .tile .tile-name").all_text_contents()
+    assert len(set(names)) == 34
+
+    # A fresh visit to the bookmarked URL shows the same results, rendered by the server.
+    page.goto("/?q=a+rocket")
+    wait_first(page, "rocket.jpg")
+    assert page.input_value("#q") == "a rocket"
+    assert not csp_violations(page), page.problems
+
+
+def test_detail_view_keys_and_similar_and_back(page):
+    page.goto("/?q=a+cat")
+    wait_first(page, "black_cat.jpg")
+    second = page.locator("#grid .tile .tile-name").nth(1).text_content()
+
+    page.locator("#grid .tile-link").first.click()
+    dialog = page.locator("#detail")
+    assert dialog.is_visible()
+    assert page.locator("#detail-name").text_content() == "black_cat.jpg"
+    assert page.locator("#detail-path").text_content().endswith("black_cat.jpg")
+    assert re.fullmatch(r"\d+ × \d+", page.locator("#detail-dims").text_content())
+    assert "KB" in page.locator("#detail-size").text_content()
+    until(page, "() => document.getElementById('detail-img').src.includes('size=large')")
+
+    page.keyboard.press("ArrowRight")
+    assert page.locator("#detail-name").text_content() == second
+    page.keyboard.press("ArrowLeft")
+    assert page.locator("#detail-name").text_content() == "black_cat.jpg"
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    assert page.url.endswith("/?q=a+cat")
+
+    # The back button closes the detail view too.
+    page.locator("#grid .tile-link").nth(1).click()
+    assert dialog.is_visible()
+    page.go_back()
+    expect(dialog).to_be_hidden()
+    assert page.url.endswith("/?q=a+cat")
+
+    # "Find similar" from the detail view.
+    page.locator("#grid .tile-link").nth(1).click()
+    page.locator("#detail-similar").click()
+    page.wait_for_url(re.compile(r"/\?similar=\d+$"))
+    expect(page.locator("#summary .chip")).to_have_text("chelsea.png")
+    assert "chelsea.png" not in page.locator("#grid .tile .tile-name").all_text_contents()
+    assert not dialog.is_visible()
+
+    # "Similar" on a tile, then back twice to where we started.
+    page.locator("#grid .tile").first.hover()
+    page.locator("#grid .tile .tile-similar").first.click()
+    expect(page.locator("#summary .chip")).not_to_have_text("chelsea.png")
+    page.go_back()
+    expect(page.locator("#summary .chip")).to_have_text("chelsea.png")
+    page.go_back()
+    wait_first(page, "black_cat.jpg")
+    assert page.url.endswith("/?q=a+cat") and page.input_value("#q") == "a cat"
+    assert not csp_violations(page), page.problems
+
+
+def _dispatch_file(page, kind: str, url: str, name: str) -> None:
+    """Paste or drop a real image file (fetched from the server) the way a browser delivers it."""
+    page.evaluate("""async ([kind, url, name]) => {
+        const blob = await (await fetch(url)).blob();
+        const dt = new DataTransfer();
+        dt.items.add(new File([blob], name, { type: blob.type }));
+        if (kind === 'paste') {
+            document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true }));
+        } else {
+            window.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dt, bubbles: true, cancelable: true }));
+            window.__dropShown = !document.getElementById('drop').hidden;
+            window.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }
+    }""", [kind, url, name])
+
+
+def test_reverse_image_search_pick_paste_drop(page, samples_dir, tmp_path):
+    page.goto("/")
+    page.set_input_files("#file", str(samples_dir / "sea_turtle.jpg"))
+    wait_first(page, "sea_turtle.jpg")
+    assert "sea_turtle.jpg" in page.locator("#summary").text_content()
+    assert page.url.endswith("/")
+
+    ids = page.evaluate("fetch('/api/search?q=a+guitar&limit=1').then(r => r.json()).then(d => d.results[0].photo)")
+    _dispatch_file(page, "paste", ids["file_url"], "clip.jpg")
+    wait_first(page, "guitar.jpg")
+
+    rocket = page.evaluate("fetch('/api/search?q=a+rocket&limit=1').then(r => r.json()).then(d => d.results[0].photo)")
+    _dispatch_file(page, "drop", rocket["file_url"], "dropped.jpg")
+    wait_first(page, "rocket.jpg")
+    assert page.evaluate("window.__dropShown") is True
+    assert page.locator("#drop").is_hidden()
+
+    # Back goes through the earlier uploads' results, kept in the history.
+    page.go_back()
+    wait_first(page, "guitar.jpg")
+
+    # A file that is not a photo: a friendly message, and the results stay.
+    bogus = tmp_path / "notes.jpg"
+    bogus.write_text("this is not a photo")
+    page.set_input_files("#file", str(bogus))
+    notice = page.locator("#notice .notice-error")
+    notice.wait_for()
+    assert "not a photo we can read" in notice.text_content()
+    assert first_name(page) == "guitar.jpg"
+    assert not csp_violations(page), page.problems
+
+
+def test_names_with_html_stay_text(page):
+    """Whatever a file is called, the page shows it as text: the API's answer is doctored to prove it."""
+    evil = '<img src=x onerror="window.__pwned=1">.jpg'
+
+    def doctor(route):
+        response = route.fetch()
+        data = response.json()
+        for hit in data["results"]:
+            hit["photo"]["name"] = evil
+            hit["photo"]["path"] = "/photos/" + evil
+            hit["photo"]["camera"] = "<b>cam</b>"
+        route.fulfill(response=response, json=data)
+
+    page.route(re.compile(r".*/api/search\?.*"), doctor)
+    page.goto("/")
+    page.fill("#q", "a dog")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#grid .tile")
+    assert first_name(page) == evil
+    page.locator("#grid .tile-link").first.click()
+    assert page.locator("#detail-name").text_content() == evil
+    assert page.locator("#detail-camera").text_content() == "<b>cam</b>"
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned") is None
+    assert page.evaluate("document.querySelectorAll('#grid img[src=x], #detail b').length") == 0
