@@ -8,10 +8,12 @@ shown to the user in ``photoseek status``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import re
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -34,6 +36,10 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .tif .tiff .heic .heif .avif .mpo".split()
 )
+# The formats photos come in (the same set as IMAGE_EXTENSIONS). Pillow can open many more
+# (EPS even runs Ghostscript); a file named .jpg is decoded only if it is one of these.
+PHOTO_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
+_open_formats: tuple[str, ...] | None = None
 DEFAULT_MAX_PIXELS = 120_000_000
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
@@ -106,27 +112,55 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+class NotRegularFile(OSError):
+    """A FIFO, socket or device where a photo was expected."""
+
+
+def _open_regular(path: Path):
+    """Open a regular file for reading without ever blocking (a FIFO would block a plain open)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fh = os.fdopen(fd, "rb")
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        fh.close()
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+        raise NotRegularFile(errno.EINVAL, "not a regular file (a FIFO, socket or device)", str(path))
+    return fh
+
+
 def hash_file(path: Path) -> str:
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
+    with _open_regular(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
 def read_file(path: Path) -> bytes:
+    """The bytes of a regular file, at most MAX_FILE_BYTES.
+
+    Opened without blocking and checked on the open descriptor: a path swapped for a
+    FIFO or a device after the scan must not hang a worker (or the web server) for
+    ever, and a file that keeps growing must not be read without end.
+    """
     try:
-        size = os.stat(path).st_size
-        if size > MAX_FILE_BYTES:
-            raise DecodeError(f"file too large ({size} bytes)")
-        with open(path, "rb") as fh:
-            return fh.read()
+        with _open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise DecodeError(f"file too large ({size} bytes)")
+            data = fh.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                raise DecodeError(f"file too large (over {MAX_FILE_BYTES} bytes)")
+            return data
     except PermissionError:
         raise DecodeError("cannot read file: permission denied") from None
     except FileNotFoundError:
         raise DecodeError("file disappeared before it could be read") from None
     except IsADirectoryError:
         raise DecodeError("not a file") from None
+    except NotRegularFile:
+        raise DecodeError("not a file: a FIFO, socket or device") from None
     except OSError as exc:
         raise DecodeError(f"cannot read file: {exc.strerror or exc}") from None
 
@@ -144,7 +178,7 @@ def open_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = 
         with warnings.catch_warnings():
             # Pillow warns (rather than fails) on large images and odd metadata; we decide ourselves.
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=photo_formats())
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise DecodeError("image has no pixels")
@@ -173,6 +207,15 @@ def open_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = 
     return img, _photo_info(width, height, exif)
 
 
+def photo_formats() -> tuple[str, ...]:
+    """PHOTO_FORMATS that this Pillow can open (``Image.open(formats=...)`` rejects unknown names)."""
+    global _open_formats
+    if _open_formats is None:
+        Image.init()
+        _open_formats = tuple(f for f in PHOTO_FORMATS if f in Image.OPEN)
+    return _open_formats
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is laid on white, as a viewer shows it."""
     if img.mode == "RGB":
@@ -182,7 +225,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+    if "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
