@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from sqlalchemy import func, select
 
 from photoseek import db
 from photoseek.store import IndexFiles, VectorStore
@@ -69,7 +70,7 @@ def _consistent(index_dir: Path) -> tuple[int, set[str]]:
     files = IndexFiles(index_dir)
     engine = db.open_database(files.database)
     with engine.connect() as conn:
-        rows = conn.execute(db.select(db.ImageRow.id, db.ImageRow.path)).all()
+        rows = conn.execute(select(db.ImageRow.id, db.ImageRow.path)).all()
         generation = int(db.get_meta(conn, "generation"))
     engine.dispose()
     store = VectorStore.load(files.vectors, dim=384, generation=generation)
@@ -103,7 +104,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, samples_dir):
         try:
             engine = db.open_database(IndexFiles(index).database)
             with engine.connect() as conn:
-                committed = conn.execute(db.select(db.func.count()).select_from(db.ImageRow)).scalar_one()
+                committed = conn.execute(select(func.count()).select_from(db.ImageRow)).scalar_one()
             engine.dispose()
         except Exception:
             continue

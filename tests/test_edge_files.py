@@ -61,13 +61,20 @@ def test_exif_orientation_is_applied(edge_dir, orientation):
     assert np.abs(raw - upright).mean() > 3 * np.abs(corrected - upright).mean()
 
 
-@pytest.mark.parametrize("name,mode", [("pil_sample_cmyk.jpg", "CMYK"), ("1_trns.png", "P"), ("16bit.cropped.tif", "I;16"),
+@pytest.mark.parametrize("name,mode", [("pil_sample_cmyk.jpg", "CMYK"), ("1_trns.png", "1"), ("16bit.cropped.tif", "I;16"),
                                        ("anim_frame1.webp", None), ("frozenpond.mpo", None), ("hopper.bmp", None)])
 def test_any_mode_becomes_rgb(edge_dir, name, mode):
     if mode:
         assert Image.open(edge_dir / name).mode == mode
     img, info = open_image((edge_dir / name).read_bytes())
     assert img.mode == "RGB" and img.size == (info.width, info.height)
+
+
+def test_transparency_is_laid_on_white(edge_dir):
+    img, _ = open_image((edge_dir / "1_trns.png").read_bytes())
+    transparent = Image.open(edge_dir / "1_trns.png").convert("RGBA").getchannel("A")
+    pixels = np.asarray(img)[np.asarray(transparent) == 0]
+    assert len(pixels) and (pixels == 255).all()
 
 
 def test_camera_metadata_is_read(edge_dir):
