@@ -149,8 +149,9 @@ class SecurityMiddleware:
         if self.token is None and self.allowed_hosts is not None:
             host = _hostname(headers.get("host", ""))
             if host not in self.allowed_hosts and not is_loopback(host):
-                await _plain(send, 400, "invalid Host header: this server only answers on the loopback address "
-                                        "(start it with --token to serve other names)")
+                await _plain(send, 400, "invalid Host header: without an access token this server only answers to "
+                                        "localhost / 127.0.0.1 (start it with --token to serve it under another name, "
+                                        "e.g. behind a reverse proxy)")
                 return
 
         if self.token is not None and not path.startswith(PUBLIC_PREFIXES):
