@@ -205,3 +205,32 @@ def test_status_reports_model_count_and_last_run(demo_searcher):
     assert st.image_count == 34 and st.skipped_count == 0
     assert st.model_id.startswith("offline") and st.dim == 384
     assert st.last_run.status == "finished" and st.last_run.added == 34
+
+
+@pytest.fixture(scope="module")
+def random_clip_checkpoint(tmp_path_factory) -> Path:
+    """A ViT-B-32 with random weights saved like a user's checkpoint: same code path and speed as real weights."""
+    import open_clip
+    import torch
+
+    path = tmp_path_factory.mktemp("ckpt") / "vit-b-32-random.pt"
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), path)
+    return path
+
+
+def test_open_clip_checkpoint_through_the_whole_pipeline(tmp_path, few_photos, random_clip_checkpoint, settings_factory):
+    index_dir = tmp_path / "clip-index"
+    settings = settings_factory(index_dir, decode_workers=0)
+    model = f"ViT-B-32:{random_clip_checkpoint}"
+    summary = Indexer(index_dir, settings, show_progress=False).run([few_photos], model=model)
+    assert summary.added == len(FEW) and summary.model_id == model
+
+    searcher = Searcher(index_dir, settings)
+    st = searcher.status()
+    assert (st.model_id, st.dim, st.image_count) == (model, 512, len(FEW))
+    hits = searcher.search_text("a rocket", limit=10)
+    assert len(hits) == len(FEW) and all(-1.0 <= h.score <= 1.0 for h in hits)
+    for name in ("rocket.jpg", "bear.jpg"):
+        assert searcher.search_image((few_photos / name).read_bytes(), limit=1)[0].photo.name == name
+    assert Indexer(index_dir, settings, show_progress=False).run([]).embedded == 0
