@@ -8,6 +8,8 @@ restart. Results carry their metadata, fetched with one SQL query per page.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -249,7 +251,22 @@ class Searcher:
     def file_path(self, image_id: int) -> Path | None:
         """The real file of an indexed photo, for serving it; None for anything else."""
         row = self._rows([image_id]).get(image_id)
-        return Path(row.path) if row else None
+        if row is None:
+            return None
+        # The path was inside an indexed folder when it was indexed; since then it may have been
+        # replaced by a symbolic link to anywhere (or by a FIFO or device). Serve it only if it
+        # still resolves to a regular file inside an indexed folder.
+        real = os.path.realpath(row.path)
+        with self._engine.connect() as conn:
+            roots = [os.path.realpath(p) for p in conn.execute(select(db.Root.path)).scalars()]
+        if not any(real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+            return None
+        try:
+            if not stat.S_ISREG(os.stat(real).st_mode):
+                return None
+        except OSError:
+            return None
+        return Path(real)
 
     def status(self, skipped_limit: int = 100) -> IndexStatus:
         with db.make_session_factory(self._engine)() as session:
