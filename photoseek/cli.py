@@ -62,6 +62,15 @@ def index(
     typer.echo(f"index: {settings.resolved_index_dir}", err=True)
 
 
+def _show(text: str) -> str:
+    """A file name for the terminal: control and format characters (newlines, ANSI escape
+    sequences, bidi overrides) shown escaped, so a hostile name cannot forge lines or
+    drive the terminal. JSON output keeps the real name."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _hit_dict(hit, rank: int) -> dict:
     photo = asdict(hit.photo)
     for key, value in photo.items():
@@ -78,7 +87,7 @@ def _print_hits(hits, offset: int, as_json: bool, query: str | None = None) -> N
     if not hits:
         typer.echo("no results")
     for i, hit in enumerate(hits):
-        typer.echo(f"{offset + i + 1:3d}  {hit.score:.3f}  {hit.photo.path}")
+        typer.echo(f"{offset + i + 1:3d}  {hit.score:.3f}  {_show(hit.photo.path)}")
 
 
 @app.command()
@@ -148,14 +157,14 @@ def status(
     typer.echo(f"index:    {st.index_dir}")
     typer.echo(f"model:    {st.model_id} ({st.dim}-d)")
     typer.echo(f"photos:   {st.image_count}")
-    typer.echo(f"folders:  {', '.join(st.roots) or '-'}")
+    typer.echo(f"folders:  {', '.join(_show(r) for r in st.roots) or '-'}")
     if st.last_run:
         r = st.last_run
         typer.echo(f"last run: {r.started_at:%Y-%m-%d %H:%M:%S} UTC, {r.status}: added {r.added}, updated {r.updated}, "
                    f"moved {r.moved}, removed {r.removed}, skipped {r.skipped} ({r.seconds:.1f} s)")
     typer.echo(f"skipped:  {st.skipped_count}")
     for s in st.skipped:
-        typer.echo(f"  {s.path}: {s.reason}")
+        typer.echo(f"  {_show(s.path)}: {_show(s.reason)}")
     if st.skipped_count > len(st.skipped):
         typer.echo(f"  ... and {st.skipped_count - len(st.skipped)} more (--skipped N)")
 
