@@ -7,7 +7,6 @@ A screenshot of the results page is saved to ``test-artifacts/results.png``.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import threading
 import time

@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from photoseek.encoders import EncoderUnavailable
-from photoseek.imaging import DecodeError
+from photoseek.imaging import DecodeError, photo_formats
 from photoseek.search import Hit, IndexNotFound, Photo, Searcher
 from photoseek.settings import Settings
 from photoseek.store import IndexFiles
@@ -49,7 +49,7 @@ from .schemas import (
     ErrorResponse, PhotoOut, SearchResponse, StatusResponse, hits_out, photo_out, photo_version, status_out,
 )
 from .thumbnails import ThumbnailCache, ThumbnailError
-from .uploads import UploadError, photo_formats, read_upload
+from .uploads import UploadError, read_upload
 
 log = logging.getLogger("photoseek.web")
 

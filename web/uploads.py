@@ -19,20 +19,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-import photoseek.imaging  # noqa: F401 - registers the HEIF/AVIF opener with Pillow
+from photoseek.imaging import photo_formats  # the formats photos come in; never, say, EPS (Ghostscript)
 
-# Formats a camera, phone or browser produces. Pillow knows many more (EPS would even run Ghostscript).
-PHOTO_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO", "HEIF", "AVIF")
-_formats: tuple[str, ...] | None = None
-
-
-def photo_formats() -> tuple[str, ...]:
-    """The photo formats this Pillow can open (``Image.open(formats=...)`` rejects unknown names)."""
-    global _formats
-    if _formats is None:
-        Image.init()
-        _formats = tuple(f for f in PHOTO_FORMATS if f in Image.OPEN)
-    return _formats
 MULTIPART_OVERHEAD = 64 * 1024  # headers and boundaries around the file
 MAX_PARTS = 16
 MAX_FIELD_BYTES = 4096
