@@ -538,7 +538,7 @@ def test_token_required_for_api(locked):
 
 def test_browser_gets_a_login_page_and_a_cookie(locked):
     r = locked.get("/?q=cat", headers={"accept": "text/html"})
-    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2F%3Fq%3Dcat"  # back here after login
     form = locked.get(r.headers["location"])
     assert form.status_code == 200 and 'type="password"' in form.text
     assert locked.get("/static/style.css").status_code == 200  # the login page needs its styles

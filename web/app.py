@@ -259,7 +259,7 @@ def human_size(n: int | None) -> str:
 
 
 def when(value: datetime | None) -> str:
-    return value.strftime("%-d %B %Y, %H:%M") if value else "—"
+    return f"{value.day} {value:%B %Y, %H:%M}" if value else "—"
 
 
 def ago(value: datetime | None) -> str | None:
@@ -590,7 +590,8 @@ def create_app(
         searcher, photo = await _photo(image_id)
         source = await run(searcher.file_path, image_id)
         if source is None:
-            raise ApiError(404, f"no photo has id {image_id}")
+            raise ApiError(404, f"the file of photo {image_id} is no longer where it was indexed; "
+                                "run 'photoseek index' to bring the index up to date")
         try:
             path = await run(service.thumbs.get, photo, source, size)
         except ThumbnailError as exc:

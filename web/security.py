@@ -175,7 +175,7 @@ class SecurityMiddleware:
                 cookie = session_cookie(self.token, secure=secure, root_path=root)
                 return lambda send: _redirect(send, location, cookie)
             if not token_matches(given, self.token):
-                return lambda send: self._deny(send, headers, path, root, "wrong access token")
+                return lambda send: self._deny(send, headers, path, root, "wrong access token", query)
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer " and token_matches(auth[7:].strip(), self.token):
             return None
@@ -187,12 +187,15 @@ class SecurityMiddleware:
         morsel = cookie.get(COOKIE_NAME)
         if morsel is not None and hmac.compare_digest(morsel.value.encode(), self._session.encode()):
             return None
-        return lambda send: self._deny(send, headers, path, root, None)
+        return lambda send: self._deny(send, headers, path, root, None, query)
 
-    async def _deny(self, send: Send, headers: Headers, path: str, root: str, reason: str | None) -> None:
+    async def _deny(self, send: Send, headers: Headers, path: str, root: str, reason: str | None,
+                    query: list[tuple[str, str]]) -> None:
         wants_page = not path.startswith("/api/") and "text/html" in headers.get("accept", "")
         if wants_page:
-            target = f"{root}/login?" + urlencode({"next": root + path} | ({"error": "1"} if reason else {}))
+            rest = [(k, v) for k, v in query if k != "token"]
+            here = root + path + (f"?{urlencode(rest)}" if rest else "")
+            target = f"{root}/login?" + urlencode({"next": here} | ({"error": "1"} if reason else {}))
             await _redirect(send, target, None)
             return
         message = (f"{reason}. " if reason else "this server needs an access token: ") + (
