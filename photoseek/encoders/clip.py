@@ -96,7 +96,7 @@ def weights_source(name: str, tag: str) -> WeightsSource | None:
         safe = HF_SAFE_WEIGHTS_NAME if filename == HF_WEIGHTS_NAME else (
             filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth")) else None)
         filenames = tuple(f for f in (safe, filename) if f)
-    return WeightsSource(name, tag, repo or None, filenames, cfg.get("url") or None)
+    return WeightsSource(name, tag.lower().replace("-", "_"), repo or None, filenames, cfg.get("url") or None)
 
 
 def cached_weights(source: WeightsSource) -> str | None:
@@ -131,19 +131,35 @@ def _hub_timeout() -> float:
 
 
 def weights_downloadable(source: WeightsSource, timeout: float | None = None) -> bool:
-    """One quick HEAD request: could :func:`fetch_weights` download this? False when offline."""
-    if hub_offline() or not source.hf_repo:
-        return False
+    """A quick HEAD request or two: could :func:`fetch_weights` download this? False when offline."""
+    return _probe_hub(source, timeout)[0] is not None
+
+
+def _probe_hub(source: WeightsSource, timeout: float | None = None) -> tuple[str | None, str]:
+    """(the first of the source's file names the hub has, or None; why not). Plain HEAD
+    requests without retries: hf_hub_download retries an unreachable hub with back-off
+    (about 25 s), so this tells within seconds whether a download is worth trying."""
+    if hub_offline():
+        return None, "HF_HUB_OFFLINE is set"
+    if not source.hf_repo:
+        return None, "they are only published at a URL, not on the Hugging Face Hub"
     try:
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.errors import EntryNotFoundError
     except ImportError:
-        return False
-    try:
-        get_hf_file_metadata(hf_hub_url(source.hf_repo, source.hf_filenames[-1]), timeout=timeout or _hub_timeout())
-        return True
-    except Exception as exc:  # no network, DNS failure, 404, proxy error: all mean "not now"
-        log.debug("hub check for %s failed: %s", source.hf_repo, exc)
-        return False
+        return None, "huggingface_hub is not installed"
+    reason = "unknown error"
+    for filename in source.hf_filenames:
+        try:
+            get_hf_file_metadata(hf_hub_url(source.hf_repo, filename), timeout=timeout or _hub_timeout(),
+                                 retry_on_errors=False)
+            return filename, ""
+        except EntryNotFoundError:  # the repo has no such file (404): try the next name
+            reason = f"{source.hf_repo} has no {filename}"
+        except Exception as exc:  # unreachable hub, proxy, gated repo: another name would fare no better
+            log.debug("hub check for %s failed: %s", source.hf_repo, exc)
+            return None, f"the Hugging Face Hub could not be reached ({_short_reason(exc)})"
+    return None, reason
 
 
 def fetch_weights(source: WeightsSource) -> str:
@@ -151,34 +167,18 @@ def fetch_weights(source: WeightsSource) -> str:
     found = cached_weights(source)
     if found:
         return found
-    if hub_offline():
-        raise EncoderUnavailable(_unavailable_message(source, "HF_HUB_OFFLINE is set and they are not in the local cache"))
-    if not source.hf_repo:
-        raise EncoderUnavailable(_unavailable_message(source, "they are not in ~/.cache/clip"))
+    filename, reason = _probe_hub(source)
+    if filename is None:
+        raise EncoderUnavailable(_unavailable_message(source, f"they are not in the local cache and {reason}"))
+    from huggingface_hub import hf_hub_download
+
+    log.warning("downloading CLIP weights %s/%s (once; cached afterwards)", source.hf_repo, filename)
     try:
-        from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-        from huggingface_hub.errors import EntryNotFoundError
-    except ImportError:
-        raise EncoderUnavailable(_unavailable_message(source, "huggingface_hub is not installed")) from None
-    # hf_hub_download retries an unreachable hub with back-off (~25 s); one plain HEAD
-    # request first tells within seconds whether downloading is worth trying at all.
-    reason = "unknown error"
-    for filename in source.hf_filenames:
-        try:
-            get_hf_file_metadata(hf_hub_url(source.hf_repo, filename), timeout=_hub_timeout(), retry_on_errors=False)
-        except EntryNotFoundError:  # the repo has no such file (404): try the next name
-            reason = f"{source.hf_repo} has no {filename}"
-            continue
-        except Exception as exc:  # unreachable hub, proxy, gated repo: another name would fare no better
-            reason = f"the Hugging Face Hub could not be reached ({_short_reason(exc)})"
-            break
-        try:
-            log.warning("downloading CLIP weights %s/%s (once; cached afterwards)", source.hf_repo, filename)
-            return hf_hub_download(source.hf_repo, filename, etag_timeout=_hub_timeout(), library_name="photoseek")
-        except Exception as exc:
-            reason = f"the download failed ({_short_reason(exc)})"
-            break
-    raise EncoderUnavailable(_unavailable_message(source, f"they are not in the local cache and {reason}"))
+        return hf_hub_download(source.hf_repo, filename, etag_timeout=_hub_timeout(), library_name="photoseek")
+    except Exception as exc:
+        raise EncoderUnavailable(
+            _unavailable_message(source, f"they are not in the local cache and the download failed ({_short_reason(exc)})")
+        ) from None
 
 
 def _short_reason(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,6 @@ class OfflineConfig:
     class_names: str = "clean"  # "clean" | "clean+wordnet"
     class_templates: tuple[str, ...] = ("{}",)
     query_template: str = "{}"
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, variant: str) -> OfflineConfig:
@@ -81,7 +80,6 @@ class OfflineConfig:
             class_names=data.get("class_names", "clean"),
             class_templates=tuple(data.get("class_templates", ["{}"])),
             query_template=data.get("query_template", "{}"),
-            extra={k: v for k, v in data.items() if k.startswith("_")},
         )
 
     @property
@@ -343,6 +341,5 @@ class OfflineEncoder(Encoder):
 
     def describe(self) -> dict:
         """What this encoder is, for ``photoseek status`` and debugging."""
-        cfg = asdict(self.config)
-        cfg.pop("extra", None)
-        return {"model_id": self.model_id, "dim": self.dim, "dtype": str(self.dtype).removeprefix("torch."), **cfg}
+        return {"model_id": self.model_id, "dim": self.dim, "dtype": str(self.dtype).removeprefix("torch."),
+                **asdict(self.config)}
