@@ -47,6 +47,8 @@ def index(
     progress: Annotated[Optional[bool], typer.Option(help="Progress bar (default: on a terminal).")] = None,
 ) -> None:
     """Embed every photo in FOLDERS; later runs only embed what is new or changed."""
+    from sqlalchemy.exc import DBAPIError
+
     from photoseek.encoders import EncoderUnavailable
     from photoseek.indexer import Indexer, IndexingError
 
@@ -58,6 +60,8 @@ def index(
                               rebuild=rebuild, exclude=exclude or [], include_hidden=hidden)
     except (IndexingError, EncoderUnavailable) as exc:
         raise _fail(str(exc)) from None
+    except (OSError, DBAPIError) as exc:
+        raise _fail(_write_failure(exc, settings.resolved_index_dir)) from None
     typer.echo(f"{summary.line()}  [{summary.model_id}]")
     typer.echo(f"index: {settings.resolved_index_dir}", err=True)
 
@@ -69,6 +73,23 @@ def _show(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _write_failure(exc: BaseException, index_dir: Path) -> str:
+    """What to tell people when the index cannot be written (disk full, I/O error, ...)."""
+    import errno
+
+    if isinstance(exc, OSError):
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        detail = exc.strerror or str(exc)
+    else:  # SQLAlchemy wraps sqlite3's error; its first line is SQLite's message
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+        full = "full" in detail
+    what = "out of disk space" if full else detail
+    return (f"could not write the index at {index_dir}: {what} ({detail}). Nothing already saved is lost: the index "
+            "still holds every photo up to its last checkpoint and still answers searches. "
+            + ("Free some disk space, then " if full else "Fix that, then ")
+            + "run 'photoseek index' again: it carries on from there.")
 
 
 def _hit_dict(hit, rank: int) -> dict:
