@@ -269,3 +269,65 @@ def test_names_with_html_stay_text(page):
     page.wait_for_timeout(300)
     assert page.evaluate("window.__pwned") is None
     assert page.evaluate("document.querySelectorAll('#grid img[src=x], #detail b').length") == 0
+
+
+def test_real_hostile_file_name_and_exif_stay_text(browser, tmp_path, samples_dir, offline_encoder, settings_factory):
+    """Issue #5: a photo really named ``<img src=x onerror=alert(1)>.jpg`` with script in its EXIF,
+    indexed for real: the server-rendered page, the script-rendered results and the photo page
+    all show it as text, and nothing runs."""
+    import io
+    import shutil
+
+    import uvicorn
+    from PIL import Image
+
+    from photoseek.indexer import Indexer
+    from photoseek.search import Searcher
+    from photoseek.web.app import create_app
+
+    name = "<img src=x onerror=alert(1)>.jpg"
+    photos, index = tmp_path / "photos", tmp_path / "index"
+    photos.mkdir()
+    shutil.copy(samples_dir / "rocket.jpg", photos / name)
+    shutil.copy(samples_dir / "coffee.png", photos / "coffee.png")
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "</script><script>alert(2)</script>", '"><svg onload=alert(3)>'
+    out = io.BytesIO()
+    Image.open(samples_dir / "guitar.jpg").save(out, "JPEG", exif=exif)
+    (photos / "exif.jpg").write_bytes(out.getvalue())
+    Indexer(index, settings_factory(index), show_progress=False).run([photos], encoder=offline_encoder)
+    searcher = Searcher(index, settings_factory(index), encoder=offline_encoder)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings_factory(index), searcher), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    context = browser.new_context(base_url=f"http://127.0.0.1:{port}")
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    dialogs = []
+    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    try:
+        pg.goto("/?q=a+rocket")  # rendered by the server
+        expect(pg.locator("#grid .tile .tile-name").first).to_have_text(name)
+        pg.goto("/")
+        pg.fill("#q", "a guitar")  # rendered by the page's script
+        pg.press("#q", "Enter")
+        expect(pg.locator("#grid .tile .tile-name").first).to_have_text("exif.jpg")
+        pg.locator("#grid .tile-link").first.click()
+        expect(pg.locator("#detail-camera")).to_contain_text("</script><script>alert(2)</script>")
+        ids = {h["photo"]["name"]: h["photo"]["id"] for h in pg.request.get("/api/search?q=x&limit=10").json()["results"]}
+        pg.goto(f"/photos/{ids[name]}")
+        expect(pg.locator("body")).to_contain_text(name)
+        pg.goto(f"/photos/{ids['exif.jpg']}")
+        expect(pg.locator("body")).to_contain_text('"><svg onload=alert(3)>')
+        pg.wait_for_timeout(300)
+        assert dialogs == []
+        assert pg.evaluate("document.querySelectorAll('img[src=x], svg[onload], script:not([src]):not([type])').length") == 0
+    finally:
+        context.close()
+        srv.should_exit = True
+        thread.join(timeout=10)
+        searcher.close()
