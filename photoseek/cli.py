@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from photoseek.db import SchemaTooNew
 from photoseek.settings import Settings
 
 app = typer.Typer(
@@ -58,7 +59,7 @@ def index(
     try:
         summary = indexer.run(folders or [], model=model,
                               rebuild=rebuild, exclude=exclude or [], include_hidden=hidden)
-    except (IndexingError, EncoderUnavailable) as exc:
+    except (IndexingError, EncoderUnavailable, SchemaTooNew) as exc:
         raise _fail(str(exc)) from None
     except (OSError, DBAPIError) as exc:
         raise _fail(_write_failure(exc, settings.resolved_index_dir)) from None
@@ -151,7 +152,7 @@ def search(
                 raise _fail(f"no indexed photo has id {similar}")
         else:
             hits = searcher.search_text(query, limit, offset)
-    except (IndexNotFound, EncoderUnavailable, ValueError, OSError) as exc:
+    except (IndexNotFound, EncoderUnavailable, SchemaTooNew, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     except DecodeError as exc:
         raise _fail(f"{image}: {exc.reason}") from None
@@ -170,7 +171,7 @@ def status(
     settings = _settings(index)
     try:
         st = Searcher(settings.resolved_index_dir, settings).status(skipped_limit=show_skipped)
-    except IndexNotFound as exc:
+    except (IndexNotFound, SchemaTooNew) as exc:
         raise _fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(asdict(st), default=str, ensure_ascii=False, indent=2))

@@ -123,3 +123,16 @@ def test_sigkill_mid_run_then_resume(tmp_path, samples_dir):
 
     status = json.loads(photoseek("status", "--index", str(index), "--json").stdout)
     assert status["last_run"]["status"] == "finished"
+
+
+def test_index_from_a_newer_photoseek_is_refused_clearly(tmp_path):
+    import sqlite3
+
+    index = tmp_path / "index"
+    index.mkdir()
+    with sqlite3.connect(index / "photoseek.db") as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("PRAGMA user_version = 99")
+    for args in (["status"], ["search", "a cat"], ["index", str(tmp_path)]):
+        result = photoseek(*args, "--index", str(index), check=False)
+        assert result.returncode == 1 and "newer photoseek" in result.stderr and "Traceback" not in result.stderr
