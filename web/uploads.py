@@ -14,7 +14,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -72,10 +72,10 @@ def sniff(data: bytes) -> str:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data), formats=photo_formats()) as img:
                 return str(img.format)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise UploadError(415, "that file is not an image we can read (try JPEG, PNG, WebP, GIF, HEIC or TIFF)") from None
     except Image.DecompressionBombError:
         raise UploadError(400, "that image is too large to process") from None
+    except Exception:  # any parser error (e.g. the AVIF plugin's RuntimeError) means: not an image we can read
+        raise UploadError(415, "that file is not an image we can read (try JPEG, PNG, WebP, GIF, HEIC or TIFF)") from None
 
 
 async def _read_raw(request: Request, max_bytes: int) -> bytes:
