@@ -8,6 +8,7 @@ attacker would send. Browser-level XSS checks are in test_browser.py.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -38,6 +39,17 @@ XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
 EXIF_MAKE = "</script><script>alert(1)</script>"
 EXIF_MODEL = '"><svg onload=alert(1)>'
 SECRET = b"root:x:0:0:secret-outside-the-roots"
+FUZZ_AVIF = (  # bench/fuzz_decode.py, seed 1: a mutated AVIF whose header parse raises RuntimeError in Pillow
+    "AAAAIGZ0eXBhdmlmAAAAAGF2aWZtaWYxbWlhZk1BMUIAAADrbWV0YQAAAAAAAAAhaGRscgAAAAAAAAAAcGljdAAAAAAAAAAAAAAA"
+    "AAAAAAAOcGl0bQAAAAAAAQAAAB5pbGtjAAAAAEQAAAEAAQAAAAEAAAETAAABBAAAAChpaW5mAAAAAAABAAAAGmluZmUCAAAAAAEA"
+    "AGF2MDFDb2xvcgAAAABqaXBycAAAAEtpcGNvAAAAFGlzcGUAAAAAAAAAKAAAABwAAAAQcGl4aQAAAAADCAgIAAAADGF2MUOBAAwA"
+    "AAAAE2NvbHJuY2x4AAEADQAGgAAAABdpcG1hAAAAAAAAAAEAAQQBAoMEAAABDG1kYXQSAAoJGBUn20QENBoQMvQBGUeH8n1OU+zZ"
+    "5OPBsOMBYQP9QzxSWhKGIYeeeeaFQIDxkq8J+TNRsmoGoI3iwZgkAoxbWepURLsXfDjAVW4WUtFNWPRMWje1dA2AFUDFGDcZUOB3"
+    "ARo6cXXpxO6ZzlAx4DxsVGpIYLFwZL+QuYwmkgkJc2hfKnAdqLzu6OJaUcS5/au+VonFI/BHl3mC5sHL3M1K9xQeSHsfCxJUG3ql"
+    "xjeEf5DxqeCn3eeBs5ikd2w8p5dN6Kt3EtZGsH4SspoLEhgBMarraQtZQKjWTLnn9utZW98dGDdxtYfUAuRglLgkFAbyKrb1pB9f"
+    "ATNAfEXKJu4F/MnSa0pQvq3+uk6cK6FuTUldABIwu7K+fKQSSc/fyyWw8TTWt34X0a4/sfxjPLf2vi6+0fw7LYWniOd73NBgiCbR"
+    "OA=="
+)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -365,6 +377,10 @@ def test_upload_limits_types_and_bombs(site, samples_dir):
         assert r.status_code == 400, (what, r.status_code, r.text)
         assert "too large" in r.json()["message"], what
         assert time.monotonic() - t < 10, what
+    # Found by bench/fuzz_decode.py: this damaged AVIF made Pillow's AVIF plugin raise RuntimeError -> 500.
+    damaged = base64.b64decode(FUZZ_AVIF)
+    r = site.post(url, files={"file": ("x.avif", damaged, "image/avif")})
+    assert r.status_code in (400, 415), (r.status_code, r.text[:200])
     broken = photo[: len(photo) // 2]
     assert site.post(url, files={"file": ("half.png", broken, "image/png")}).status_code == 400
 
