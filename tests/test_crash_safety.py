@@ -1,0 +1,334 @@
+"""Crash safety (issue #5): SIGKILL at 20 random moments, and running out of disk space.
+
+The kill test indexes a few hundred small generated photos with the real command line and
+kills it 20 times: at moments drawn with a fixed seed over the whole run (start-up, scan,
+model loading, decoding, mid-batch, mid-commit, the final save of the vector file), during
+a first build and during an incremental run (new, deleted, changed and renamed photos).
+After every kill the index on disk is checked (the state the next run starts from); the
+run after the last kill must finish, and the result must equal a clean run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from photoseek import db
+from photoseek.store import IndexFiles, VectorStore
+
+SEED = 5_2024
+N_PHOTOS = 160
+KILLS_FIRST_BUILD = 14  # then one kill as the first build finishes, then 5 in an incremental run
+KILLS_INCREMENTAL = 5
+DIM = 384
+ENV = {"PHOTOSEEK_DECODE_WORKERS": "1", "PHOTOSEEK_BATCH_SIZE": "8"}
+# Where to write the figures for docs/RELIABILITY.md (optional).
+REPORT = Path(os.environ.get("PHOTOSEEK_RELIABILITY_OUT", "")) if os.environ.get("PHOTOSEEK_RELIABILITY_OUT") else None
+
+
+def make_photos(folder: Path, samples: Path, start: int, count: int) -> None:
+    """``count`` distinct 256 px JPEGs cut from the demo photos."""
+    sources = [Image.open(p).convert("RGB") for p in sorted(samples.iterdir())]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + count):
+        rng = np.random.default_rng(i)
+        img = sources[i % len(sources)]
+        side = int(min(img.size) * rng.uniform(0.5, 1.0))
+        x, y = int(rng.integers(0, img.width - side + 1)), int(rng.integers(0, img.height - side + 1))
+        tile = img.crop((x, y, x + side, y + side)).resize((256, 256)).rotate(90 * int(rng.integers(0, 4)))
+        tile.save(folder / f"photo_{i:04d}.jpg", quality=85)
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "photoseek", *args]
+
+
+def index_state(index_dir: Path) -> dict:
+    """Check the on-disk index the way the next run and any reader will find it; return its facts."""
+    files = IndexFiles(index_dir)
+    if not files.database.exists():
+        return {"rows": 0, "vectors": "none"}
+    con = sqlite3.connect(files.database, timeout=30)  # WAL recovery happens here, as it would for the next run
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "images" not in tables:
+            return {"rows": 0, "vectors": "none"}
+        rows = con.execute("SELECT id, path, length(embedding) FROM images").fetchall()
+        skipped = {r[0] for r in con.execute("SELECT path FROM skipped")}
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        running = con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]
+    finally:
+        con.close()
+    paths = [r[1] for r in rows]
+    assert len(paths) == len(set(paths)), "duplicate paths"
+    assert not set(paths) & skipped, "a file both indexed and skipped"
+    assert all(r[2] == DIM * 4 for r in rows), "a row without a whole embedding"
+    assert running <= 1
+    generation = int(meta.get("generation", 0))
+    store = VectorStore.load(files.vectors, dim=DIM, generation=generation)
+    if store is None:
+        vectors = "stale (rebuilt from the database on next open)"
+    else:
+        # A vector file stamped with the database's generation must match it exactly.
+        ids = {r[0] for r in rows}
+        assert len(store) == len(ids), "vector file and database disagree"
+        assert all(store.vector(i) is not None for i in ids)
+        vectors = "current"
+    # What a reader gets: the database's rows, one vector each.
+    engine = db.open_database(files.database, readonly=True)
+    try:
+        from photoseek.store import load_vectors
+
+        loaded = load_vectors(files, engine, dim=DIM, generation=generation, persist=False)
+        assert len(loaded) == len(rows)
+    finally:
+        engine.dispose()
+    return {"rows": len(rows), "vectors": vectors}
+
+
+def committed_rows(index_dir: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT count(*) FROM images").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def generation(index_dir: Path) -> int:
+    """The database's generation: +1 for every committed checkpoint (a batch of 8 photos)."""
+    try:
+        con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def run_status(index_dir: Path) -> str | None:
+    try:
+        con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT status FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+            return row[0] if row else None
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+
+
+def read_embeddings(index_dir: Path) -> dict[str, tuple[str, np.ndarray]]:
+    engine = db.open_database(IndexFiles(index_dir).database)
+    with engine.connect() as conn:
+        rows = conn.execute(db.select(db.ImageRow.path, db.ImageRow.content_hash, db.ImageRow.embedding)).all()
+    engine.dispose()
+    return {p: (h, db.blob_to_vector(e)) for p, h, e in rows}
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (decode workers, their fork server)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_once(photos: Path, index: Path, env: dict, how: str, rng: random.Random) -> dict:
+    """Start `photoseek index`, SIGKILL it at a moment chosen by ``how``; return what happened."""
+    before, gen_before = committed_rows(index), generation(index)
+    started = time.monotonic()
+    err_path = index.parent / "killed-run.err"
+    with open(err_path, "wb") as err_file:  # a file, not a pipe: orphaned workers may keep a pipe open
+        proc = subprocess.Popen(cli("index", str(photos), "--index", str(index), "--model", "offline",
+                                    "--no-progress"), env=env, stdout=subprocess.DEVNULL, stderr=err_file)
+    deadline = started + 240
+    if how == "time":  # anywhere from interpreter start-up to well into embedding
+        target = started + rng.uniform(0.0, 14.0)
+        while time.monotonic() < target and proc.poll() is None:
+            time.sleep(0.01)
+        moment = f"{target - started:.2f} s after start"
+    elif how == "progress":  # mid-batch / mid-commit: after 1 or 2 new checkpoints, then a random pause
+        want, pause = rng.randint(1, 2), rng.uniform(0.0, 0.5)
+        while time.monotonic() < deadline and proc.poll() is None and generation(index) - gen_before < want:
+            time.sleep(0.01)
+        time.sleep(pause)
+        moment = f"{pause:.2f} s after {want} checkpoint(s)"
+    else:  # "finish": right after the run commits 'finished', i.e. while it saves the vector file
+        while time.monotonic() < deadline and proc.poll() is None and run_status(index) != "finished":
+            time.sleep(0.005)
+        moment = "as the run finished (saving vectors)"
+    finished_first = proc.poll() is not None
+    children = descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    stderr = err_path.read_text(errors="replace")
+    assert "Traceback" not in stderr, stderr[-2000:]
+    # The killed run's helper processes should leave with it; count any that stay, then end them.
+    wait_until = time.monotonic() + 2.0
+    while any(alive(pid) for pid in children) and time.monotonic() < wait_until:
+        time.sleep(0.1)
+    left = [pid for pid in children if alive(pid)]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    state = index_state(index)
+    return {"how": how, "moment": moment, "rows_before": before, "rows_after": state["rows"],
+            "vectors": state["vectors"], "finished_before_kill": finished_first, "orphans_left": len(left),
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+@pytest.mark.slow
+def test_sigkill_at_20_random_moments_then_resume_equals_clean_run(tmp_path, samples_dir, offline_encoder,
+                                                                     settings_factory):
+    from photoseek.indexer import Indexer
+
+    rng = random.Random(SEED)
+    photos, index = tmp_path / "photos", tmp_path / "index"
+    make_photos(photos, samples_dir, 0, N_PHOTOS)
+    env = {**os.environ, **ENV}
+    kills = []
+    t0 = time.monotonic()
+
+    # First build: 14 kills at random moments, then one as the build finishes.
+    for _ in range(KILLS_FIRST_BUILD):
+        kills.append(kill_once(photos, index, env, rng.choice(["time", "progress"]), rng))
+    kills.append(kill_once(photos, index, env, "finish", rng))
+
+    # An incremental run's worth of changes: new, deleted, changed and renamed photos.
+    make_photos(photos, samples_dir, N_PHOTOS, 40)
+    names = sorted(p.name for p in photos.iterdir())[:N_PHOTOS]
+    picked = rng.sample(names, 30)
+    for name in picked[:10]:
+        (photos / name).unlink()
+    for name in picked[10:20]:
+        Image.open(photos / name).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / name, quality=80)
+    for name in picked[20:30]:
+        (photos / name).rename(photos / f"renamed_{name}")
+    for _ in range(KILLS_INCREMENTAL):
+        kills.append(kill_once(photos, index, env, "progress", rng))
+
+    # The run after the last kill finishes.
+    final = subprocess.run(cli("index", "--index", str(index), "--no-progress"), env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    state = index_state(index)
+    assert state["vectors"] == "current"
+    chain_seconds = time.monotonic() - t0
+
+    # A clean run over the same final folder.
+    clean_dir = tmp_path / "clean"
+    Indexer(clean_dir, settings_factory(clean_dir, batch_size=8), show_progress=False).run([photos],
+                                                                                          encoder=offline_encoder)
+    got, want = read_embeddings(index), read_embeddings(clean_dir)
+    assert set(got) == set(want) == {str(p) for p in photos.iterdir()}
+    worst = 0.0
+    for path, (chash, vector) in want.items():
+        assert got[path][0] == chash, path
+        worst = max(worst, float(np.abs(got[path][1] - vector).max()))
+    assert worst <= 1e-5, f"embeddings differ from a clean run's by {worst}"
+
+    status = json.loads(subprocess.run(cli("status", "--index", str(index), "--json"), env=env, capture_output=True,
+                                       text=True, timeout=120).stdout)
+    assert status["last_run"]["status"] == "finished" and status["skipped_count"] == 0
+
+    killed_mid_run = sum(not k["finished_before_kill"] for k in kills)
+    assert killed_mid_run >= 18, kills  # the moments really fell inside runs
+    assert sum(k["rows_after"] != k["rows_before"] for k in kills) >= 8, kills  # many fell among the writes
+    if REPORT is not None:
+        REPORT.mkdir(parents=True, exist_ok=True)
+        (REPORT / "crash_safety.json").write_text(json.dumps({
+            "photos_first_build": N_PHOTOS, "final_photos": len(got), "kills": kills,
+            "max_abs_embedding_diff": worst, "chain_seconds": round(chain_seconds, 1)}, indent=2))
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) to mount a small tmpfs")
+def test_out_of_disk_space_while_indexing(tmp_path, samples_dir, offline_encoder, settings_factory):
+    """Index on a tmpfs with little room left: a clear error, and the previous index still
+    loads and answers (on the full disk, and after it is copied off)."""
+    from photoseek.indexer import Indexer
+
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode()[:200]}")
+
+    photos, index = tmp_path / "photos", tmp_path / "index"
+    shutil.copytree(samples_dir, photos)
+    Indexer(index, settings_factory(index), show_progress=False).run([photos], encoder=offline_encoder)
+    make_photos(photos / "more", samples_dir, 0, 40)
+    size_kb = _dir_size(index) // 1024 + 96  # room for a few checkpoints, not for the whole run
+    mnt, out = tmp_path / "mnt", tmp_path / "after"
+    mnt.mkdir()
+    script = f"""
+set -u
+mount -t tmpfs -o size={size_kb}k tmpfs {mnt} || exit 90
+cp -a {index} {mnt}/index || exit 91
+{sys.executable} -m photoseek index --index {mnt}/index --no-progress > {tmp_path}/index.out 2> {tmp_path}/index.err
+echo $? > {tmp_path}/index.rc
+df -k {mnt} | tail -1 > {tmp_path}/df.txt
+{sys.executable} -m photoseek search "a cup of coffee" --index {mnt}/index -k 3 --json > {tmp_path}/search.out 2> {tmp_path}/search.err
+echo $? > {tmp_path}/search.rc
+cp -a {mnt}/index {out}
+"""
+    env = {**os.environ, **ENV}
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+
+    rc = int((tmp_path / "index.rc").read_text())
+    err = (tmp_path / "index.err").read_text()
+    assert rc == 1, (rc, err[-3000:])
+    assert "Traceback" not in err and "error:" in err and "disk" in err.lower(), err[-3000:]
+
+    # The index on the full disk still answers.
+    assert int((tmp_path / "search.rc").read_text()) == 0, (tmp_path / "search.err").read_text()[-2000:]
+    hits = json.loads((tmp_path / "search.out").read_text())
+    assert hits[0]["path"].endswith("coffee.png")
+
+    # Consistent, with everything the previous index had; a run with room finishes the job.
+    state = index_state(out)
+    assert state["rows"] >= 34
+    finish = subprocess.run(cli("index", "--index", str(out), "--no-progress"), env=env, capture_output=True,
+                            text=True, timeout=600)
+    # The copied index still names the photo folder by its real path, so it can carry on.
+    assert finish.returncode == 0, finish.stderr[-3000:]
+    assert index_state(out) == {"rows": 74, "vectors": "current"}
