@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import faiss
 import numpy as np
 from filelock import FileLock, Timeout
 from PIL import Image
@@ -230,6 +231,11 @@ class Searcher:
             return []
         # Ask for a little more than the page: removed rows and the excluded id are dropped after the lookup.
         want = offset + limit + 1 + (8 if self._loaded_generation >= 0 else 0)
+        # One query per search: FAISS's OpenMP threads only spin against each other and against
+        # concurrent requests (10-20 ms instead of 0.5 ms for 10,000 photos on 2 busy cores);
+        # requests run side by side in the server's thread pool instead. The setting is per
+        # thread, so it is made here, in the thread that searches.
+        faiss.omp_set_num_threads(1)
         scores, ids = store.search(vector, want)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != exclude]
         rows = self._rows([i for i, _ in pairs])
