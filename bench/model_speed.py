@@ -1,0 +1,122 @@
+"""The two reference points photoseek is measured against.
+
+* limit: the image tower alone, on pre-decoded, pre-resized, pre-normalised tensors, at its
+  best batch size and precision: what the hardware allows;
+* naive: what a simple script does: open each file with Pillow at full size, preprocess
+  with torchvision (open_clip's own eval transform), embed one at a time in float32.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from photoseek.encoders import Encoder, load_encoder
+from photoseek.encoders.precision import native_bf16_supported
+
+
+@dataclass
+class LimitResult:
+    best_ips: float = 0.0
+    best_batch: int = 0
+    best_precision: str = ""
+    grid: dict[str, float] = field(default_factory=dict)  # "bf16/bs32" -> images/s
+    threads: int = 0
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def tower_ips(encoder: Encoder, batch_size: int, seconds: float, trials: int = 2) -> float:
+    """Images/s of ``encoder``'s image tower on ready tensors (best of ``trials``)."""
+    size = encoder.input_spec.size
+    x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = x.to(encoder.dtype).contiguous(memory_format=torch.channels_last)
+    best = 0.0
+    with torch.inference_mode():
+        encoder._image_features(x)  # warm-up: allocations, oneDNN primitive caches
+        for _ in range(trials):
+            n, started = 0, time.perf_counter()
+            while n < 2 or time.perf_counter() - started < seconds / trials:
+                encoder._image_features(x)
+                n += 1
+            best = max(best, n * batch_size / (time.perf_counter() - started))
+    return best
+
+
+def precisions() -> list[str]:
+    return ["bf16", "fp32"] if native_bf16_supported() else ["fp32"]
+
+
+def measure_limit(model_id: str, batch_sizes: Sequence[int], seconds: float, echo=print) -> LimitResult:
+    result = LimitResult(threads=torch.get_num_threads())
+    for precision in precisions():
+        started = time.perf_counter()
+        encoder = load_encoder(model_id, precision=precision)
+        result.load_seconds[precision] = time.perf_counter() - started
+        for bs in batch_sizes:
+            ips = tower_ips(encoder, bs, seconds)
+            result.grid[f"{precision}/bs{bs}"] = ips
+            echo(f"  limit {precision:4s} batch {bs:3d}: {ips:7.1f} images/s")
+            if ips > result.best_ips:
+                result.best_ips, result.best_batch, result.best_precision = ips, bs, precision
+        del encoder
+        gc.collect()
+    return result
+
+
+def recheck_limit(model_id: str, result: LimitResult, seconds: float, echo=print) -> float:
+    """Measure the best configuration again (the machine may have got busier or quieter)."""
+    encoder = load_encoder(model_id, precision=result.best_precision)
+    ips = tower_ips(encoder, result.best_batch, seconds)
+    echo(f"  limit {result.best_precision} batch {result.best_batch} again: {ips:.1f} images/s")
+    key = f"{result.best_precision}/bs{result.best_batch}/again"
+    result.grid[key] = ips
+    result.best_ips = max(result.best_ips, ips)
+    del encoder
+    gc.collect()
+    return ips
+
+
+@dataclass
+class NaiveResult:
+    ips: float
+    images: int
+    seconds: float
+
+
+def naive_transform(encoder: Encoder):
+    """open_clip's eval preprocessing for this encoder's input spec (torchvision, on the full-size image)."""
+    from torchvision import transforms as T
+
+    spec = encoder.input_spec
+    return T.Compose([
+        T.Resize(spec.size, interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(spec.size),
+        T.ToTensor(),
+        T.Normalize(spec.mean, spec.std),
+    ])
+
+
+def measure_naive(model_id: str, paths: Sequence[Path], echo=print) -> NaiveResult:
+    encoder = load_encoder(model_id, precision="fp32")
+    transform = naive_transform(encoder)
+    with torch.no_grad():  # warm-up on one image, as a script's first iteration would be excluded
+        encoder._image_features(transform(Image.open(paths[0]).convert("RGB")).unsqueeze(0))
+    started = time.perf_counter()
+    vectors = []
+    with torch.no_grad():
+        for path in paths:
+            img = Image.open(path).convert("RGB")
+            features = encoder._image_features(transform(img).unsqueeze(0))
+            vectors.append((features / features.norm(dim=-1, keepdim=True)).numpy())
+    seconds = time.perf_counter() - started
+    assert np.isfinite(np.concatenate(vectors)).all()
+    del encoder
+    gc.collect()
+    return NaiveResult(len(paths) / seconds, len(paths), seconds)
