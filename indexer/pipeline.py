@@ -121,12 +121,27 @@ class Indexer:
             ) from None
         try:
             if rebuild:
+                # Without folders, --rebuild re-indexes the index's own folders: read them before the
+                # wipe, or it loses them and the run stops ("no folder to index") on an emptied index.
+                roots = list(roots) or self._known_roots()
                 self._wipe()
             return self._run_locked(roots, model, exclude, include_hidden, encoder)
         finally:
             lock.release()
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _known_roots(self) -> list[Path]:
+        if not self.files.exists():
+            return []
+        engine = db.open_database(self.files.database, readonly=True)
+        try:
+            with engine.connect() as conn:
+                return [Path(p) for p in conn.execute(select(db.Root.path)).scalars()]
+        except Exception:  # a database too damaged to read has no folders to keep
+            return []
+        finally:
+            engine.dispose()
 
     def _wipe(self) -> None:
         for path in (self.files.database, self.files.vectors, Path(f"{self.files.database}-wal"), Path(f"{self.files.database}-shm")):
