@@ -19,6 +19,7 @@ torch into every worker: seconds of start-up and hundreds of MB each).
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -85,7 +86,7 @@ class Gate:
 
 def _new_pool(workers: int, context, gate: Gate | None, background: bool) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=decode_worker_init,
-                               initargs=(gate.event if gate is not None else None, background))
+                               initargs=(gate.event if gate is not None else None, background, os.getpid()))
 
 
 def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, gate: Gate | None = None,
@@ -134,7 +135,8 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, gat
 
 
 def _decode_isolated(job: DecodeJob, context) -> DecodeResult:
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as solo:
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=decode_worker_init,
+                             initargs=(None, False, os.getpid())) as solo:
         try:
             return _result(job, _submit(solo, job))
         except BrokenProcessPool:

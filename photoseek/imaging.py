@@ -15,6 +15,8 @@ import os
 import re
 import stat
 import struct
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -301,7 +303,7 @@ GATE_TIMEOUT = 10.0
 _decode_gate = None  # set in decode workers: an Event that is clear while the model runs
 
 
-def decode_worker_init(gate=None, idle_priority: bool = False) -> None:
+def decode_worker_init(gate=None, idle_priority: bool = False, parent_pid: int | None = None) -> None:
     """Set up an indexer decode worker process (its pool's initialiser).
 
     * ``gate``: a multiprocessing Event the indexer clears while the model runs; workers
@@ -313,9 +315,16 @@ def decode_worker_init(gate=None, idle_priority: bool = False) -> None:
       a photo instead of 100+). A fixed 256 MB threshold keeps such buffers in the heap for
       reuse; the worker's memory stays bounded by its largest photo.
     * ``idle_priority``: Linux ``SCHED_IDLE`` (else nice 19).
+    * ``parent_pid``: the indexer; the worker leaves as soon as it is gone. A worker holds the
+      write end of its own task queue, so it never sees EOF: an indexer killed with SIGKILL
+      otherwise leaves its workers (and their fork server) behind for good, each keeping the
+      memory of its last photo.
     """
     global _decode_gate
     _decode_gate = gate
+    if parent_pid is not None:
+        threading.Thread(target=_exit_when_gone, args=(parent_pid,), name="photoseek-parent-watch",
+                         daemon=True).start()
     try:
         import ctypes
 
@@ -332,6 +341,17 @@ def decode_worker_init(gate=None, idle_priority: bool = False) -> None:
                 os.nice(19)
             except (AttributeError, OSError):
                 pass
+
+
+def _exit_when_gone(pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:  # exists, but not ours to signal: still there
+            pass
 
 
 # -- progressive JPEGs at 1/8 scale -----------------------------------------------------------
