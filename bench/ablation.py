@@ -65,11 +65,15 @@ def _apply_patches(patches: tuple[str, ...]) -> None:
         imaging.decode_worker_init = init_without_mallopt
 
 
-def init_without_mallopt(gate=None, idle_priority=False) -> None:
+def init_without_mallopt(gate=None, idle_priority=False, parent_pid=None) -> None:
     """photoseek.imaging.decode_worker_init without the malloc tuning."""
+    import threading
+
     from photoseek import imaging
 
     imaging._decode_gate = gate
+    if parent_pid is not None:
+        threading.Thread(target=imaging._exit_when_gone, args=(parent_pid,), daemon=True).start()
     if idle_priority:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 

@@ -29,7 +29,7 @@ from photoseek.imaging import DecodedPhoto, hash_file
 from photoseek.settings import Settings
 from photoseek.store import IndexFiles, VectorStore, load_vectors
 
-from .decode_pool import DecodeJob, decode_all
+from .decode_pool import DecodeJob, Gate, decode_all
 from .scan import FoundFile, Unreadable, walk
 
 log = logging.getLogger("photoseek.indexer")
@@ -334,28 +334,35 @@ class Indexer:
                         disable=(not self.show_progress) if self.show_progress is not None else None)
         batch: list[tuple[FoundFile, DecodedPhoto]] = []
         last_vector_save = time.perf_counter()
+        workers = self._decode_workers()
+        # Decoders pause while the model runs: the two take turns at the cores (see decode_pool).
+        gate = Gate() if workers > 0 else None
 
         def flush() -> None:
             nonlocal generation, last_vector_save
             if not batch:
                 return
-            embeddings = encoder.encode_pixels(np.stack([photo.pixels for _, photo in batch]))
+            pixels = np.stack([photo.pixels for _, photo in batch])
+            if gate is not None:
+                with gate.closed():
+                    embeddings = encoder.encode_pixels(pixels)
+            else:
+                embeddings = encoder.encode_pixels(pixels)
             with session.begin():
-                new_ids, new_vectors, replaced = [], [], []
-                for (f, photo), vector in zip(batch, embeddings):
-                    old_id = plan.replaced_ids.get(f.path)
-                    if old_id is not None:
-                        session.execute(delete(db.ImageRow).where(db.ImageRow.id == old_id))
-                        replaced.append(old_id)
-                        summary.updated += 1
-                    else:
-                        summary.added += 1
-                    row = _image_row(f, photo, vector, self._root_id(session, f.path))
-                    session.add(row)
-                    session.flush()
-                    session.execute(delete(db.SkippedFile).where(db.SkippedFile.path == f.path))
-                    new_ids.append(row.id)
-                    new_vectors.append(vector)
+                # A few statements per batch, not per photo: old versions out, new rows in (one
+                # multi-row INSERT), their "skipped" entries cleared.
+                replaced = [i for i in (plan.replaced_ids.get(f.path) for f, _ in batch) if i is not None]
+                if replaced:
+                    session.execute(delete(db.ImageRow).where(db.ImageRow.id.in_(replaced)))
+                summary.updated += len(replaced)
+                summary.added += len(batch) - len(replaced)
+                rows = [_image_row(f, photo, vector, self._root_id(session, f.path))
+                        for (f, photo), vector in zip(batch, embeddings)]
+                session.add_all(rows)
+                session.flush()
+                session.execute(delete(db.SkippedFile).where(db.SkippedFile.path.in_([f.path for f, _ in batch])))
+                new_ids = [row.id for row in rows]
+                new_vectors = list(embeddings)
                 generation += 1
                 db.set_meta(session, "generation", str(generation))
                 session.execute(update(db.IndexRun).where(db.IndexRun.id == run_id).values(
@@ -371,7 +378,7 @@ class Indexer:
                 last_vector_save = time.perf_counter()
 
         try:
-            for result in decode_all(jobs, workers=self._decode_workers()):
+            for result in decode_all(jobs, workers=workers, gate=gate):
                 f = by_path[result.path]
                 if result.photo is None:
                     self._skip(session, f, result.error or "unknown error", plan, vectors, summary)
@@ -411,9 +418,15 @@ class Indexer:
             torch.set_num_threads(self.settings.torch_threads)
 
     def _decode_workers(self) -> int:
+        """Default: one decode worker per core (up to 8). They take turns with the model
+        (decode_pool.Gate), so each phase gets every core; more would only cost memory."""
         if self.settings.decode_workers is not None:
             return self.settings.decode_workers
-        return max(1, (os.cpu_count() or 2) // 2)
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 2
+        return max(1, min(8, cores))
 
     def _root_id(self, session: Session, path: str) -> int | None:
         if self._root_cache is None:
