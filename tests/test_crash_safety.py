@@ -29,7 +29,7 @@ from photoseek import db
 from photoseek.store import IndexFiles, VectorStore
 
 SEED = 5_2024
-N_PHOTOS = 160
+N_PHOTOS = 300
 KILLS_FIRST_BUILD = 14  # then one kill as the first build finishes, then 5 in an incremental run
 KILLS_INCREMENTAL = 5
 DIM = 384
@@ -168,6 +168,9 @@ def alive(pid: int) -> bool:
         return False
 
 
+STARTUP = [8.0]  # seconds from start to a run's first checkpoint; measured as the test goes
+
+
 def kill_once(photos: Path, index: Path, env: dict, how: str, rng: random.Random) -> dict:
     """Start `photoseek index`, SIGKILL it at a moment chosen by ``how``; return what happened."""
     before, gen_before = committed_rows(index), generation(index)
@@ -177,15 +180,22 @@ def kill_once(photos: Path, index: Path, env: dict, how: str, rng: random.Random
         proc = subprocess.Popen(cli("index", str(photos), "--index", str(index), "--model", "offline",
                                     "--no-progress"), env=env, stdout=subprocess.DEVNULL, stderr=err_file)
     deadline = started + 240
-    if how == "time":  # anywhere from interpreter start-up to well into embedding
-        target = started + rng.uniform(0.0, 14.0)
+    if how == "time":  # anywhere in start-up, scan, plan, model loading, up to the first checkpoints
+        target = started + rng.uniform(0.0, 1.2 * STARTUP[0])
         while time.monotonic() < target and proc.poll() is None:
             time.sleep(0.01)
         moment = f"{target - started:.2f} s after start"
-    elif how == "progress":  # mid-batch / mid-commit: after 1 or 2 new checkpoints, then a random pause
-        want, pause = rng.randint(1, 2), rng.uniform(0.0, 0.5)
+    elif how.startswith("progress"):  # mid-batch / mid-commit: after 1 or 2 batches, then a random pause
+        # A run's first checkpoint records its cheap changes (before the model loads); later ones are batches.
+        want = 2 if how == "progress-1" else rng.randint(2, 3)
+        pause = rng.uniform(0.0, 0.25)
+        first = None
         while time.monotonic() < deadline and proc.poll() is None and generation(index) - gen_before < want:
+            if first is None and generation(index) > gen_before:
+                first = time.monotonic() - started
             time.sleep(0.01)
+        if first is not None:
+            STARTUP[0] = first  # how long a run takes to reach its first checkpoint here
         time.sleep(pause)
         moment = f"{pause:.2f} s after {want} checkpoint(s)"
     else:  # "finish": right after the run commits 'finished', i.e. while it saves the vector file
@@ -232,17 +242,17 @@ def test_sigkill_at_20_random_moments_then_resume_equals_clean_run(tmp_path, sam
     kills.append(kill_once(photos, index, env, "finish", rng))
 
     # An incremental run's worth of changes: new, deleted, changed and renamed photos.
-    make_photos(photos, samples_dir, N_PHOTOS, 40)
+    make_photos(photos, samples_dir, N_PHOTOS, 80)
     names = sorted(p.name for p in photos.iterdir())[:N_PHOTOS]
-    picked = rng.sample(names, 30)
-    for name in picked[:10]:
+    picked = rng.sample(names, 50)
+    for name in picked[:15]:
         (photos / name).unlink()
-    for name in picked[10:20]:
+    for name in picked[15:35]:
         Image.open(photos / name).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / name, quality=80)
-    for name in picked[20:30]:
+    for name in picked[35:50]:
         (photos / name).rename(photos / f"renamed_{name}")
     for _ in range(KILLS_INCREMENTAL):
-        kills.append(kill_once(photos, index, env, "progress", rng))
+        kills.append(kill_once(photos, index, env, "progress-1", rng))
 
     # The run after the last kill finishes.
     final = subprocess.run(cli("index", "--index", str(index), "--no-progress"), env=env, capture_output=True,
@@ -269,7 +279,8 @@ def test_sigkill_at_20_random_moments_then_resume_equals_clean_run(tmp_path, sam
     assert status["last_run"]["status"] == "finished" and status["skipped_count"] == 0
 
     killed_mid_run = sum(not k["finished_before_kill"] for k in kills)
-    assert killed_mid_run >= 18, kills  # the moments really fell inside runs
+    assert len(kills) == 20 and killed_mid_run >= 19, kills  # the moments really fell inside runs
+    assert all(not k["finished_before_kill"] for k in kills if k["how"] != "finish"), kills
     assert sum(k["rows_after"] != k["rows_before"] for k in kills) >= 8, kills  # many fell among the writes
     assert sum(k["orphans_left"] for k in kills) == 0, kills  # a killed run leaves no process behind
     if REPORT is not None:
