@@ -189,6 +189,7 @@ def test_one_writer_refused_second_and_readers_see_old_or_new(tmp_path, samples_
         wait_until_running(writer, index, runs_before)
 
         # A second indexer is refused, quickly and clearly; so is a --rebuild, which must not wipe anything.
+        refused = []
         for extra in ([], ["--rebuild"]):
             t = time.monotonic()
             second = subprocess.run(cli("index", str(photos), "--index", str(index), "--no-progress", *extra),
@@ -198,6 +199,7 @@ def test_one_writer_refused_second_and_readers_see_old_or_new(tmp_path, samples_
             assert "another 'photoseek index' is already writing" in second.stderr and "wait for it" in second.stderr
             assert "Traceback" not in second.stderr
             assert refused_in < 60
+            refused.append(round(refused_in, 1))
         assert writer.poll() is None, "the first indexer should still be running"
 
         out, err = writer.communicate(timeout=600)
@@ -212,6 +214,7 @@ def test_one_writer_refused_second_and_readers_see_old_or_new(tmp_path, samples_
     assert not reader.errors, reader.errors[:5]
     stats = check_answers(reader.answers, [old, new], query_vector)
     assert stats["answers"] >= 20
+    stats["second_indexer_refused_after_s"] = refused
     report("concurrency_incremental", stats, reader)
     for kind, hits in reader.answers:
         ids = {h[0] for h in hits}
