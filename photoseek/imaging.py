@@ -43,6 +43,8 @@ IMAGE_EXTENSIONS = frozenset(
 PHOTO_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
 _open_formats: tuple[str, ...] | None = None
 DEFAULT_MAX_PIXELS = 120_000_000
+# fit_square resizes whole images up to this aspect ratio (photos, panoramas); beyond it, only the kept square.
+MAX_FIT_ASPECT = 8
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
 _EXIF_IFD = 0x8769
@@ -261,10 +263,16 @@ def fit_square(img: Image.Image, size: int) -> np.ndarray:
     w, h = img.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    if max(new_w, new_h) > MAX_FIT_ASPECT * size:
+        # A sliver (say 8 x 65000 pixels, a 1 KB file well under the pixel cap) would be scaled
+        # up to 224 x 1.8 million pixels (1.2 GB) before the crop: resample only the square we keep.
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        return np.asarray(img.resize((size, size), Image.BICUBIC, box=box), dtype=np.uint8)
     if (new_w, new_h) != (w, h):
         # reducing_gap: a cheap box pre-shrink before bicubic, indistinguishable at this size.
         img = img.resize((new_w, new_h), Image.BICUBIC, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
     img = img.crop((left, top, left + size, top + size))
     return np.asarray(img, dtype=np.uint8)
 
