@@ -160,6 +160,11 @@ def build_tree(base: Path, sample: Path, edge_src: Path, *, permissions: bool) -
     put("huge/tiff-100000x100000.tif", tiff_header(100_000, 100_000), TOO_LARGE)
     put("huge/bmp-100000x100000.bmp", bmp_header(100_000, 100_000), TOO_LARGE)
     put("huge/png-bomb-20000x20000.png", png_bomb(20_000), TOO_LARGE)
+    # Slivers: few pixels, but scaled to 224 on the short side they would be gigabytes (found by the fuzzer).
+    for name, size, fmt in (("sliver-8x65000.jpg", (8, 65000), "JPEG"), ("sliver-65000x1.png", (65000, 1), "PNG")):
+        buf = io.BytesIO()
+        Image.new("RGB", size, (90, 140, 200)).save(buf, fmt)
+        put(f"huge/{name}", buf.getvalue(), INDEXED)
 
     # Zero-byte files.
     for ext in (".jpg", ".png", ".heic"):
