@@ -33,7 +33,6 @@ from photoseek.imaging import IMAGE_EXTENSIONS, DecodeError, decode_for_embeddin
 from photoseek.store import IndexFiles, VectorStore
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_EDGE = REPO.parent / "shared" / "photos" / "edge"
 
 INDEXED = "indexed"
 IGNORED = "ignored"  # not a photo candidate at all (a FIFO, a socket, no image extension): in neither table
@@ -274,7 +273,7 @@ def check_outcomes(expect: dict[str, object], images: dict[str, int], skipped: d
 def hostile(tmp_path_factory, samples_dir):
     prefix = unprivileged_prefix()
     base = tmp_path_factory.mktemp("hostile")
-    edge = SHARED_EDGE if SHARED_EDGE.is_dir() else REPO / "data" / "edge"
+    edge = REPO / "data" / "edge"
     root, outside, expect = build_tree(base, samples_dir / "mountain.jpg", edge, permissions=prefix is not None)
     index = base / "index"
     yield root, outside, expect, index, prefix

@@ -21,7 +21,7 @@ from PIL import Image, features
 from photoseek import imaging
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_LARGE = REPO.parent / "shared" / "photos" / "large"
+REAL_LARGE = REPO / "data" / "large"  # two real progressive camera JPEGs (10 MP), see data/PHOTOS_README.md
 
 needs_turbo = pytest.mark.skipif(not features.check_feature("libjpeg_turbo"), reason="fast path needs libjpeg-turbo")
 
@@ -86,10 +86,9 @@ def test_fast_path_leaves_other_files_alone(big_photo):
 
 
 @needs_turbo
-@pytest.mark.skipif(not SHARED_LARGE.is_dir(), reason="no real photos in ../shared/photos/large")
 def test_fast_progressive_decode_real_photos():
     checked = 0
-    for path in sorted(SHARED_LARGE.glob("*.jpg")):
+    for path in sorted(REAL_LARGE.glob("*.jpg")):
         data = path.read_bytes()
         img, _ = imaging.open_image(data, draft_size=224)
         assert np.array_equal(np.asarray(img), _reference_pixels(data, 224)), path.name
@@ -102,8 +101,8 @@ def test_fast_progressive_decode_real_photos():
 
 def _photos(samples_dir: Path, limit: int = 48) -> np.ndarray:
     paths = sorted(p for p in samples_dir.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    if SHARED_LARGE.is_dir():
-        paths += sorted(SHARED_LARGE.glob("*.jpg"))[: max(0, limit - len(paths))]
+    if REAL_LARGE.is_dir():
+        paths += sorted(REAL_LARGE.glob("*.jpg"))[: max(0, limit - len(paths))]
     return np.stack([imaging.load_photo(p, 224).pixels for p in paths[:limit]])
 
 
