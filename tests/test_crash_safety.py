@@ -29,7 +29,7 @@ from photoseek import db
 from photoseek.store import IndexFiles, VectorStore
 
 SEED = 5_2024
-N_PHOTOS = 300
+N_PHOTOS = 240
 KILLS_FIRST_BUILD = 14  # then one kill as the first build finishes, then 5 in an incremental run
 KILLS_INCREMENTAL = 5
 DIM = 384
@@ -242,14 +242,14 @@ def test_sigkill_at_20_random_moments_then_resume_equals_clean_run(tmp_path, sam
     kills.append(kill_once(photos, index, env, "finish", rng))
 
     # An incremental run's worth of changes: new, deleted, changed and renamed photos.
-    make_photos(photos, samples_dir, N_PHOTOS, 80)
+    make_photos(photos, samples_dir, N_PHOTOS, 60)
     names = sorted(p.name for p in photos.iterdir())[:N_PHOTOS]
-    picked = rng.sample(names, 50)
-    for name in picked[:15]:
+    picked = rng.sample(names, 40)
+    for name in picked[:10]:
         (photos / name).unlink()
-    for name in picked[15:35]:
+    for name in picked[10:25]:
         Image.open(photos / name).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / name, quality=80)
-    for name in picked[35:50]:
+    for name in picked[25:40]:
         (photos / name).rename(photos / f"renamed_{name}")
     for _ in range(KILLS_INCREMENTAL):
         kills.append(kill_once(photos, index, env, "progress-1", rng))
