@@ -300,9 +300,13 @@ def test_out_of_disk_space_while_indexing(tmp_path, samples_dir, offline_encoder
     loads and answers (on the full disk, and after it is copied off)."""
     from photoseek.indexer import Indexer
 
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {probe_dir}"],
+                           capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode()[:200]}")
+        pytest.skip(f"cannot mount a small tmpfs here (needs root in its own mount namespace): "
+                    f"{probe.stderr.decode()[:200]}")
 
     photos, index = tmp_path / "photos", tmp_path / "index"
     shutil.copytree(samples_dir, photos)
