@@ -241,6 +241,10 @@ def over_http(index_dir: Path, photos: Sequence[Path], *, clients: int, n_text: 
         lat, wall, errors = _concurrent(server.url, [text(repeat_pool[i % 20]) for i in range(n_repeat)], clients)
         results.append(summarise("text, repeated query", where, lat, wall, errors))
         echo(f"  {where}: text, repeated    p50 {results[-1].p50_ms:7.1f} ms")
+        # One client at a time: the cost of a request itself, without queueing behind the others.
+        lat, wall, errors = _concurrent(server.url, [text(repeat_pool[i % 20]) for i in range(n_repeat // 4)], 1)
+        results.append(summarise("text, repeated query", "HTTP, 1 client", lat, wall, errors))
+        echo(f"  HTTP, 1 client: text, repeated    p50 {results[-1].p50_ms:7.1f} ms")
         uploads = unique_uploads(photos, n_image)
         lat, wall, errors = _concurrent(server.url, [
             ("POST", "/api/search/image", {"params": {"limit": PAGE}, "content": b,
