@@ -53,6 +53,7 @@ def run_index(folder: Path, model_id: str, *, images: int, env_overrides: dict[s
             started = time.perf_counter()
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             with TreeSampler(proc.pid) as sampler:
+                others.add(sampler)
                 out, err = proc.communicate()
             wall = time.perf_counter() - started
         if proc.returncode != 0:

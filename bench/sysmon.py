@@ -60,6 +60,17 @@ def _pss_bytes(pid: int) -> int:
     return 0
 
 
+def _own_cpu(pid: int) -> float | None:
+    """utime + stime of one process (its own threads, not its children), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+        fields = raw[raw.rindex(b")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -96,13 +107,19 @@ class TreeUsage:
 
 
 class TreeSampler:
-    """Samples a process and its descendants every ``interval`` seconds until stopped."""
+    """Samples a process and its descendants every ``interval`` seconds until stopped.
+
+    Besides memory it keeps the CPU time each process was last seen with: processes that
+    leave the tree early (decode workers, a fork server reparented when its parent exits)
+    still count, which CPU time inherited through wait() would not always do.
+    """
 
     def __init__(self, pid: int, interval: float = 0.1, pss_every: int = 5):
         self.pid = pid
         self.interval = interval
         self.pss_every = pss_every
         self.usage = TreeUsage()
+        self.cpu_by_pid: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -118,6 +135,10 @@ class TreeSampler:
         u = self.usage
         while True:
             pids = process_tree(self.pid)
+            for p in pids:
+                cpu = _own_cpu(p)
+                if cpu is not None and cpu >= self.cpu_by_pid.get(p, 0.0):
+                    self.cpu_by_pid[p] = cpu
             rss = [_rss_bytes(p) for p in pids]
             main = rss[0] if rss else 0
             if main == 0 and u.samples:
@@ -135,17 +156,22 @@ class TreeSampler:
 class OthersMeter:
     """How much CPU other processes took while we measured (0 = we had the machine to ourselves).
 
-    ``share`` is their CPU-seconds over the wall time times the core count.
+    ``share`` is their CPU-seconds over the wall time times the core count. Ours is this
+    process (all its threads) plus whatever the given TreeSampler instances saw.
     """
 
-    def __init__(self, own_root: int | None = None):
-        self.own_root = own_root or os.getpid()
+    def __init__(self, *samplers: TreeSampler):
+        self.samplers = list(samplers)
         self.share: float | None = None
+
+    def add(self, sampler: TreeSampler) -> None:
+        self.samplers.append(sampler)
 
     def __enter__(self) -> OthersMeter:
         self._t = time.perf_counter()
         self._busy = machine_busy_seconds()
-        self._own = cpu_seconds(process_tree(self.own_root))
+        self._own = time.process_time()
+        self._tree = cpu_seconds(process_tree(os.getpid())[1:])  # children alive already (seldom any)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -153,7 +179,10 @@ class OthersMeter:
         if busy is None or self._busy is None:
             return
         wall = time.perf_counter() - self._t
-        own = cpu_seconds(process_tree(self.own_root)) - self._own
+        own = time.process_time() - self._own
+        own += sum(sum(s.cpu_by_pid.values()) for s in self.samplers)
+        if not self.samplers:
+            own += max(0.0, cpu_seconds(process_tree(os.getpid())[1:]) - self._tree)
         cores = os.cpu_count() or 1
         self.share = min(1.0, max(0.0, busy - self._busy - own) / max(1e-9, wall * cores))
 
