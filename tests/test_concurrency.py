@@ -114,6 +114,18 @@ class Reader(threading.Thread):
         self.stop = threading.Event()
         self.latencies: list[float] = []
 
+    def __enter__(self) -> "Reader":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()  # also when the test fails: no request may outlive the client
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(60)
+        assert not self.is_alive(), "a search request hung for a minute"
+
     def run(self) -> None:
         rng = random.Random(1)
         while not self.stop.is_set():
@@ -180,33 +192,34 @@ def test_one_writer_refused_second_and_readers_see_old_or_new(tmp_path, samples_
     query_vector = searcher.embed_text(QUERY)
     app = create_app(settings, searcher, refresh_interval=0.2)
     env = {**os.environ, **ENV}
-    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
-        reader = Reader(client, sorted(old))
-        reader.start()
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client, Reader(client, sorted(old)) as reader:
         runs_before = runs_count(index)
         writer = subprocess.Popen(cli("index", "--index", str(index), "--no-progress"), env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_until_running(writer, index, runs_before)
 
         # A second indexer is refused, quickly and clearly; so is a --rebuild, which must not wipe anything.
+        # The writer is frozen meanwhile (it keeps its lock), so a fast machine cannot finish it first.
+        writer.send_signal(signal.SIGSTOP)
         refused = []
-        for extra in ([], ["--rebuild"]):
-            t = time.monotonic()
-            second = subprocess.run(cli("index", str(photos), "--index", str(index), "--no-progress", *extra),
-                                    env=env, capture_output=True, text=True, timeout=120)
-            refused_in = time.monotonic() - t
-            assert second.returncode == 1, second.stderr
-            assert "another 'photoseek index' is already writing" in second.stderr and "wait for it" in second.stderr
-            assert "Traceback" not in second.stderr
-            assert refused_in < 60
-            refused.append(round(refused_in, 1))
-        assert writer.poll() is None, "the first indexer should still be running"
+        try:
+            for extra in ([], ["--rebuild"]):
+                t = time.monotonic()
+                second = subprocess.run(cli("index", str(photos), "--index", str(index), "--no-progress", *extra),
+                                        env=env, capture_output=True, text=True, timeout=120)
+                refused_in = time.monotonic() - t
+                assert second.returncode == 1, second.stderr
+                assert "another 'photoseek index' is already writing" in second.stderr
+                assert "wait for it" in second.stderr and "Traceback" not in second.stderr
+                assert refused_in < 60
+                refused.append(round(refused_in, 1))
+        finally:
+            writer.send_signal(signal.SIGCONT)
 
         out, err = writer.communicate(timeout=600)
         assert writer.returncode == 0, err[-3000:]
         time.sleep(1.0)  # let the readers pick up the new state
-        reader.stop.set()
-        reader.join(60)
+        reader.finish()
         new = snapshot(index)
         full = client.get(f"/api/search?q={QUERY}&limit=200").json()["results"]
         assert {h["photo"]["id"] for h in full} == set(new)  # the new state, whole
@@ -261,15 +274,13 @@ def test_rebuild_while_serving_never_mixes_states(tmp_path, samples_dir, offline
     query_vector = searcher.embed_text(QUERY)
     app = create_app(settings, searcher, refresh_interval=0.2)
     env = {**os.environ, **ENV}
-    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
-        reader = Reader(client, sorted(old)[:10], allow_empty=True)
-        reader.start()
+    with (TestClient(app, base_url="http://127.0.0.1:8000") as client,
+          Reader(client, sorted(old)[:10], allow_empty=True) as reader):
         rebuild = subprocess.run(cli("index", "--index", str(index), "--rebuild", "--no-progress"), env=env,
                                  capture_output=True, text=True, timeout=600)
         assert rebuild.returncode == 0, rebuild.stderr[-3000:]
         time.sleep(1.0)
-        reader.stop.set()
-        reader.join(60)
+        reader.finish()
         new = snapshot(index)
         full = client.get(f"/api/search?q={QUERY}&limit=200").json()["results"]
         assert {h["photo"]["path"] for h in full} == {p for p, _ in new.values()}
