@@ -27,8 +27,10 @@ from photoseek.encoders import Encoder, load_encoder
 from photoseek.imaging import open_image
 from photoseek.settings import Settings
 from photoseek.store import IndexFiles, VectorStore, load_vectors
+from photoseek.search.batching import Coalescer
 
 TEXT_CACHE_SIZE = 1024
+TEXT_BATCH_MAX = 16  # queries embedded together when they arrive at once
 
 
 class IndexNotFound(RuntimeError):
@@ -113,8 +115,12 @@ class Searcher:
         with self._engine.connect() as conn:
             self.model_id = db.get_meta(conn, "model_id")
         self._encoder = encoder
-        self._encoder_lock = threading.Lock()
+        self._encoder_lock = threading.Lock()  # guards loading/swapping the encoder
+        self._inference_lock = threading.Lock()  # one forward pass at a time: two would only fight over the cores
+        self._cache_lock = threading.Lock()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._embed_texts = Coalescer(lambda texts: self._encode(lambda enc: enc.encode_texts(texts)),
+                                      max_batch=TEXT_BATCH_MAX)
         self._vectors: VectorStore | None = None
         self._loaded_generation = -1
         self._reload_lock = threading.Lock()
@@ -144,7 +150,7 @@ class Searcher:
                     return False  # an indexer is mid-run: keep answering from the state we have
                 store = load_vectors(self.files, self._engine, dim=dim, generation=generation, persist=False)
             if model_id != self.model_id:  # rebuilt with another model
-                with self._encoder_lock:
+                with self._encoder_lock, self._cache_lock:
                     self.model_id, self._encoder = model_id, None
                     self._text_cache.clear()
             self._vectors, self._loaded_generation = store, generation
@@ -180,13 +186,13 @@ class Searcher:
             raise ValueError("empty query")
         if len(query) > self.settings.max_query_chars:
             raise ValueError(f"query too long (over {self.settings.max_query_chars} characters)")
-        with self._encoder_lock:
+        with self._cache_lock:
             cached = self._text_cache.get(query)
             if cached is not None:
                 self._text_cache.move_to_end(query)
                 return cached
-        vector = self._encode(lambda enc: enc.encode_texts([query]))[0]
-        with self._encoder_lock:
+        vector = self._embed_texts(query)
+        with self._cache_lock:
             self._text_cache[query] = vector
             if len(self._text_cache) > TEXT_CACHE_SIZE:
                 self._text_cache.popitem(last=False)
@@ -200,7 +206,7 @@ class Searcher:
 
     def _encode(self, fn) -> np.ndarray:
         encoder = self.encoder
-        with self._encoder_lock:  # one inference at a time: two would only fight over the cores
+        with self._inference_lock:
             return fn(encoder)
 
     def search_text(self, query: str, limit: int = 20, offset: int = 0) -> list[Hit]:

@@ -195,6 +195,22 @@ def test_clip_checkpoint_file(random_clip):
         encoder.encode_pixels(np.zeros((1, 160, 160, 3), np.uint8))
 
 
+def test_clip_text_query_stops_at_end_of_text(random_clip):
+    """Running only a query's own tokens gives open_clip's full 77-position answer, alone or
+    batched with longer queries (the batch runs to its longest query)."""
+    path, _ = random_clip
+    encoder = load_encoder(f"ViT-B-32:{path}", precision="fp32")
+    assert encoder._truncate_text
+    texts = ["cat", "a dog on a beach at sunset", "children playing football in a park by a lake at dusk",
+             "snow " * 120]  # the last is cut at 77 tokens by the tokenizer: no shortcut left
+    with torch.inference_mode():
+        full = encoder.model.encode_text(encoder.tokenizer(texts), normalize=True).numpy()
+    batched = encoder.encode_texts(texts)
+    alone = np.concatenate([encoder.encode_texts([t]) for t in texts])
+    np.testing.assert_allclose(batched, full, atol=2e-5)
+    np.testing.assert_allclose(alone, full, atol=2e-5)
+
+
 def test_clip_checkpoint_that_does_not_fit(random_clip, tmp_path):
     path, _ = random_clip
     state = torch.load(path, weights_only=True)

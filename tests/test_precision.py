@@ -2,8 +2,9 @@
 
 * The fast path for progressive JPEGs (AC scans dropped before a 1/8-scale decode) gives
   the same pixels, bit for bit, as decoding the whole file.
-* The image tower in bfloat16 agrees with float32 on real photos: cosine >= 0.999 for every
-  photo, and the top-10 neighbours stay the same (up to swaps between near-ties).
+* The image and text towers in bfloat16 agree with float32 on real photos and queries:
+  cosine >= 0.999 for every one, and the top-10 neighbours stay the same (up to swaps
+  between near-ties).
 
 No CLIP weights can be downloaded in CI, so ViT-B-32 runs with random weights: the
 arithmetic (and so the rounding) is the same as with trained weights.
@@ -110,11 +111,9 @@ def _embed(encoder, pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([encoder.encode_pixels(pixels[i:i + 16]) for i in range(0, len(pixels), 16)])
 
 
-def _top10_stable(fp32: np.ndarray, bf16: np.ndarray, tolerance: float) -> None:
-    """Each photo's 10 nearest neighbours agree, except swaps between scores within ``tolerance``."""
-    s32, s16 = fp32 @ fp32.T, bf16 @ bf16.T
-    np.fill_diagonal(s32, -np.inf)
-    np.fill_diagonal(s16, -np.inf)
+def _top10_stable(s32: np.ndarray, s16: np.ndarray, tolerance: float) -> None:
+    """Row by row, the 10 best columns by fp32 and by bf16 scores agree, except swaps between
+    scores within ``tolerance`` of the tenth."""
     for i in range(len(s32)):
         top32 = np.argsort(-s32[i])[:10]
         top16 = np.argsort(-s16[i])[:10]
@@ -123,8 +122,14 @@ def _top10_stable(fp32: np.ndarray, bf16: np.ndarray, tolerance: float) -> None:
             assert abs(s32[i][j] - tenth) <= tolerance, (i, j, s32[i][j], tenth)
 
 
-@pytest.mark.slow
-def test_vit_b32_bf16_agrees_with_fp32(tmp_path_factory, samples_dir):
+QUERIES = ["a cat", "a cup of coffee", "a rocket", "a sea turtle", "a guitar", "a dog on a beach at sunset",
+           "a snowy mountain", "an old red car", "two kids playing football in the park", "a bowl of soup",
+           "a lighthouse in the fog", "a birthday cake with candles"]
+
+
+@pytest.fixture(scope="module")
+def vit_b32_fp32_and_bf16(tmp_path_factory):
+    """ViT-B-32 with random weights, loaded in fp32 and as photoseek runs it here ("auto": bf16)."""
     torch = pytest.importorskip("torch")
     open_clip = pytest.importorskip("open_clip")
     from photoseek.encoders import load_encoder
@@ -139,14 +144,35 @@ def test_vit_b32_bf16_agrees_with_fp32(tmp_path_factory, samples_dir):
         torch.manual_seed(0)
         checkpoint = tmp_path_factory.mktemp("clip") / "vit-b-32-random.pt"
         torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), checkpoint)
+    bf16 = load_encoder(f"ViT-B-32:{checkpoint}", precision="auto")
+    assert bf16.dtype == torch.bfloat16  # what photoseek uses on this CPU
+    return load_encoder(f"ViT-B-32:{checkpoint}", precision="fp32"), bf16
+
+
+@pytest.mark.slow
+def test_vit_b32_bf16_agrees_with_fp32(vit_b32_fp32_and_bf16, samples_dir):
+    fp32_encoder, bf16_encoder = vit_b32_fp32_and_bf16
     pixels = _photos(samples_dir)
-    fp32 = _embed(load_encoder(f"ViT-B-32:{checkpoint}", precision="fp32"), pixels)
-    bf16_encoder = load_encoder(f"ViT-B-32:{checkpoint}", precision="auto")
-    assert bf16_encoder.dtype == torch.bfloat16  # what photoseek uses on this CPU
+    fp32 = _embed(fp32_encoder, pixels)
     bf16 = _embed(bf16_encoder, pixels)
     cosine = (fp32 * bf16).sum(axis=1)
     assert cosine.min() >= 0.999, cosine.min()
-    _top10_stable(fp32, bf16, tolerance=0.002)
+    s32, s16 = fp32 @ fp32.T, bf16 @ bf16.T
+    np.fill_diagonal(s32, -np.inf)  # a photo is not its own neighbour
+    np.fill_diagonal(s16, -np.inf)
+    _top10_stable(s32, s16, tolerance=0.002)
+
+
+@pytest.mark.slow
+def test_vit_b32_text_tower_bf16_agrees_with_fp32(vit_b32_fp32_and_bf16, samples_dir):
+    """Queries too: each text vector within cosine 0.999 of fp32, and each query's top 10
+    photos (ranked against fp32 photo vectors, as an index built in fp32 would be) unchanged."""
+    fp32_encoder, bf16_encoder = vit_b32_fp32_and_bf16
+    photos = _embed(fp32_encoder, _photos(samples_dir))
+    fp32, bf16 = fp32_encoder.encode_texts(QUERIES), bf16_encoder.encode_texts(QUERIES)
+    cosine = (fp32 * bf16).sum(axis=1)
+    assert cosine.min() >= 0.999, cosine.min()
+    _top10_stable(fp32 @ photos.T, bf16 @ photos.T, tolerance=0.002)
 
 
 @pytest.mark.slow
