@@ -117,7 +117,7 @@ class Service:
     def warm(self) -> None:
         searcher = self.searcher
         if searcher is not None and searcher.model_id:
-            searcher.encoder  # noqa: B018 - loads the model now rather than on the first search
+            searcher.encoder.warm_up()  # now, rather than on the first search
 
     def _new_searcher(self) -> Searcher:
         searcher = Searcher(self.files.root, self.settings)

@@ -68,6 +68,12 @@ class Encoder(ABC):
         with torch.inference_mode():
             return _normalise(self._text_features(list(texts)))
 
+    def warm_up(self) -> None:
+        """Load whatever loads lazily and run each tower once, so that a server's first
+        query costs what every later one does."""
+        self.encode_texts(["a photo"])
+        self.encode_pixels(np.zeros((1, self.input_spec.size, self.input_spec.size, 3), np.uint8))
+
     @abstractmethod
     def _image_features(self, x: torch.Tensor) -> torch.Tensor: ...
 

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -235,7 +236,10 @@ def class_texts(names: Sequence[Sequence[str]], templates: Sequence[str]) -> lis
 def class_matrix(text_model, texts: Sequence[Sequence[str]], *, cache: bool = True) -> torch.Tensor:
     """(1000, 384): each class's prompts embedded, averaged, re-normalised. Cached on disk,
     keyed by the exact texts and the text model, because embedding thousands of prompts takes
-    seconds on a small CPU while reading them back takes milliseconds."""
+    seconds on a small CPU while reading them back takes milliseconds.
+
+    ``text_model`` may be a zero-argument callable returning the model: it is then only
+    loaded on a cache miss."""
     path = _cache_path(texts) if cache else None
     if path is not None and path.is_file():
         try:
@@ -246,6 +250,8 @@ def class_matrix(text_model, texts: Sequence[Sequence[str]], *, cache: bool = Tr
             pass
         log.warning("ignoring unreadable cache file %s", path)
     flat = [t for group in texts for t in group]
+    if callable(text_model) and not hasattr(text_model, "encode"):
+        text_model = text_model()
     vectors = embed_texts(text_model, flat)
     rows, start = [], 0
     for group in texts:
@@ -323,9 +329,20 @@ class OfflineEncoder(Encoder):
         self.classifier = backbone._fc.float()  # stays fp32 whatever the backbone's dtype
         backbone._fc = torch.nn.Identity()
         self.backbone = backbone.to(dtype=self.dtype, memory_format=torch.channels_last)
-        self.text_model = load_text_model()
+        # Indexing needs only the class matrix (cached on disk), so MiniLM and the transformers
+        # import behind it (several seconds) wait until a text is embedded.
+        self._text_model = None
+        self._text_model_lock = threading.Lock()
         texts = class_texts(class_names(self.config.class_names), self.config.class_templates)
-        self.class_matrix = class_matrix(self.text_model, texts)
+        self.class_matrix = class_matrix(lambda: self.text_model, texts)
+
+    @property
+    def text_model(self):
+        if self._text_model is None:
+            with self._text_model_lock:
+                if self._text_model is None:
+                    self._text_model = load_text_model()
+        return self._text_model
 
     def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-1k probabilities (N, 1000) float32 for a normalised NCHW batch in ``self.dtype``."""
