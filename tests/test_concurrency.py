@@ -11,9 +11,7 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,26 +21,17 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import helpers
+from helpers import SMALL_RUN_ENV, cli, last_run_status, runs_count
 from photoseek import db
 from photoseek.store import IndexFiles
 
-ENV = {"PHOTOSEEK_DECODE_WORKERS": "1", "PHOTOSEEK_BATCH_SIZE": "8"}
+ENV = SMALL_RUN_ENV
 QUERY = "a photo"
 
 
 def make_photos(folder: Path, samples: Path, start: int, count: int) -> None:
-    sources = [Image.open(p).convert("RGB") for p in sorted(samples.iterdir())]
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(start, start + count):
-        rng = np.random.default_rng(10_000 + i)
-        img = sources[i % len(sources)]
-        side = int(min(img.size) * rng.uniform(0.5, 1.0))
-        x, y = int(rng.integers(0, img.width - side + 1)), int(rng.integers(0, img.height - side + 1))
-        img.crop((x, y, x + side, y + side)).resize((256, 256)).save(folder / f"p_{i:04d}.jpg", quality=85)
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "photoseek", *args]
+    helpers.make_photos(folder, samples, start, count, seed=10_000, prefix="p")
 
 
 def snapshot(index_dir: Path) -> dict[int, tuple[str, np.ndarray]]:
@@ -54,42 +43,14 @@ def snapshot(index_dir: Path) -> dict[int, tuple[str, np.ndarray]]:
     return {i: (p, db.blob_to_vector(e)) for i, p, e in rows}
 
 
-def last_run_status(index_dir: Path) -> str | None:
-    try:
-        con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True, timeout=5)
-        try:
-            row = con.execute("SELECT status FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-            return row[0] if row else None
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
-
-
 def wait_until_running(proc: subprocess.Popen, index_dir: Path, runs_before: int, timeout: float = 120) -> None:
     """Until the new run holds the lock and has recorded itself."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True, timeout=5)
-            try:
-                n = con.execute("SELECT count(*) FROM runs").fetchone()[0]
-            finally:
-                con.close()
-            if n > runs_before:
-                return
-        except sqlite3.Error:
-            pass
+        if runs_count(index_dir) > runs_before:
+            return
         time.sleep(0.05)
     raise AssertionError("the indexer did not start")
-
-
-def runs_count(index_dir: Path) -> int:
-    con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT count(*) FROM runs").fetchone()[0]
-    finally:
-        con.close()
 
 
 def report(name: str, stats: dict, reader: "Reader") -> None:

@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import helpers
+from helpers import SMALL_RUN_ENV, cli, last_run_status, query_index
 from photoseek import db
 from photoseek.store import IndexFiles, VectorStore
 
@@ -33,26 +35,13 @@ N_PHOTOS = 240
 KILLS_FIRST_BUILD = 14  # then one kill as the first build finishes, then 5 in an incremental run
 KILLS_INCREMENTAL = 5
 DIM = 384
-ENV = {"PHOTOSEEK_DECODE_WORKERS": "1", "PHOTOSEEK_BATCH_SIZE": "8"}
+ENV = SMALL_RUN_ENV
 # Where to write the figures for docs/RELIABILITY.md (optional).
 REPORT = Path(os.environ.get("PHOTOSEEK_RELIABILITY_OUT", "")) if os.environ.get("PHOTOSEEK_RELIABILITY_OUT") else None
 
 
 def make_photos(folder: Path, samples: Path, start: int, count: int) -> None:
-    """``count`` distinct 256 px JPEGs cut from the demo photos."""
-    sources = [Image.open(p).convert("RGB") for p in sorted(samples.iterdir())]
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(start, start + count):
-        rng = np.random.default_rng(i)
-        img = sources[i % len(sources)]
-        side = int(min(img.size) * rng.uniform(0.5, 1.0))
-        x, y = int(rng.integers(0, img.width - side + 1)), int(rng.integers(0, img.height - side + 1))
-        tile = img.crop((x, y, x + side, y + side)).resize((256, 256)).rotate(90 * int(rng.integers(0, 4)))
-        tile.save(folder / f"photo_{i:04d}.jpg", quality=85)
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "photoseek", *args]
+    helpers.make_photos(folder, samples, start, count, rotate=True)
 
 
 def index_state(index_dir: Path) -> dict:
@@ -100,39 +89,12 @@ def index_state(index_dir: Path) -> dict:
 
 
 def committed_rows(index_dir: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT count(*) FROM images").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
+    return query_index(index_dir, "SELECT count(*) FROM images", 0)
 
 
 def generation(index_dir: Path) -> int:
     """The database's generation: +1 for every committed checkpoint (a batch of 8 photos)."""
-    try:
-        con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True, timeout=5)
-        try:
-            row = con.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-            return int(row[0]) if row else 0
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-
-
-def run_status(index_dir: Path) -> str | None:
-    try:
-        con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True, timeout=5)
-        try:
-            row = con.execute("SELECT status FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-            return row[0] if row else None
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
+    return int(query_index(index_dir, "SELECT value FROM meta WHERE key = 'generation'", 0))
 
 
 def read_embeddings(index_dir: Path) -> dict[str, tuple[str, np.ndarray]]:
@@ -168,10 +130,28 @@ def alive(pid: int) -> bool:
         return False
 
 
-STARTUP = [8.0]  # seconds from start to a run's first checkpoint; measured as the test goes
+def seconds_to_first_batch(photos: Path, scratch_index: Path, env: dict) -> float:
+    """How long a run takes here from its start to committing its first batch of photos
+    (start-up, scan, plan, model loading, the first decodes). Time kills are drawn from this
+    span, so they fall inside runs on a slow machine and on a fast one alike."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cli("index", str(photos), "--index", str(scratch_index), "--model", "offline",
+                                "--no-progress"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The first checkpoint records the run's cheap changes; the second is its first batch.
+        while generation(scratch_index) < 2:
+            assert proc.poll() is None and time.monotonic() - started < 240, "the calibration run did not get going"
+            time.sleep(0.01)
+        return time.monotonic() - started
+    finally:
+        proc.kill()
+        proc.wait(60)
+        shutil.rmtree(scratch_index, ignore_errors=True)
 
 
-def kill_once(photos: Path, index: Path, env: dict, how: str, rng: random.Random) -> dict:
+
+
+def kill_once(photos: Path, index: Path, env: dict, how: str, rng: random.Random, startup: float) -> dict:
     """Start `photoseek index`, SIGKILL it at a moment chosen by ``how``; return what happened."""
     before, gen_before = committed_rows(index), generation(index)
     started = time.monotonic()
@@ -180,8 +160,8 @@ def kill_once(photos: Path, index: Path, env: dict, how: str, rng: random.Random
         proc = subprocess.Popen(cli("index", str(photos), "--index", str(index), "--model", "offline",
                                     "--no-progress"), env=env, stdout=subprocess.DEVNULL, stderr=err_file)
     deadline = started + 240
-    if how == "time":  # anywhere in start-up, scan, plan, model loading, up to the first checkpoints
-        target = started + rng.uniform(0.0, 1.2 * STARTUP[0])
+    if how == "time":  # anywhere in start-up, scan, plan, model loading, up to the first batches
+        target = started + rng.uniform(0.0, 1.1 * startup)
         while time.monotonic() < target and proc.poll() is None:
             time.sleep(0.01)
         moment = f"{target - started:.2f} s after start"
@@ -189,17 +169,12 @@ def kill_once(photos: Path, index: Path, env: dict, how: str, rng: random.Random
         # A run's first checkpoint records its cheap changes (before the model loads); later ones are batches.
         want = 2 if how == "progress-1" else rng.randint(2, 3)
         pause = rng.uniform(0.0, 0.25)
-        first = None
         while time.monotonic() < deadline and proc.poll() is None and generation(index) - gen_before < want:
-            if first is None and generation(index) > gen_before:
-                first = time.monotonic() - started
             time.sleep(0.01)
-        if first is not None:
-            STARTUP[0] = first  # how long a run takes to reach its first checkpoint here
         time.sleep(pause)
         moment = f"{pause:.2f} s after {want} checkpoint(s)"
     else:  # "finish": right after the run commits 'finished', i.e. while it saves the vector file
-        while time.monotonic() < deadline and proc.poll() is None and run_status(index) != "finished":
+        while time.monotonic() < deadline and proc.poll() is None and last_run_status(index) != "finished":
             time.sleep(0.005)
         moment = "as the run finished (saving vectors)"
     finished_first = proc.poll() is not None
@@ -234,12 +209,13 @@ def test_sigkill_at_20_random_moments_then_resume_equals_clean_run(tmp_path, sam
     make_photos(photos, samples_dir, 0, N_PHOTOS)
     env = {**os.environ, **ENV}
     kills = []
+    startup = seconds_to_first_batch(photos, tmp_path / "scratch", env)
     t0 = time.monotonic()
 
     # First build: 14 kills at random moments, then one as the build finishes.
     for _ in range(KILLS_FIRST_BUILD):
-        kills.append(kill_once(photos, index, env, rng.choice(["time", "progress"]), rng))
-    kills.append(kill_once(photos, index, env, "finish", rng))
+        kills.append(kill_once(photos, index, env, rng.choice(["time", "progress"]), rng, startup))
+    kills.append(kill_once(photos, index, env, "finish", rng, startup))
 
     # An incremental run's worth of changes: new, deleted, changed and renamed photos.
     make_photos(photos, samples_dir, N_PHOTOS, 60)
@@ -252,7 +228,7 @@ def test_sigkill_at_20_random_moments_then_resume_equals_clean_run(tmp_path, sam
     for name in picked[25:40]:
         (photos / name).rename(photos / f"renamed_{name}")
     for _ in range(KILLS_INCREMENTAL):
-        kills.append(kill_once(photos, index, env, "progress-1", rng))
+        kills.append(kill_once(photos, index, env, "progress-1", rng, startup))
 
     # The run after the last kill finishes.
     final = subprocess.run(cli("index", "--index", str(index), "--no-progress"), env=env, capture_output=True,
@@ -287,7 +263,8 @@ def test_sigkill_at_20_random_moments_then_resume_equals_clean_run(tmp_path, sam
         REPORT.mkdir(parents=True, exist_ok=True)
         (REPORT / "crash_safety.json").write_text(json.dumps({
             "photos_first_build": N_PHOTOS, "final_photos": len(got), "kills": kills,
-            "max_abs_embedding_diff": worst, "chain_seconds": round(chain_seconds, 1)}, indent=2))
+            "max_abs_embedding_diff": worst, "chain_seconds": round(chain_seconds, 1),
+            "seconds_to_first_batch": round(startup, 2)}, indent=2))
 
 
 def _dir_size(path: Path) -> int:
