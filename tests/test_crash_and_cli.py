@@ -100,7 +100,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, samples_dir):
     deadline = time.monotonic() + 300
     committed = 0
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
         try:
             engine = db.open_database(IndexFiles(index).database)
             with engine.connect() as conn:
