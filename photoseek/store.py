@@ -57,16 +57,31 @@ class IndexFiles:
         return self.database.is_file()
 
 
-class VectorStore:
-    """Exact inner-product search over unit vectors (= cosine similarity), keyed by image id.
+def new_flat_index(dim: int) -> faiss.Index:
+    """Brute-force inner product over every vector, stored as float16.
 
-    A flat index answers 100k x 512-d queries in a few milliseconds on two cores and
-    needs no training, so results never depend on when an image was added.
+    Exhaustive, so no training and no recall loss: results never depend on when a photo was
+    added. A search streams every stored vector through memory once, so it costs what they
+    weigh: float16 halves that (100,000 x 512-d: 100 MB, about 5 ms a query here instead
+    of 10-12 ms in float32). A score moves by about 1e-5, far below any gap between
+    photos a person would rank differently; the database keeps the float32 originals.
     """
+    return faiss.IndexIDMap2(faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT))
+
+
+def _is_current_kind(index: faiss.Index) -> bool:
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else None
+    return (isinstance(inner, faiss.IndexScalarQuantizer) and inner.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+            and inner.metric_type == faiss.METRIC_INNER_PRODUCT)
+
+
+class VectorStore:
+    """Exact inner-product search over unit vectors (= cosine similarity), keyed by image id
+    (see :func:`new_flat_index`)."""
 
     def __init__(self, dim: int, index: faiss.Index | None = None):
         self.dim = dim
-        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.index = index if index is not None else new_flat_index(dim)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -130,8 +145,8 @@ class VectorStore:
             index = faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8, offset=_HEADER.size))
         except RuntimeError:
             return None
-        if index.ntotal != count or index.d != dim:
-            return None
+        if index.ntotal != count or index.d != dim or not _is_current_kind(index):
+            return None  # e.g. the float32 file of an older photoseek: rebuilt from the database
         return cls(dim, index)
 
     @classmethod

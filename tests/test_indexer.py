@@ -128,6 +128,42 @@ def test_hidden_and_excluded_are_left_out(index_few, few_photos, samples_dir):
     assert summary.added == 1
 
 
+def test_float32_vector_file_of_an_older_photoseek_is_rebuilt(index_few, offline_encoder):
+    """Indexes written before vectors were stored as float16 keep working: the old file is
+    not used as it is, searches give the same answers, and the next indexer run rewrites it."""
+    import faiss
+
+    index_few()
+    files = IndexFiles(index_few.index_dir)
+    engine = db.open_database(files.database)
+    with engine.connect() as conn:
+        generation = int(db.get_meta(conn, "generation"))
+        rows = dict(conn.execute(db.select(db.ImageRow.id, db.ImageRow.embedding)).all())
+    engine.dispose()
+    searcher = Searcher(index_few.index_dir, index_few.settings, encoder=offline_encoder)
+    before = [(h.photo.id, h.score) for h in searcher.search_text("a cat", 5)]
+    searcher.close()
+
+    old = VectorStore(384, faiss.IndexIDMap2(faiss.IndexFlatIP(384)))
+    old.add(np.array(list(rows)), np.stack([db.blob_to_vector(b) for b in rows.values()]))
+    old.save(files.vectors, generation)
+    assert VectorStore.load(files.vectors, dim=384, generation=generation) is None  # not taken as current
+
+    searcher = Searcher(index_few.index_dir, index_few.settings, encoder=offline_encoder)
+    after = [(h.photo.id, h.score) for h in searcher.search_text("a cat", 5)]
+    assert [i for i, _ in after] == [i for i, _ in before]
+    assert np.allclose([s for _, s in after], [s for _, s in before], atol=1e-4)
+    searcher.close()
+    summary = index_few()
+    assert summary.embedded == 0
+    engine = db.open_database(files.database)
+    with engine.connect() as conn:
+        generation = int(db.get_meta(conn, "generation"))
+    engine.dispose()
+    store = VectorStore.load(files.vectors, dim=384, generation=generation)
+    assert store is not None and len(store) == len(rows)
+
+
 def test_vector_file_matches_database(index_few):
     index_few()
     files = IndexFiles(index_few.index_dir)
@@ -138,7 +174,8 @@ def test_vector_file_matches_database(index_few):
     store = VectorStore.load(files.vectors, dim=384, generation=generation)
     assert store is not None and len(store) == len(rows)
     for image_id, blob in rows.items():
-        np.testing.assert_allclose(store.vector(image_id), db.blob_to_vector(blob))
+        # The file holds the database's vectors rounded to float16 (see store.new_flat_index).
+        np.testing.assert_array_equal(store.vector(image_id), db.blob_to_vector(blob).astype(np.float16).astype(np.float32))
     engine.dispose()
 
 
