@@ -118,3 +118,19 @@ def test_concurrent_text_searches_match_sequential_ones(demo_index, offline_enco
         assert np.allclose([s for _, s in got[q]], [s for _, s in expected[q]], atol=1e-5), q
     assert sum(batches) == len(queries)
     assert len(batches) < len(queries)  # some queries shared a pass
+
+
+def test_a_search_leaves_the_model_its_threads(demo_searcher):
+    """FAISS searches on one thread; torch reads the same OpenMP setting of the calling thread,
+    so a search that did not put it back would leave every later query embedded in that
+    thread on a single core."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        demo_searcher.search_text("a cup of coffee", 5)
+        demo_searcher.similar(1, 5)
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)
