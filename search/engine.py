@@ -22,6 +22,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 from PIL import Image
 from sqlalchemy import func, select
+from sqlalchemy.orm import defer
 
 from photoseek import db
 from photoseek.encoders import Encoder, load_encoder
@@ -266,7 +267,8 @@ class Searcher:
         if not ids:
             return {}
         with db.make_session_factory(self._engine)() as session:
-            return {row.id: row for row in session.scalars(select(db.ImageRow).where(db.ImageRow.id.in_(ids)))}
+            query = select(db.ImageRow).options(defer(db.ImageRow.embedding)).where(db.ImageRow.id.in_(ids))
+            return {row.id: row for row in session.scalars(query)}  # (embeddings stay in the database: 2 KB a row)
 
     # -- lookups ---------------------------------------------------------------------------
 
