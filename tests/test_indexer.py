@@ -51,6 +51,16 @@ def _paths(index_dir: Path) -> dict[str, int]:
     return rows
 
 
+def _committed(index_dir: Path) -> tuple[int, dict[int, bytes]]:
+    """The database's generation and its embeddings by photo id."""
+    engine = db.open_database(IndexFiles(index_dir).database)
+    with engine.connect() as conn:
+        generation = int(db.get_meta(conn, "generation"))
+        rows = dict(conn.execute(db.select(db.ImageRow.id, db.ImageRow.embedding)).all())
+    engine.dispose()
+    return generation, rows
+
+
 def _top(searcher: Searcher, query: str, k: int = 3) -> list[str]:
     return [hit.photo.name for hit in searcher.search_text(query, limit=k)]
 
@@ -135,11 +145,7 @@ def test_float32_vector_file_of_an_older_photoseek_is_rebuilt(index_few, offline
 
     index_few()
     files = IndexFiles(index_few.index_dir)
-    engine = db.open_database(files.database)
-    with engine.connect() as conn:
-        generation = int(db.get_meta(conn, "generation"))
-        rows = dict(conn.execute(db.select(db.ImageRow.id, db.ImageRow.embedding)).all())
-    engine.dispose()
+    generation, rows = _committed(index_few.index_dir)
     searcher = Searcher(index_few.index_dir, index_few.settings, encoder=offline_encoder)
     before = [(h.photo.id, h.score) for h in searcher.search_text("a cat", 5)]
     searcher.close()
@@ -156,27 +162,19 @@ def test_float32_vector_file_of_an_older_photoseek_is_rebuilt(index_few, offline
     searcher.close()
     summary = index_few()
     assert summary.embedded == 0
-    engine = db.open_database(files.database)
-    with engine.connect() as conn:
-        generation = int(db.get_meta(conn, "generation"))
-    engine.dispose()
+    generation, _ = _committed(index_few.index_dir)
     store = VectorStore.load(files.vectors, dim=384, generation=generation)
     assert store is not None and len(store) == len(rows)
 
 
 def test_vector_file_matches_database(index_few):
     index_few()
-    files = IndexFiles(index_few.index_dir)
-    engine = db.open_database(files.database)
-    with engine.connect() as conn:
-        generation = int(db.get_meta(conn, "generation"))
-        rows = dict(conn.execute(db.select(db.ImageRow.id, db.ImageRow.embedding)).all())
-    store = VectorStore.load(files.vectors, dim=384, generation=generation)
+    generation, rows = _committed(index_few.index_dir)
+    store = VectorStore.load(IndexFiles(index_few.index_dir).vectors, dim=384, generation=generation)
     assert store is not None and len(store) == len(rows)
     for image_id, blob in rows.items():
         # The file holds the database's vectors rounded to float16 (see store.new_flat_index).
         np.testing.assert_array_equal(store.vector(image_id), db.blob_to_vector(blob).astype(np.float16).astype(np.float32))
-    engine.dispose()
 
 
 def test_stale_vector_file_is_rebuilt_from_database(index_few, offline_encoder):

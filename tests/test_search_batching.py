@@ -33,6 +33,14 @@ def _wait_for_queue(coalescer: Coalescer, n: int) -> None:
         time.sleep(0.005)
 
 
+def _occupy(pool: ThreadPoolExecutor, coalescer: Coalescer, fn: SlowBatchFn):
+    """Submit item 0 and wait until its batch is running (and held there by ``fn``)."""
+    first = pool.submit(coalescer, 0)
+    while not fn.batches:
+        time.sleep(0.005)
+    return first
+
+
 def test_lone_call_runs_at_once():
     fn = SlowBatchFn()
     fn.release.set()
@@ -44,9 +52,7 @@ def test_calls_arriving_while_busy_run_as_one_batch_in_order():
     fn = SlowBatchFn()
     coalescer = Coalescer(fn, max_batch=16)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(coalescer, 0)
-        while not fn.batches:
-            time.sleep(0.005)
+        first = _occupy(pool, coalescer, fn)
         rest = []
         for i in range(1, 8):
             rest.append(pool.submit(coalescer, i))
@@ -61,9 +67,7 @@ def test_max_batch_is_respected():
     fn = SlowBatchFn()
     coalescer = Coalescer(fn, max_batch=3)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(coalescer, 0)
-        while not fn.batches:
-            time.sleep(0.005)
+        first = _occupy(pool, coalescer, fn)
         rest = [pool.submit(coalescer, i) for i in range(1, 8)]
         _wait_for_queue(coalescer, 7)
         fn.release.set()
