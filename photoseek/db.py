@@ -152,14 +152,20 @@ class SchemaTooNew(RuntimeError):
     pass
 
 
-def open_database(path: Path, *, readonly: bool = False) -> Engine:
-    """Open (creating if needed) and migrate the index database at ``path``."""
+def open_database(path: Path, *, readonly: bool = False, connections: int = 5) -> Engine:
+    """Open (creating if needed) and migrate the index database at ``path``.
+
+    ``connections``: how many connections to keep open for threads that query at once (a
+    server's request threads). Beyond that a connection is opened per query and closed after,
+    and a fresh SQLite connection re-reads the schema and starts with a cold page cache.
+    """
     if readonly:
         url = f"sqlite:///file:{path}?mode=ro&uri=true"
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{path}"
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                           pool_size=connections, max_overflow=64)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):  # noqa: ANN001

@@ -33,6 +33,7 @@ from photoseek.search.batching import Coalescer
 
 TEXT_CACHE_SIZE = 1024
 TEXT_BATCH_MAX = 16  # queries embedded together when they arrive at once
+SEARCH_CONNECTIONS = 40
 
 
 class IndexNotFound(RuntimeError):
@@ -130,7 +131,9 @@ class Searcher:
             raise IndexNotFound(
                 f"no index at {self.files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)"
             )
-        self._engine = db.open_database(self.files.database)
+        # One connection per request thread that may query at once (Starlette's pool has 40).
+        self._engine = db.open_database(self.files.database, connections=SEARCH_CONNECTIONS)
+        self._sessions = db.make_session_factory(self._engine)
         with self._engine.connect() as conn:
             self.model_id = db.get_meta(conn, "model_id")
         self._encoder = encoder
@@ -266,7 +269,7 @@ class Searcher:
     def _rows(self, ids: list[int]) -> dict[int, db.ImageRow]:
         if not ids:
             return {}
-        with db.make_session_factory(self._engine)() as session:
+        with self._sessions() as session:
             query = select(db.ImageRow).options(defer(db.ImageRow.embedding)).where(db.ImageRow.id.in_(ids))
             return {row.id: row for row in session.scalars(query)}  # (embeddings stay in the database: 2 KB a row)
 
@@ -297,7 +300,7 @@ class Searcher:
         return Path(real)
 
     def status(self, skipped_limit: int = 100) -> IndexStatus:
-        with db.make_session_factory(self._engine)() as session:
+        with self._sessions() as session:
             count = session.execute(select(func.count()).select_from(db.ImageRow)).scalar_one()
             skipped_count = session.execute(select(func.count()).select_from(db.SkippedFile)).scalar_one()
             skipped = [Skipped(r.display_path, r.reason) for r in session.scalars(
