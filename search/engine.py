@@ -22,7 +22,6 @@ import numpy as np
 from filelock import FileLock, Timeout
 from PIL import Image
 from sqlalchemy import func, select
-from sqlalchemy.orm import defer
 
 from photoseek import db
 from photoseek.encoders import Encoder, load_encoder
@@ -114,9 +113,15 @@ def _single_threaded_openmp():
         faiss.omp_set_num_threads(before)
 
 
-def _photo(row: db.ImageRow) -> Photo:
+# What a result shows: plain columns, read without ORM objects (a page of results is one
+# query; in a busy server the Python work per row is what the threads queue for).
+_PHOTO_COLUMNS = (db.ImageRow.id, db.ImageRow.path, db.ImageRow.width, db.ImageRow.height, db.ImageRow.size_bytes,
+                  db.ImageRow.taken_at, db.ImageRow.camera_make, db.ImageRow.camera_model, db.ImageRow.indexed_at)
+
+
+def _photo(row) -> Photo:
     return Photo(
-        id=row.id, path=row.display_path, width=row.width, height=row.height, size_bytes=row.size_bytes,
+        id=row.id, path=db.display_path(row.path), width=row.width, height=row.height, size_bytes=row.size_bytes,
         taken_at=row.taken_at, camera_make=row.camera_make, camera_model=row.camera_model, indexed_at=row.indexed_at,
     )
 
@@ -262,34 +267,33 @@ class Searcher:
         with _single_threaded_openmp():
             scores, ids = store.search(vector, want)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != exclude]
-        rows = self._rows([i for i, _ in pairs])
-        hits = [Hit(_photo(rows[i]), s) for i, s in pairs if i in rows]
+        photos = self._photos([i for i, _ in pairs])
+        hits = [Hit(photos[i], s) for i, s in pairs if i in photos]
         return hits[offset: offset + limit]
 
-    def _rows(self, ids: list[int]) -> dict[int, db.ImageRow]:
+    def _photos(self, ids: list[int]) -> dict[int, Photo]:
         if not ids:
             return {}
-        with self._sessions() as session:
-            query = select(db.ImageRow).options(defer(db.ImageRow.embedding)).where(db.ImageRow.id.in_(ids))
-            return {row.id: row for row in session.scalars(query)}  # (embeddings stay in the database: 2 KB a row)
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(*_PHOTO_COLUMNS).where(db.ImageRow.id.in_(ids)))
+            return {row.id: _photo(row) for row in rows}
 
     # -- lookups ---------------------------------------------------------------------------
 
     def photo(self, image_id: int) -> Photo | None:
-        row = self._rows([image_id]).get(image_id)
-        return _photo(row) if row else None
+        return self._photos([image_id]).get(image_id)
 
     def file_path(self, image_id: int) -> Path | None:
         """The real file of an indexed photo, for serving it; None for anything else."""
-        row = self._rows([image_id]).get(image_id)
-        if row is None:
-            return None
+        with self._engine.connect() as conn:
+            path = conn.execute(select(db.ImageRow.path).where(db.ImageRow.id == image_id)).scalar_one_or_none()
+            if path is None:
+                return None
+            roots = [os.path.realpath(p) for p in conn.execute(select(db.Root.path)).scalars()]
         # The path was inside an indexed folder when it was indexed; since then it may have been
         # replaced by a symbolic link to anywhere (or by a FIFO or device). Serve it only if it
         # still resolves to a regular file inside an indexed folder.
-        real = os.path.realpath(row.path)
-        with self._engine.connect() as conn:
-            roots = [os.path.realpath(p) for p in conn.execute(select(db.Root.path)).scalars()]
+        real = os.path.realpath(path)
         if not any(real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
             return None
         try:
