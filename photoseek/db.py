@@ -9,6 +9,8 @@ vector index can always be made to match it again.
 from __future__ import annotations
 
 import os
+import sqlite3
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +30,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -180,7 +183,33 @@ def open_database(path: Path, *, readonly: bool = False, connections: int = 5) -
 
     if not readonly:
         migrate(engine)
+        ensure_index_uid(engine)
     return engine
+
+
+# A random id given to each database when it is created. `photoseek index --rebuild` makes a
+# new database at the same path, whose photo ids start again from 1: a reader checks this id
+# on every connection it opens, so it can never pair its vectors with another database's rows.
+INDEX_UID = "index_uid"
+
+
+def ensure_index_uid(engine: Engine) -> None:
+    """Give the database its id if it has none yet (new, or written before ids existed)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT OR IGNORE INTO meta (key, value) VALUES (:key, :value)"),
+                         {"key": INDEX_UID, "value": uuid.uuid4().hex})
+    except OperationalError:  # a read-only database: readers then compare "no id" with "no id"
+        pass
+
+
+def read_index_uid(dbapi_conn: sqlite3.Connection) -> str | None:
+    """The id of the database a raw sqlite3 connection has open (None: none, or not an index)."""
+    try:
+        row = dbapi_conn.execute("SELECT value FROM meta WHERE key = ?", (INDEX_UID,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
 
 
 def schema_version(conn: Connection) -> int:

@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 from filelock import FileLock, Timeout
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from photoseek import db
 from photoseek.encoders import Encoder, load_encoder
@@ -37,6 +37,11 @@ SEARCH_CONNECTIONS = 40
 
 class IndexNotFound(RuntimeError):
     pass
+
+
+class IndexReplaced(IndexNotFound):
+    """The database at the index's path is no longer the one this searcher opened
+    (``photoseek index --rebuild``): open a new :class:`Searcher`."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,8 @@ class Searcher:
         self._sessions = db.make_session_factory(self._engine)
         with self._engine.connect() as conn:
             self.model_id = db.get_meta(conn, "model_id")
+            self._index_uid = db.get_meta(conn, db.INDEX_UID)
+        event.listen(self._engine, "connect", self._check_same_database)
         self._encoder = encoder
         self._encoder_lock = threading.Lock()  # guards loading/swapping the encoder
         self._inference_lock = threading.Lock()  # one forward pass at a time: two would only fight over the cores
@@ -154,6 +161,14 @@ class Searcher:
         self.refresh()
 
     # -- state -----------------------------------------------------------------------------
+
+    def _check_same_database(self, dbapi_conn, _record) -> None:
+        """Every connection opened later must reach the database we opened first: a rebuild
+        replaces the file, and its rows would not match our vectors."""
+        if db.read_index_uid(dbapi_conn) != self._index_uid:
+            dbapi_conn.close()
+            raise IndexReplaced(f"the index at {self.files.root} was rebuilt or replaced; searching it again "
+                                "opens the new one")
 
     def _index_state(self) -> tuple[int, int, str | None]:
         with self._engine.connect() as conn:

@@ -99,7 +99,7 @@ class Reader(threading.Thread):
             self.latencies.append(time.perf_counter() - t)
             if r.status_code == 404 and kind == "similar":
                 continue  # that photo was removed by the run: a fair answer
-            if r.status_code == 503 and self.allow_empty and "empty" in r.text:
+            if r.status_code == 503 and self.allow_empty and ("empty" in r.text or "rebuilt" in r.text):
                 self.empty += 1  # --rebuild starts from an empty database (see the rebuild test)
                 continue
             if r.status_code != 200:

@@ -198,6 +198,39 @@ def test_other_model_is_refused(index_few):
         Indexer(index_few.index_dir, index_few.settings, show_progress=False).run([], model="ViT-B-32:laion2b_s34b_b79k")
 
 
+def test_searcher_never_reads_a_rebuilt_database_with_its_old_vectors(index_few, few_photos, samples_dir,
+                                                                      offline_encoder):
+    """After `index --rebuild` the file at the same path is another database whose ids start
+    again from 1. A searcher opened before keeps answering from the state it has on the
+    connections it holds; a connection it opens later must not silently pair its old
+    vectors with the new rows: it says the index was replaced."""
+    from photoseek.search import IndexReplaced
+
+    index_few()
+    searcher = Searcher(index_few.index_dir, index_few.settings, encoder=offline_encoder)
+    before = [(h.photo.id, h.photo.name) for h in searcher.search_text("a cup of coffee", 3)]
+    assert before[0][1] == "coffee.png"
+
+    # Rebuild from a folder holding other photos: the same ids now name other files.
+    for p in few_photos.iterdir():
+        p.unlink()
+    for name in ["chelsea.png", "black_cat.jpg", "mountain.jpg", "laptop.jpg", "jellyfish.jpg", "camera.jpg"]:
+        shutil.copy2(samples_dir / name, few_photos / name)
+    index_few(rebuild=True)
+
+    # Pooled connections still reach the old (deleted) file: the old state, whole.
+    assert [(h.photo.id, h.photo.name) for h in searcher.search_text("a cup of coffee", 3)] == before
+    # A new connection reaches the new file: refused, not mixed.
+    searcher._engine.dispose()
+    with pytest.raises(IndexReplaced, match="rebuilt or replaced"):
+        searcher.search_text("a cup of coffee", 3)
+    searcher.close()
+
+    fresh = Searcher(index_few.index_dir, index_few.settings, encoder=offline_encoder)
+    assert {h.photo.name for h in fresh.search_text("a cat", 2)} == {"chelsea.png", "black_cat.jpg"}
+    fresh.close()
+
+
 def test_reverse_search_finds_a_resized_reencoded_copy(demo_searcher, samples_dir):
     for name in ["rocket.jpg", "chelsea.png", "sea_turtle.jpg", "mountain.jpg"]:
         img = Image.open(samples_dir / name).convert("RGB")
@@ -269,3 +302,29 @@ def test_open_clip_checkpoint_through_the_whole_pipeline(tmp_path, few_photos, r
     for name in ("rocket.jpg", "bear.jpg"):
         assert searcher.search_image((few_photos / name).read_bytes(), limit=1)[0].photo.name == name
     assert Indexer(index_dir, settings, show_progress=False).run([]).embedded == 0
+
+
+def test_each_database_gets_one_id_for_life(tmp_path):
+    """The id a reader checks (see the rebuild test above): made with the database, kept
+    across opens, given once to a database from before ids existed, different per database."""
+    path = tmp_path / "photoseek.db"
+    first = db.open_database(path)
+    with first.connect() as conn:
+        uid = db.get_meta(conn, db.INDEX_UID)
+    first.dispose()
+    assert uid and len(uid) == 32
+    again = db.open_database(path)
+    with again.connect() as conn:
+        assert db.get_meta(conn, db.INDEX_UID) == uid
+    with again.begin() as conn:  # as an index written before this id existed
+        conn.execute(db.text("DELETE FROM meta WHERE key = :k"), {"k": db.INDEX_UID})
+    again.dispose()
+    older = db.open_database(path)
+    with older.connect() as conn:
+        given = db.get_meta(conn, db.INDEX_UID)
+    older.dispose()
+    assert given and given != uid
+    other = db.open_database(tmp_path / "other.db")
+    with other.connect() as conn:
+        assert db.get_meta(conn, db.INDEX_UID) not in (None, uid, given)
+    other.dispose()
