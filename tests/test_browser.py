@@ -111,7 +111,9 @@ def test_type_a_query_and_see_the_right_photo_first(page):
     page.keyboard.press("Enter")
     wait_first(page, "coffee.png")
     assert re.search(r"/\?q=a\+cup\+of\+coffee$", page.url)  # bookmarkable
-    assert page.locator("#grid .tile").count() == PAGE_SIZE
+    # A whole page at least: the next pages load by themselves while the end of the grid is
+    # near the viewport, so on a fast machine more may be there already.
+    assert page.locator("#grid .tile").count() >= PAGE_SIZE
     page.wait_for_load_state("networkidle")
     until(page, "() => [...document.querySelectorAll('#grid img')].slice(0, 8).every(i => i.complete && i.naturalWidth > 0)")
 
