@@ -168,7 +168,7 @@ def kill_once(photos: Path, index: Path, env: dict, how: str, rng: random.Random
     elif how.startswith("progress"):  # mid-batch / mid-commit: after 1 or 2 batches, then a random pause
         # A run's first checkpoint records its cheap changes (before the model loads); later ones are batches.
         want = 2 if how == "progress-1" else rng.randint(2, 3)
-        pause = rng.uniform(0.0, 0.25)
+        pause = rng.uniform(0.0, 0.1 * startup)  # about 0.25 s here; shorter on a faster machine
         while time.monotonic() < deadline and proc.poll() is None and generation(index) - gen_before < want:
             time.sleep(0.01)
         time.sleep(pause)
