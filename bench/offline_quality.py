@@ -146,7 +146,7 @@ def main() -> None:
         key = (names_source, templates)
         if key not in matrices:
             texts = offline.class_texts(offline.class_names(names_source), templates)
-            matrices[key] = offline.class_matrix(text_model, texts)
+            matrices[key] = offline.class_matrix(lambda: text_model, texts)
         return matrices[key]
 
     query_vectors: dict[str, torch.Tensor] = {}

@@ -134,15 +134,15 @@ def test_offline_loads_without_network(monkeypatch, offline_encoder):
 def test_class_matrix_cache_roundtrip(tmp_path, monkeypatch, offline_encoder):
     monkeypatch.setattr(offline_module, "cache_dir", lambda: tmp_path)
     texts = [["a photo of a cat."], ["a photo of a dog.", "a picture of a dog."]]
-    first = offline_module.class_matrix(offline_encoder.text_model, texts)
+    first = offline_module.class_matrix(lambda: offline_encoder.text_model, texts)
     files = list(tmp_path.glob("classes-*.npy"))
     assert len(files) == 1
-    again = offline_module.class_matrix(offline_encoder.text_model, texts)
+    again = offline_module.class_matrix(lambda: offline_encoder.text_model, texts)
     torch.testing.assert_close(first, again)
     assert first.shape == (2, 384)
     torch.testing.assert_close(first.norm(dim=1), torch.ones(2))
     files[0].write_bytes(b"garbage")  # a damaged cache file is recomputed, not trusted
-    torch.testing.assert_close(offline_module.class_matrix(offline_encoder.text_model, texts), first)
+    torch.testing.assert_close(offline_module.class_matrix(lambda: offline_encoder.text_model, texts), first)
 
 
 def test_offline_variants_are_data():

@@ -27,7 +27,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -233,13 +233,14 @@ def class_texts(names: Sequence[Sequence[str]], templates: Sequence[str]) -> lis
     return [[t.format(n) for n in class_names_ for t in templates] for class_names_ in names]
 
 
-def class_matrix(text_model, texts: Sequence[Sequence[str]], *, cache: bool = True) -> torch.Tensor:
+def class_matrix(get_text_model: Callable[[], object], texts: Sequence[Sequence[str]], *,
+                 cache: bool = True) -> torch.Tensor:
     """(1000, 384): each class's prompts embedded, averaged, re-normalised. Cached on disk,
     keyed by the exact texts and the text model, because embedding thousands of prompts takes
     seconds on a small CPU while reading them back takes milliseconds.
 
-    ``text_model`` may be a zero-argument callable returning the model: it is then only
-    loaded on a cache miss."""
+    ``get_text_model`` returns the text model; it is only called on a cache miss, so a hit
+    never loads MiniLM."""
     path = _cache_path(texts) if cache else None
     if path is not None and path.is_file():
         try:
@@ -250,9 +251,7 @@ def class_matrix(text_model, texts: Sequence[Sequence[str]], *, cache: bool = Tr
             pass
         log.warning("ignoring unreadable cache file %s", path)
     flat = [t for group in texts for t in group]
-    if callable(text_model) and not hasattr(text_model, "encode"):
-        text_model = text_model()
-    vectors = embed_texts(text_model, flat)
+    vectors = embed_texts(get_text_model(), flat)
     rows, start = [], 0
     for group in texts:
         rows.append(vectors[start : start + len(group)].mean(dim=0))
