@@ -194,9 +194,15 @@ INDEX_UID = "index_uid"
 
 
 def ensure_index_uid(engine: Engine) -> None:
-    """Give the database its id if it has none yet (new, or written before ids existed)."""
+    """Give the database its id if it has none yet (new, or written before ids existed).
+
+    Read first: every open (each search, the server) comes through here, and a write would
+    wait for a running indexer's transaction."""
+    with engine.connect() as conn:
+        if get_meta(conn, INDEX_UID) is not None:
+            return
     try:
-        with engine.begin() as conn:
+        with engine.begin() as conn:  # OR IGNORE: another process may have given it one meanwhile
             conn.execute(text("INSERT OR IGNORE INTO meta (key, value) VALUES (:key, :value)"),
                          {"key": INDEX_UID, "value": uuid.uuid4().hex})
     except OperationalError:  # a read-only database: readers then compare "no id" with "no id"
