@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from photoseek import db
 from photoseek.store import IndexFiles
 
 # One decode worker and small batches: light on a 2-core machine, and many checkpoints to hit.
@@ -56,3 +57,13 @@ def last_run_status(index_dir: Path) -> str | None:
 
 def runs_count(index_dir: Path) -> int:
     return query_index(index_dir, "SELECT count(*) FROM runs", 0)
+
+
+def embeddings_by(index_dir: Path, key, other) -> dict:
+    """``key -> (other, embedding)`` for every committed photo, e.g.
+    ``embeddings_by(index, db.ImageRow.id, db.ImageRow.path)``."""
+    engine = db.open_database(IndexFiles(index_dir).database)
+    with engine.connect() as conn:
+        rows = conn.execute(db.select(key, other, db.ImageRow.embedding)).all()
+    engine.dispose()
+    return {k: (o, db.blob_to_vector(e)) for k, o, e in rows}

@@ -24,7 +24,6 @@ from PIL import Image
 import helpers
 from helpers import SMALL_RUN_ENV, cli, last_run_status, runs_count
 from photoseek import db
-from photoseek.store import IndexFiles
 
 ENV = SMALL_RUN_ENV
 QUERY = "a photo"
@@ -36,11 +35,7 @@ def make_photos(folder: Path, samples: Path, start: int, count: int) -> None:
 
 def snapshot(index_dir: Path) -> dict[int, tuple[str, np.ndarray]]:
     """id -> (path, embedding) of the index's committed state."""
-    engine = db.open_database(IndexFiles(index_dir).database)
-    with engine.connect() as conn:
-        rows = conn.execute(db.select(db.ImageRow.id, db.ImageRow.path, db.ImageRow.embedding)).all()
-    engine.dispose()
-    return {i: (p, db.blob_to_vector(e)) for i, p, e in rows}
+    return helpers.embeddings_by(index_dir, db.ImageRow.id, db.ImageRow.path)
 
 
 def wait_until_running(proc: subprocess.Popen, index_dir: Path, runs_before: int, timeout: float = 120) -> None:

@@ -98,11 +98,8 @@ def generation(index_dir: Path) -> int:
 
 
 def read_embeddings(index_dir: Path) -> dict[str, tuple[str, np.ndarray]]:
-    engine = db.open_database(IndexFiles(index_dir).database)
-    with engine.connect() as conn:
-        rows = conn.execute(db.select(db.ImageRow.path, db.ImageRow.content_hash, db.ImageRow.embedding)).all()
-    engine.dispose()
-    return {p: (h, db.blob_to_vector(e)) for p, h, e in rows}
+    """path -> (content hash, embedding)."""
+    return helpers.embeddings_by(index_dir, db.ImageRow.path, db.ImageRow.content_hash)
 
 
 def descendants(pid: int) -> set[int]:
