@@ -1,7 +1,7 @@
 """What each indexing optimisation buys: the same photos indexed with one thing changed at a time.
 
     python bench/ablation.py                 # ViT-B-32, 312 photos, 2 rounds (~8 min on 2 cores)
-    python bench/ablation.py --rounds 3 --photos-count 624 --variants default,no-gate-1w
+    python bench/ablation.py --rounds 3 --photos-count 624 --variants default,one-call-2-threads
 
 Each variant runs ``Indexer.run`` in a fresh process with the encoder already loaded, so
 the numbers are the steady-state pipeline (scan, decode, embed, database, FAISS), not
@@ -30,27 +30,26 @@ VARIANT_ENV = "PHOTOSEEK_BENCH_VARIANT"
 # name: (description, environment, patches)
 VARIANTS: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
     "default": ("photoseek as shipped", {}, ()),
-    "original": ("the pipeline before issue #4: 1 worker that imports torch, decoding alongside 2 torch threads, "
-                 "no progressive fast path, default malloc", {"PHOTOSEEK_DECODE_WORKERS": "1"},
-                ("no-gate", "torch-in-workers", "no-fast-progressive", "no-mallopt")),
+    "original": ("the pipeline before issue #4: 1 worker that imports torch, decoding alongside one model call "
+                 "on 2 torch threads, no progressive fast path, default malloc",
+                 {"PHOTOSEEK_DECODE_WORKERS": "1", "PHOTOSEEK_INFERENCE_WORKERS": "1", "PHOTOSEEK_TORCH_THREADS": "2"},
+                 ("torch-in-workers", "no-fast-progressive", "no-mallopt")),
     "no-draft": ("JPEGs decoded at full size, then shrunk (no draft mode)", {}, ("no-draft",)),
     "no-fast-progressive": ("progressive JPEGs decoded whole (no AC-scan skipping)", {}, ("no-fast-progressive",)),
     "no-mallopt": ("decode workers with glibc's default malloc thresholds", {}, ("no-mallopt",)),
     "torch-in-workers": ("decode workers import the indexer (and torch) as before", {}, ("torch-in-workers",)),
-    "no-gate-1w": ("no turn-taking: 1 decode worker next to 2 torch threads (the old default)",
-                   {"PHOTOSEEK_DECODE_WORKERS": "1"}, ("no-gate",)),
-    "no-gate-2w": ("no turn-taking: 2 decode workers next to 2 torch threads", {"PHOTOSEEK_DECODE_WORKERS": "2"},
-                   ("no-gate",)),
-    "idle-2w": ("no gate; 2 decode workers at idle CPU priority (SCHED_IDLE) instead",
-                {"PHOTOSEEK_DECODE_WORKERS": "2"}, ("no-gate", "idle-workers")),
-    "1thread-1w": ("1 torch thread + 1 decode worker, side by side",
-                   {"PHOTOSEEK_TORCH_THREADS": "1", "PHOTOSEEK_DECODE_WORKERS": "1"}, ("no-gate",)),
+    "one-call-2-threads": ("one model call at a time over 2 torch threads (meeting at a barrier after each "
+                           "operation), next to 2 decode workers",
+                           {"PHOTOSEEK_INFERENCE_WORKERS": "1", "PHOTOSEEK_TORCH_THREADS": "2"}, ()),
+    "idle-2w": ("decode workers at idle CPU priority (SCHED_IDLE)", {}, ("idle-workers",)),
+    "1thread-1w": ("1 model thread + 1 decode worker, side by side",
+                   {"PHOTOSEEK_INFERENCE_WORKERS": "1", "PHOTOSEEK_DECODE_WORKERS": "1"}, ()),
     "batch16": ("batch size 16", {"PHOTOSEEK_BATCH_SIZE": "16"}, ()),
     "batch64": ("batch size 64", {"PHOTOSEEK_BATCH_SIZE": "64"}, ()),
     "fp32": ("image tower in float32 instead of bfloat16", {"PHOTOSEEK_PRECISION": "fp32"}, ()),
 }
-DEFAULT_VARIANTS = ["default", "original", "no-draft", "no-fast-progressive", "torch-in-workers", "no-gate-1w",
-                    "no-gate-2w", "idle-2w", "batch16", "batch64", "fp32"]
+DEFAULT_VARIANTS = ["default", "original", "no-draft", "no-fast-progressive", "torch-in-workers",
+                    "one-call-2-threads", "idle-2w", "batch16", "batch64", "fp32"]
 
 
 def _apply_patches(patches: tuple[str, ...]) -> None:
@@ -65,13 +64,12 @@ def _apply_patches(patches: tuple[str, ...]) -> None:
         imaging.decode_worker_init = init_without_mallopt
 
 
-def init_without_mallopt(gate=None, idle_priority=False, parent_pid=None) -> None:
+def init_without_mallopt(idle_priority=False, parent_pid=None) -> None:
     """photoseek.imaging.decode_worker_init without the malloc tuning."""
     import threading
 
     from photoseek import imaging
 
-    imaging._decode_gate = gate
     if parent_pid is not None:
         threading.Thread(target=imaging._exit_when_gone, args=(parent_pid,), daemon=True).start()
     if idle_priority:
@@ -95,8 +93,6 @@ def child(variant: str, folder: Path, model_id: str) -> dict:
     from sysmon import OthersMeter, cpu_seconds, process_tree
 
     patches = VARIANTS[variant][2]
-    if "no-gate" in patches:
-        pipeline.Gate = lambda: None
     if "idle-workers" in patches:
         pipeline.decode_all = functools.partial(decode_pool.decode_all, background=True)
     if "torch-in-workers" in patches:
@@ -107,7 +103,6 @@ def child(variant: str, folder: Path, model_id: str) -> dict:
     settings = Settings()
     index_dir = Path(tempfile.mkdtemp(prefix="photoseek-ablation-"))
     indexer = Indexer(index_dir, settings.model_copy(update={"index_dir": index_dir}), show_progress=False)
-    indexer._configure_threads()
     encoder = load_encoder(model_id, precision=settings.precision)
     cpu0 = cpu_seconds(process_tree(os.getpid()))
     with OthersMeter() as others:

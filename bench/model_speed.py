@@ -1,7 +1,8 @@
 """The two reference points photoseek is measured against.
 
 * limit: the image tower alone, on pre-decoded, pre-resized, pre-normalised tensors, at its
-  best batch size and precision: what the hardware allows;
+  best batch size, precision and split of the cores (one call over all of them, or one
+  call per core at once): what the hardware allows;
 * naive: what a simple script does: open each file with Pillow at full size, preprocess
   with torchvision (open_clip's own eval transform), embed one at a time in float32.
 """
@@ -9,6 +10,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,26 +30,57 @@ class LimitResult:
     best_ips: float = 0.0
     best_batch: int = 0
     best_precision: str = ""
+    best_workers: int = 1  # calls at once, each on cores / workers threads
     grid: dict[str, float] = field(default_factory=dict)  # "bf16/bs32" -> images/s
     threads: int = 0
     load_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def tower_ips(encoder: Encoder, batch_size: int, seconds: float, trials: int = 2) -> float:
-    """Images/s of ``encoder``'s image tower on ready tensors (best of ``trials``)."""
+def tower_ips(encoder: Encoder, batch_size: int, seconds: float, trials: int = 2, workers: int = 1) -> float:
+    """Images/s of ``encoder``'s image tower on ready tensors (best of ``trials``), with
+    ``workers`` calls running at once, each on its share of the cores."""
     size = encoder.input_spec.size
     x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0))
     x = x.to(encoder.dtype).contiguous(memory_format=torch.channels_last)
-    best = 0.0
-    with torch.inference_mode():
-        encoder._image_features(x)  # warm-up: allocations, oneDNN primitive caches
-        for _ in range(trials):
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(max(1, cores() // workers))
+
+    def loop(budget: float, counts: list[int], slot: int) -> None:
+        with torch.inference_mode():
             n, started = 0, time.perf_counter()
-            while n < 2 or time.perf_counter() - started < seconds / trials:
+            while n < 2 or time.perf_counter() - started < budget:
                 encoder._image_features(x)
                 n += 1
-            best = max(best, n * batch_size / (time.perf_counter() - started))
+            counts[slot] = n
+
+    best = 0.0
+    try:
+        with torch.inference_mode():
+            encoder._image_features(x)  # warm-up: allocations, oneDNN primitive caches
+        for _ in range(trials):
+            counts = [0] * workers
+            threads = [threading.Thread(target=loop, args=(seconds / trials, counts, i)) for i in range(workers)]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            best = max(best, sum(counts) * batch_size / (time.perf_counter() - started))
+    finally:
+        torch.set_num_threads(threads_before)
     return best
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_splits() -> list[int]:
+    """One call over every core, and one call per core at once (if there is more than one)."""
+    return [1, cores()] if cores() > 1 else [1]
 
 
 def precisions() -> list[str]:
@@ -60,11 +94,14 @@ def measure_limit(model_id: str, batch_sizes: Sequence[int], seconds: float, ech
         encoder = load_encoder(model_id, precision=precision)
         result.load_seconds[precision] = time.perf_counter() - started
         for bs in batch_sizes:
-            ips = tower_ips(encoder, bs, seconds)
-            result.grid[f"{precision}/bs{bs}"] = ips
-            echo(f"  limit {precision:4s} batch {bs:3d}: {ips:7.1f} images/s")
-            if ips > result.best_ips:
-                result.best_ips, result.best_batch, result.best_precision = ips, bs, precision
+            for workers in worker_splits():
+                ips = tower_ips(encoder, bs, seconds, workers=workers)
+                split = f"{workers}x{max(1, cores() // workers)}"
+                result.grid[f"{precision}/bs{bs}/{split}"] = ips
+                echo(f"  limit {precision:4s} batch {bs:3d} calls x threads {split}: {ips:7.1f} images/s")
+                if ips > result.best_ips:
+                    result.best_ips, result.best_batch, result.best_precision = ips, bs, precision
+                    result.best_workers = workers
         del encoder
         gc.collect()
     return result
@@ -73,9 +110,10 @@ def measure_limit(model_id: str, batch_sizes: Sequence[int], seconds: float, ech
 def recheck_limit(model_id: str, result: LimitResult, seconds: float, echo=print) -> float:
     """Measure the best configuration again (the machine may have got busier or quieter)."""
     encoder = load_encoder(model_id, precision=result.best_precision)
-    ips = tower_ips(encoder, result.best_batch, seconds)
-    echo(f"  limit {result.best_precision} batch {result.best_batch} again: {ips:.1f} images/s")
-    key = f"{result.best_precision}/bs{result.best_batch}/again"
+    ips = tower_ips(encoder, result.best_batch, seconds, workers=result.best_workers)
+    split = f"{result.best_workers}x{max(1, cores() // result.best_workers)}"
+    echo(f"  limit {result.best_precision} batch {result.best_batch} calls x threads {split} again: {ips:.1f} images/s")
+    key = f"{result.best_precision}/bs{result.best_batch}/{split}/again"
     result.grid[key] = ips
     result.best_ips = max(result.best_ips, ips)
     del encoder

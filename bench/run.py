@@ -273,7 +273,8 @@ def report(out: dict) -> str:
             label = CLIP_ARCH if is_clip else r["model_id"]
             lines.append(
                 f"| {label} "
-                f"| {limit['best_ips']:.1f} ({limit['best_precision']}, batch {limit['best_batch']}) " if limit else f"| {label} | – "
+                f"| {limit['best_ips']:.1f} ({limit['best_precision']}, batch {limit['best_batch']}, "
+                f"{limit.get('best_workers', 1)} at once) " if limit else f"| {label} | – "
             )
             lines[-1] += (
                 f"| {ps:.1f} ({best_run['images']}) " if best_run else "| – "

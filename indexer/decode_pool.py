@@ -1,15 +1,11 @@
-"""Decoding in worker processes, taking turns with inference in the main process.
+"""Decoding in worker processes, alongside inference in the main process.
 
-JPEG decoding and resizing are pure CPU work that holds the GIL, so they run in
-separate processes while the model runs in the parent. The number of tasks in
-flight is bounded, so memory stays flat however many photos there are.
-
-Decoders and the model must not fight over the cores: torch's threads meet at a
-barrier after every operation, so a decoder that takes one core for a time slice
-stalls the model on all of them. With a :class:`Gate`, the workers start no new photo
-while the model runs (the indexer closes the gate around each batch), and while the
-main process waits for photos or writes the database they get every core. On a
-2-core machine that is 2 workers and 2 torch threads, both at full speed, in turns.
+JPEG decoding and resizing are CPU work, so they run in separate processes while the
+model runs in the parent, and a decoder that crashes on a hostile file takes down one
+worker, not the run. The number of tasks in flight is bounded, so memory stays flat
+however many photos there are. (The model's threads run one batch each, without a
+barrier between them, so sharing the cores with decoders costs them nothing extra:
+see :mod:`photoseek.indexer.inference`.)
 
 Workers run :func:`photoseek.imaging.load_photo_or_reason` on plain arguments, so
 they import Pillow and NumPy only (anything from ``photoseek.indexer`` would drag
@@ -24,7 +20,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from photoseek.imaging import DecodedPhoto, decode_worker_init, load_photo_or_reason
@@ -44,14 +39,17 @@ class DecodeResult:
     error: str | None = None
 
 
-def decode_one(job: DecodeJob) -> DecodeResult:
-    photo, error = load_photo_or_reason(job.path, job.size, job.max_pixels)
+def _as_result(job: DecodeJob, outcome: tuple[DecodedPhoto | None, str | None]) -> DecodeResult:
+    photo, error = outcome
     return DecodeResult(job.path, photo=photo, error=error)
+
+
+def decode_one(job: DecodeJob) -> DecodeResult:
+    return _as_result(job, load_photo_or_reason(job.path, job.size, job.max_pixels))
 
 
 def _result(job: DecodeJob, future: Future) -> DecodeResult:
-    photo, error = future.result()
-    return DecodeResult(job.path, photo=photo, error=error)
+    return _as_result(job, future.result())
 
 
 def _submit(pool: ProcessPoolExecutor, job: DecodeJob) -> Future:
@@ -67,34 +65,15 @@ def _context():
     return context
 
 
-class Gate:
-    """Open: workers may start photos. Closed (``with gate.closed():``): they finish the one they
-    are on and wait (at most ``photoseek.imaging.GATE_TIMEOUT`` seconds) until it opens."""
-
-    def __init__(self):
-        self.event = _context().Event()
-        self.event.set()
-
-    @contextmanager
-    def closed(self):
-        self.event.clear()
-        try:
-            yield
-        finally:
-            self.event.set()
-
-
-def _new_pool(workers: int, context, gate: Gate | None, background: bool) -> ProcessPoolExecutor:
+def _new_pool(workers: int, context, background: bool) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=decode_worker_init,
-                               initargs=(gate.event if gate is not None else None, background, os.getpid()))
+                               initargs=(background, os.getpid()))
 
 
-def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, gate: Gate | None = None,
-               background: bool = False) -> Iterator[DecodeResult]:
+def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, background: bool = False) -> Iterator[DecodeResult]:
     """Decode ``jobs`` in order, ``workers`` processes wide (0 = in this process).
 
     ``window``: at most this many jobs in flight (submitted, not yet consumed).
-    ``gate``: lets the caller pause the workers while it runs the model (see the module docstring).
     ``background``: run the workers at idle CPU priority instead (Linux SCHED_IDLE): they
     then use only what the model leaves, but a busy machine can starve them.
 
@@ -108,7 +87,7 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, gat
     context = _context()
     pending: deque[tuple[DecodeJob, Future]] = deque()
     jobs_iter = iter(jobs)
-    pool = _new_pool(workers, context, gate, background)
+    pool = _new_pool(workers, context, background)
     try:
         while True:
             while len(pending) < window:
@@ -127,7 +106,7 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, gat
                 pool.shutdown(wait=False, cancel_futures=True)
                 for j in retry:
                     yield _decode_isolated(j, context)
-                pool = _new_pool(workers, context, gate, background)
+                pool = _new_pool(workers, context, background)
                 continue
             yield result
     finally:
@@ -136,7 +115,7 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, gat
 
 def _decode_isolated(job: DecodeJob, context) -> DecodeResult:
     with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=decode_worker_init,
-                             initargs=(None, False, os.getpid())) as solo:
+                             initargs=(False, os.getpid())) as solo:
         try:
             return _result(job, _submit(solo, job))
         except BrokenProcessPool:

@@ -29,7 +29,8 @@ from photoseek.imaging import DecodedPhoto, hash_file
 from photoseek.settings import Settings
 from photoseek.store import IndexFiles, VectorStore, load_vectors
 
-from .decode_pool import DecodeJob, Gate, decode_all
+from .decode_pool import DecodeJob, decode_all
+from .inference import InferencePool, torch_threads_per_worker, usable_cores
 from .scan import FoundFile, Unreadable, walk
 
 log = logging.getLogger("photoseek.indexer")
@@ -334,60 +335,60 @@ class Indexer:
                         disable=(not self.show_progress) if self.show_progress is not None else None)
         batch: list[tuple[FoundFile, DecodedPhoto]] = []
         last_vector_save = time.perf_counter()
-        workers = self._decode_workers()
-        # Decoders pause while the model runs: the two take turns at the cores (see decode_pool).
-        gate = Gate() if workers > 0 else None
 
-        def flush() -> None:
+        def write(done: list[tuple[FoundFile, DecodedPhoto]], embeddings: np.ndarray) -> None:
             nonlocal generation, last_vector_save
-            if not batch:
-                return
-            pixels = np.stack([photo.pixels for _, photo in batch])
-            if gate is not None:
-                with gate.closed():
-                    embeddings = encoder.encode_pixels(pixels)
-            else:
-                embeddings = encoder.encode_pixels(pixels)
             with session.begin():
                 # A few statements per batch, not per photo: old versions out, new rows in (one
                 # multi-row INSERT), their "skipped" entries cleared.
-                replaced = [i for i in (plan.replaced_ids.get(f.path) for f, _ in batch) if i is not None]
+                replaced = [i for i in (plan.replaced_ids.get(f.path) for f, _ in done) if i is not None]
                 if replaced:
                     session.execute(delete(db.ImageRow).where(db.ImageRow.id.in_(replaced)))
                 summary.updated += len(replaced)
-                summary.added += len(batch) - len(replaced)
+                summary.added += len(done) - len(replaced)
                 rows = [_image_row(f, photo, vector, self._root_id(session, f.path))
-                        for (f, photo), vector in zip(batch, embeddings)]
+                        for (f, photo), vector in zip(done, embeddings)]
                 session.add_all(rows)
                 session.flush()
-                session.execute(delete(db.SkippedFile).where(db.SkippedFile.path.in_([f.path for f, _ in batch])))
+                session.execute(delete(db.SkippedFile).where(db.SkippedFile.path.in_([f.path for f, _ in done])))
                 new_ids = [row.id for row in rows]
-                new_vectors = list(embeddings)
                 generation += 1
                 db.set_meta(session, "generation", str(generation))
                 session.execute(update(db.IndexRun).where(db.IndexRun.id == run_id).values(
                     **_counts(summary), seconds=time.perf_counter() - started))
             vectors.remove(replaced)
             if new_ids:
-                vectors.add(np.asarray(new_ids), np.stack(new_vectors))
-            summary.embedded += len(batch)
-            progress.update(len(batch))
-            batch.clear()
+                vectors.add(np.asarray(new_ids), np.asarray(embeddings))
+            summary.embedded += len(done)
+            progress.update(len(done))
             if time.perf_counter() - last_vector_save > SAVE_VECTORS_EVERY_SECONDS:
                 vectors.save(self.files.vectors, generation)  # lets a running server see progress
                 last_vector_save = time.perf_counter()
 
+        def submit(pool: InferencePool) -> None:
+            if batch:
+                pixels = np.stack([photo.pixels for _, photo in batch])
+                for done, embeddings in pool.submit(list(batch), pixels):
+                    write(done, embeddings)
+                batch.clear()
+
+        # Decoding and inference share the cores: decode processes, and one model thread per
+        # core (see indexer.inference for why not one model call over all cores).
+        workers = self._inference_workers()
         try:
-            for result in decode_all(jobs, workers=workers, gate=gate):
-                f = by_path[result.path]
-                if result.photo is None:
-                    self._skip(session, f, result.error or "unknown error", plan, vectors, summary)
-                    progress.update(1)
-                    continue
-                batch.append((f, result.photo))
-                if len(batch) >= s.batch_size:
-                    flush()
-            flush()
+            with torch_threads_per_worker(workers, s.torch_threads), InferencePool(encoder.encode_pixels, workers) as pool:
+                for result in decode_all(jobs, workers=self._decode_workers()):
+                    f = by_path[result.path]
+                    if result.photo is None:
+                        self._skip(session, f, result.error or "unknown error", plan, vectors, summary)
+                        progress.update(1)
+                        continue
+                    batch.append((f, result.photo))
+                    if len(batch) >= s.batch_size:
+                        submit(pool)
+                submit(pool)
+                for done, embeddings in pool.drain():
+                    write(done, embeddings)
         finally:
             progress.close()
         return generation
@@ -407,26 +408,22 @@ class Indexer:
 
     def _get_encoder(self, model_id: str) -> Encoder:
         if self._encoder is None:
-            self._configure_threads()
             self._encoder = load_encoder(model_id, precision=self.settings.precision)
         return self._encoder
 
-    def _configure_threads(self) -> None:
-        import torch
-
-        if self.settings.torch_threads:
-            torch.set_num_threads(self.settings.torch_threads)
+    def _inference_workers(self) -> int:
+        """Default: one model thread per core (see indexer.inference); with ``torch_threads``
+        set, as many workers as those threads fit in the cores."""
+        if self.settings.inference_workers is not None:
+            return self.settings.inference_workers
+        return max(1, usable_cores() // (self.settings.torch_threads or 1))
 
     def _decode_workers(self) -> int:
-        """Default: one decode worker per core (up to 8). They take turns with the model
-        (decode_pool.Gate), so each phase gets every core; more would only cost memory."""
+        """Default: one decode process per core (up to 8). They share the cores with the
+        model threads; more would only cost memory."""
         if self.settings.decode_workers is not None:
             return self.settings.decode_workers
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            cores = os.cpu_count() or 2
-        return max(1, min(8, cores))
+        return max(1, min(8, usable_cores()))
 
     def _root_id(self, session: Session, path: str) -> int | None:
         if self._root_cache is None:

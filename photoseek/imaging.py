@@ -296,9 +296,6 @@ def load_photo_or_reason(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIX
     imports only this module (Pillow, NumPy), not the indexer and with it torch: that
     would cost every worker seconds of start-up and hundreds of MB.
     """
-    if _decode_gate is not None:
-        # Wait while the model runs (bounded, so an orphaned worker can never hang for ever).
-        _decode_gate.wait(GATE_TIMEOUT)
     try:
         return load_photo(Path(path), size, max_pixels=max_pixels), None
     except DecodeError as exc:
@@ -307,16 +304,9 @@ def load_photo_or_reason(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIX
         return None, f"could not decode: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-GATE_TIMEOUT = 10.0
-_decode_gate = None  # set in decode workers: an Event that is clear while the model runs
-
-
-def decode_worker_init(gate=None, idle_priority: bool = False, parent_pid: int | None = None) -> None:
+def decode_worker_init(idle_priority: bool = False, parent_pid: int | None = None) -> None:
     """Set up an indexer decode worker process (its pool's initialiser).
 
-    * ``gate``: a multiprocessing Event the indexer clears while the model runs; workers
-      start no new photo until it is set again, so decoding and inference take turns at
-      the cores instead of fighting over them (see :mod:`photoseek.indexer.decode_pool`).
     * Keep decode buffers: glibc hands every block above its mmap threshold back to the
       kernel when freed, and the next photo faults it in again, zero-filled. Decoding a
       large progressive JPEG needs tens of MB of coefficient buffers (a 24 MP one: 40-60 ms
@@ -328,8 +318,6 @@ def decode_worker_init(gate=None, idle_priority: bool = False, parent_pid: int |
       otherwise leaves its workers (and their fork server) behind for good, each keeping the
       memory of its last photo.
     """
-    global _decode_gate
-    _decode_gate = gate
     if parent_pid is not None:
         threading.Thread(target=_exit_when_gone, args=(parent_pid,), name="photoseek-parent-watch",
                          daemon=True).start()

@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(default=32, ge=1, le=1024)
     decode_workers: int | None = Field(default=None, ge=0, description="Decode processes; default from CPU count.")
-    torch_threads: int | None = Field(default=None, ge=1)
+    inference_workers: int | None = Field(
+        default=None, ge=1, description="Batches the indexer embeds at once; default: one per core.")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch threads per inference worker; default: cores / workers.")
     precision: str = Field(default="auto", pattern="^(auto|bf16|fp32)$")
     max_image_pixels: int = Field(default=120_000_000, ge=1, description="Larger images are refused as bombs.")
     checkpoint_every: int = Field(default=256, ge=1, description="Commit progress every N embedded images.")

@@ -1,0 +1,97 @@
+"""Run the image tower on several batches at once, one core each.
+
+On a CPU, one torch call spread over every core (intra-op threads) meets at a barrier
+after each operation: whenever a decode worker takes a core for a time slice, all the
+model's threads wait for the one that lost it. Independent workers with one thread each
+have no barrier, so the scheduler can share the cores between them and the decoders
+without losing work. On this kind of machine the image tower alone also runs faster that
+way (bench/model_speed.py measures both, and the faster one is the limit).
+
+Batches come back in the order they went in, so the indexer writes its checkpoints in
+that order too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads_per_worker(workers: int, threads_per_worker: int | None = None) -> Iterator[int]:
+    """Give each of ``workers`` inference threads its share of the cores (at least one), and
+    restore torch's setting afterwards: it is per process, and the caller may be a server."""
+    import torch
+
+    threads = threads_per_worker or max(1, usable_cores() // max(1, workers))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
+
+
+class InferencePool(Generic[T]):
+    """``submit(tag, pixels)`` runs ``embed(pixels)`` in one of ``workers`` threads;
+    ``ready()`` / ``drain()`` give back ``(tag, embeddings)`` in submission order.
+
+    At most ``workers`` batches are in flight: ``submit`` first waits for the oldest when
+    all are busy (and returns it), so memory stays bounded and the caller's loop is the
+    one place where results are written.
+    """
+
+    def __init__(self, embed: Callable[[np.ndarray], np.ndarray], workers: int):
+        self.embed = embed
+        self.workers = max(1, workers)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="photoseek-embed")
+        self._in_flight: deque[tuple[T, Future]] = deque()
+
+    def submit(self, tag: T, pixels: np.ndarray) -> list[tuple[T, np.ndarray]]:
+        finished = []
+        while len(self._in_flight) >= self.workers:
+            finished.append(self._pop())
+        self._in_flight.append((tag, self._pool.submit(self.embed, pixels)))
+        return finished + self.ready()
+
+    def ready(self) -> list[tuple[T, np.ndarray]]:
+        """The batches at the front of the queue that have finished (without waiting)."""
+        finished = []
+        while self._in_flight and self._in_flight[0][1].done():
+            finished.append(self._pop())
+        return finished
+
+    def drain(self) -> list[tuple[T, np.ndarray]]:
+        return [self._pop() for _ in range(len(self._in_flight))]
+
+    def _pop(self) -> tuple[T, np.ndarray]:
+        tag, future = self._in_flight.popleft()
+        return tag, future.result()
+
+    def close(self) -> None:
+        """Wait for what is running (a batch cannot be interrupted) and discard its results."""
+        for _, future in self._in_flight:
+            future.cancel()
+        self._in_flight.clear()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> InferencePool[T]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,88 @@
+"""The indexer's inference pool: several batches at once, written back in order."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from photoseek import db
+from photoseek.indexer.inference import InferencePool, torch_threads_per_worker
+
+from helpers import embeddings_by
+
+
+class SlowEmbed:
+    """Takes longer for earlier batches, so later ones finish first; records how many run at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_at_once = 0
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(0.05 if pixels[0, 0] % 2 == 0 else 0.0)
+        with self.lock:
+            self.running -= 1
+        return pixels * 10
+
+
+def test_batches_come_back_in_the_order_they_went_in_and_at_most_workers_run_at_once():
+    embed = SlowEmbed()
+    written = []
+    with InferencePool(embed, workers=2) as pool:
+        for i in range(9):
+            for tag, out in pool.submit(i, np.full((1, 1), i)):
+                written.append((tag, int(out[0, 0])))
+        for tag, out in pool.drain():
+            written.append((tag, int(out[0, 0])))
+    assert written == [(i, i * 10) for i in range(9)]
+    assert embed.most_at_once == 2
+
+
+def test_a_failing_batch_raises_to_the_writer_and_the_pool_still_closes():
+    def embed(pixels):
+        if pixels[0, 0] == 3:
+            raise RuntimeError("model failed")
+        return pixels
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        with InferencePool(embed, workers=2) as pool:
+            for i in range(6):
+                pool.submit(i, np.full((1, 1), i))
+            pool.drain()
+
+
+def test_torch_threads_are_shared_out_per_worker_and_restored():
+    before = torch.get_num_threads()
+    with torch_threads_per_worker(workers=2, threads_per_worker=1) as threads:
+        assert threads == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads_per_worker(workers=64):
+        assert torch.get_num_threads() == 1  # never zero threads, however many workers
+
+
+def test_parallel_inference_stores_the_same_embeddings_as_one_batch_at_a_time(tmp_path, samples_dir, offline_encoder,
+                                                                             settings_factory):
+    from photoseek.indexer import Indexer
+
+    photos = tmp_path / "photos"
+    shutil.copytree(samples_dir, photos)
+    stored = {}
+    for workers in (1, 3):
+        index_dir = tmp_path / f"index-{workers}"
+        settings = settings_factory(index_dir, inference_workers=workers, batch_size=4)
+        summary = Indexer(index_dir, settings, show_progress=False).run([photos], encoder=offline_encoder)
+        stored[workers] = {path: vector for path, (_, vector) in
+                           embeddings_by(index_dir, db.ImageRow.path, db.ImageRow.id).items()}
+        assert summary.embedded == len(stored[workers]) > 20
+    assert stored[1].keys() == stored[3].keys()
+    for path, vector in stored[1].items():
+        assert float(np.dot(vector, stored[3][path])) > 0.999, path
