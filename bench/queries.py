@@ -259,3 +259,59 @@ def over_http(index_dir: Path, photos: Sequence[Path], *, clients: int, n_text: 
         echo(f"  {where}: similar           p50 {results[-1].p50_ms:7.1f} ms")
     u = server.sampler.usage
     return results, {"server_peak_rss_mb": u.peak_rss_mb, "server_peak_pss_mb": u.peak_pss_mb}
+
+
+@dataclass
+class Approximate:
+    """The approximate (IVF) index photoseek uses above ``exact_search_up_to`` photos, measured on
+    the same vectors as the exact one: what a search costs, and how many of the exact top results
+    it finds (recall@k)."""
+
+    lists: int
+    probes: int
+    search_ms_exact: float  # the vector search alone, p50, one query at a time
+    search_ms_approximate: float
+    recall_text: float  # text-like queries (see synthetic.text_like_queries)
+    recall_similar: float  # "more like this" for stored photos
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def approximate_vs_exact(exact_dir: Path, approximate_dir: Path, *, n_ids: int, dim: int, n_queries: int = 200,
+                         k: int = PAGE) -> Approximate:
+    from synthetic import text_like_queries
+
+    from photoseek.search.engine import _single_threaded_openmp
+    from photoseek.store import VectorStore
+
+    def store(index_dir: Path) -> VectorStore:
+        from photoseek.store import IndexFiles
+
+        files = IndexFiles(index_dir)
+        raw = VectorStore.load(files.vectors, dim=dim, generation=1)
+        if raw is None:
+            raise RuntimeError(f"no current vector file in {index_dir}")
+        return raw
+
+    exact, approx = store(exact_dir), store(approximate_dir)
+    rng = np.random.default_rng(7)
+    similar = np.stack([exact.vector(int(i)) for i in rng.integers(1, n_ids + 1, n_queries)])
+    recalls, times = {}, {"exact": [], "approximate": []}
+    with _single_threaded_openmp():
+        for name, queries, want in (("text", text_like_queries(n_queries, n_ids, dim), k),
+                                    ("similar", similar, k + 1)):
+            found = 0
+            for q in queries:
+                t = time.perf_counter()
+                _, truth = exact.search(q, want)
+                times["exact"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                _, got = approx.search(q, want)
+                times["approximate"].append(time.perf_counter() - t)
+                found += len(set(truth[0].tolist()) & set(got[0].tolist()))
+            recalls[name] = found / (want * len(queries))
+    return Approximate(lists=approx.index.nlist, probes=approx.index.nprobe,
+                       search_ms_exact=float(np.median(times["exact"]) * 1000),
+                       search_ms_approximate=float(np.median(times["approximate"]) * 1000),
+                       recall_text=recalls["text"], recall_similar=recalls["similar"])

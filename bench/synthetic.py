@@ -1,4 +1,4 @@
-"""A synthetic index for the query benchmark: N rows of plausible metadata and random unit vectors.
+"""A synthetic index for the query benchmark: N rows of plausible metadata and photo-like vectors.
 
 Written straight through :mod:`photoseek.db` and :mod:`photoseek.store`, so the
 :class:`~photoseek.search.Searcher` and ``photoseek serve`` read it like any index.
@@ -17,11 +17,45 @@ from photoseek import db
 from photoseek.store import IndexFiles, VectorStore
 
 
-def random_unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+PHOTOS_PER_GROUP = 50
+# Shares of each vector's squared length (they sum to 1): a direction every photo shares (CLIP's
+# image embeddings sit in a narrow cone: two unrelated photos have cosine ~0.45), its group's
+# direction (a burst, an event, a subject: photos of one group have cosine ~0.8), its own noise.
+SHARED, GROUP, OWN = 0.45, 0.35, 0.20
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _directions(dim: int, seed: int, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    v = rng.standard_normal((n, dim), dtype=np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return v
+    return _unit(rng.standard_normal(dim)), _unit(rng.standard_normal((n_groups, dim)))
+
+
+def photo_like_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """``n`` unit vectors with the coarse geometry of photo embeddings (see SHARED, GROUP, OWN).
+    Uniformly random vectors would be no test of an approximate index: they have no
+    neighbourhoods at all, and real photo collections are made of them."""
+    n_groups = max(1, n // PHOTOS_PER_GROUP)
+    shared, groups = _directions(dim, seed, n_groups)
+    rng = np.random.default_rng(seed + 1)
+    out = np.empty((n, dim), np.float32)
+    for start in range(0, n, 20_000):
+        m = min(n, start + 20_000) - start
+        own = _unit(rng.standard_normal((m, dim)))
+        out[start:start + m] = _unit(np.sqrt(SHARED) * shared + np.sqrt(GROUP) * groups[rng.integers(0, n_groups, m)]
+                                     + np.sqrt(OWN) * own)
+    return out
+
+
+def text_like_queries(n_queries: int, n: int, dim: int, seed: int = 0, match: float = 0.3) -> np.ndarray:
+    """Queries that point weakly at one group each (a text query's cosine with the photos it
+    should find is ~0.3 in CLIP), plus a direction of their own."""
+    shared, groups = _directions(dim, seed, max(1, n // PHOTOS_PER_GROUP))
+    rng = np.random.default_rng(seed + 2)
+    picked = groups[rng.integers(0, len(groups), n_queries)]
+    return _unit(match * picked + np.sqrt(1 - match**2) * _unit(rng.standard_normal((n_queries, dim))))
 
 
 def build_index(index_dir: Path, n: int, *, model_id: str, dim: int, seed: int = 0) -> float:
@@ -33,7 +67,7 @@ def build_index(index_dir: Path, n: int, *, model_id: str, dim: int, seed: int =
         path.unlink(missing_ok=True)
     engine = db.open_database(files.database)
     generation = 1
-    vectors = random_unit_vectors(n, dim, seed)
+    vectors = photo_like_vectors(n, dim, seed)
     base_time = datetime(2015, 1, 1)
     try:
         with engine.begin() as conn:
@@ -56,7 +90,9 @@ def build_index(index_dir: Path, n: int, *, model_id: str, dim: int, seed: int =
                 conn.execute(insert(db.Meta).values(key=key, value=value))
     finally:
         engine.dispose()
-    store = VectorStore(dim)
-    store.add(np.arange(1, n + 1, dtype=np.int64), vectors)
-    store.save(files.vectors, generation)
+    engine = db.open_database(files.database)
+    try:
+        VectorStore.from_database(engine, dim).save(files.vectors, generation)  # the kind photoseek index would write
+    finally:
+        engine.dispose()
     return time.perf_counter() - started

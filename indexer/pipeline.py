@@ -165,7 +165,8 @@ class Indexer:
                 session.add(run)
             summary.model_id = model_id
             self._encoder = encoder
-            vectors = load_vectors(self.files, engine, dim=dim, generation=generation, persist=True) if dim else None
+            vectors = load_vectors(self.files, engine, dim=dim, generation=generation, persist=True,
+                                   exact_up_to=self.settings.exact_search_up_to) if dim else None
 
             with Session() as session:
                 with session.begin():
@@ -189,6 +190,8 @@ class Indexer:
                         )
                     )
             if vectors is not None:
+                # Exact search while the collection is small, clusters once it is large (see store).
+                vectors = vectors.refit(engine, self.settings.exact_search_up_to)
                 vectors.save(self.files.vectors, generation)
             summary.seconds = time.perf_counter() - started
             return summary

@@ -15,6 +15,7 @@ never a wrong answer.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import tempfile
@@ -28,6 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from photoseek import db
+from photoseek.settings import EXACT_SEARCH_UP_TO
 
 _MAGIC = b"PSKFAISS"
 _HEADER = struct.Struct("<8sQQI")  # magic, generation, vector count, dimension
@@ -57,6 +59,10 @@ class IndexFiles:
         return self.database.is_file()
 
 
+_MIN_TRAINING_PER_LIST = 39  # FAISS warns below this many training vectors per cluster
+_TRAINING_PER_LIST = 64
+
+
 def new_flat_index(dim: int) -> faiss.Index:
     """Brute-force inner product over every vector, stored as float16.
 
@@ -69,22 +75,72 @@ def new_flat_index(dim: int) -> faiss.Index:
     return faiss.IndexIDMap2(faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT))
 
 
+def clusters_for(count: int) -> int:
+    """IVF lists for ``count`` vectors: a power of two near 4 sqrt(count) (FAISS's rule of
+    thumb), but never so many that a list has too few vectors to train on."""
+    target = 2 ** round(math.log2(4 * math.sqrt(max(count, 1))))
+    return max(1, min(target, count // _MIN_TRAINING_PER_LIST))
+
+
+def probes_for(nlist: int) -> int:
+    """Lists a query visits: a quarter of them, at least 16. On photo-like vectors that finds
+    every exact top result of a "more like this" query and ~93% of a text query's (text
+    queries sit far from all photos, which is what makes them hard for any clustering);
+    fewer lists lose more: 80% at 1/16 (bench/run.py)."""
+    return min(nlist, max(16, nlist // 4))
+
+
+def new_ivf_index(dim: int, training: np.ndarray, count: int) -> faiss.Index:
+    """An inverted-file index for about ``count`` vectors, trained on ``training`` (a sample of
+    them), with float16 codes like the flat index and an id map that allows removing photos
+    and reading their vectors back."""
+    nlist = max(1, min(clusters_for(count), len(training) // _MIN_TRAINING_PER_LIST))
+    index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist, faiss.ScalarQuantizer.QT_fp16,
+                                          faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 10  # k-means iterations: more move the lists little and cost seconds at 100,000 photos
+    index.cp.seed = 1234
+    index.train(np.ascontiguousarray(training, dtype=np.float32))
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    index.nprobe = probes_for(nlist)
+    return index
+
+
 def _is_current_kind(index: faiss.Index) -> bool:
+    if isinstance(index, faiss.IndexIVFScalarQuantizer):
+        return (index.sq.qtype == faiss.ScalarQuantizer.QT_fp16 and index.metric_type == faiss.METRIC_INNER_PRODUCT
+                and index.direct_map.type == faiss.DirectMap.Hashtable)
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else None
     return (isinstance(inner, faiss.IndexScalarQuantizer) and inner.sq.qtype == faiss.ScalarQuantizer.QT_fp16
             and inner.metric_type == faiss.METRIC_INNER_PRODUCT)
 
 
 class VectorStore:
-    """Exact inner-product search over unit vectors (= cosine similarity), keyed by image id
-    (see :func:`new_flat_index`)."""
+    """Inner-product search over unit vectors (= cosine similarity), keyed by image id: exact
+    up to :data:`EXACT_SEARCH_UP_TO` photos, then approximate (see :func:`new_ivf_index`)."""
 
     def __init__(self, dim: int, index: faiss.Index | None = None):
         self.dim = dim
         self.index = index if index is not None else new_flat_index(dim)
+        if self.approximate:
+            self.index.nprobe = probes_for(self.index.nlist)  # not saved in the file
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
+
+    @property
+    def approximate(self) -> bool:
+        return isinstance(self.index, faiss.IndexIVF)
+
+    def fits(self, exact_up_to: int = EXACT_SEARCH_UP_TO) -> bool:
+        """Whether this kind of index still suits the number of photos it holds: exact up to
+        ``exact_up_to``; above, clusters for about this many photos (within a factor of 4,
+        so a growing collection retrains now and then, not on every run)."""
+        if len(self) <= exact_up_to:
+            return not self.approximate
+        if not self.approximate:
+            return False
+        wanted = clusters_for(len(self))
+        return wanted / 2 <= self.index.nlist <= wanted * 2
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
@@ -102,7 +158,16 @@ class VectorStore:
         if not len(self):
             n = len(queries)
             return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-        return self.index.search(queries, k)
+        if not self.approximate:
+            return self.index.search(queries, k)
+        # The nearest lists may hold fewer than k photos (a deep page of results): visit more.
+        params = faiss.SearchParametersIVF()
+        params.nprobe = self.index.nprobe
+        while True:
+            scores, ids = self.index.search(queries, k, params=params)
+            if params.nprobe >= self.index.nlist or (ids >= 0).sum(axis=1).min() >= k:
+                return scores, ids
+            params.nprobe = min(self.index.nlist, params.nprobe * 4)
 
     def vector(self, image_id: int) -> np.ndarray | None:
         try:
@@ -150,18 +215,47 @@ class VectorStore:
         return cls(dim, index)
 
     @classmethod
-    def from_database(cls, engine: Engine, dim: int, batch: int = 20_000) -> VectorStore:
-        store = cls(dim)
+    def from_database(cls, engine: Engine, dim: int, *, exact_up_to: int = EXACT_SEARCH_UP_TO,
+                      batch: int = 20_000) -> VectorStore:
+        """The database's vectors in the kind of index that suits their number (see :meth:`fits`).
+        Streams them in batches, so memory holds the index and one batch (plus a training
+        sample for an IVF index), not every float32 vector at once."""
         with engine.connect() as conn:
+            ids = np.fromiter(conn.execute(select(db.ImageRow.id)).scalars(), dtype=np.int64)
+            if len(ids) <= exact_up_to:
+                store = cls(dim)
+            else:
+                sample_size = min(len(ids), _TRAINING_PER_LIST * clusters_for(len(ids)))
+                sample = np.sort(np.random.default_rng(0).choice(ids, sample_size, replace=False))
+                store = cls(dim, new_ivf_index(dim, _read_vectors(conn, dim, sample, batch)[1], len(ids)))
             result = conn.execute(select(db.ImageRow.id, db.ImageRow.embedding).order_by(db.ImageRow.id)).yield_per(batch)
             for rows in result.partitions(batch):
-                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
-                store.add(ids, vectors)
+                store.add(*_unpack(rows, dim))
         return store
 
+    def refit(self, engine: Engine, exact_up_to: int = EXACT_SEARCH_UP_TO) -> VectorStore:
+        """This store if it suits its size, else the database's vectors in one that does.
+        Call it when the database holds what this store holds (after a run's last commit)."""
+        return self if self.fits(exact_up_to) else VectorStore.from_database(engine, self.dim, exact_up_to=exact_up_to)
 
-def load_vectors(files: IndexFiles, engine: Engine, *, dim: int, generation: int, persist: bool) -> VectorStore:
+
+def _unpack(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return ids, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+
+
+def _read_vectors(conn, dim: int, ids: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = []
+    batch = min(batch, 900)  # bound parameters per statement: older SQLite builds allow 999
+    for start in range(0, len(ids), batch):
+        chunk = [int(i) for i in ids[start:start + batch]]
+        rows = conn.execute(select(db.ImageRow.id, db.ImageRow.embedding).where(db.ImageRow.id.in_(chunk))).all()
+        parts.append(_unpack(rows, dim))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def load_vectors(files: IndexFiles, engine: Engine, *, dim: int, generation: int, persist: bool,
+                 exact_up_to: int = EXACT_SEARCH_UP_TO) -> VectorStore:
     """The vector index for the database's current state, rebuilt from it when needed.
 
     ``persist``: write a rebuilt index back (only the writer may; readers keep theirs in memory).
@@ -171,7 +265,7 @@ def load_vectors(files: IndexFiles, engine: Engine, *, dim: int, generation: int
         count = conn.execute(select(func.count()).select_from(db.ImageRow)).scalar_one()
     if store is not None and len(store) == count:
         return store
-    store = VectorStore.from_database(engine, dim)
+    store = VectorStore.from_database(engine, dim, exact_up_to=exact_up_to)
     if persist:
         store.save(files.vectors, generation)
     return store

@@ -190,7 +190,8 @@ class Searcher:
             if store is None:
                 if self._vectors is not None and self._writer_active():
                     return False  # an indexer is mid-run: keep answering from the state we have
-                store = load_vectors(self.files, self._engine, dim=dim, generation=generation, persist=False)
+                store = load_vectors(self.files, self._engine, dim=dim, generation=generation, persist=False,
+                                     exact_up_to=self.settings.exact_search_up_to)
             if model_id != self.model_id:  # rebuilt with another model
                 with self._encoder_lock, self._cache_lock:
                     self.model_id, self._encoder = model_id, None
