@@ -90,7 +90,7 @@ def unique_uploads(photos: Sequence[Path], n: int) -> list[bytes]:
 
 
 def in_process(index_dir: Path, encoder, photos: Sequence[Path], *, n_text: int, n_repeat: int, n_image: int,
-               n_similar: int, n_ids: int, echo=print) -> list[Latency]:
+               n_similar: int, n_ids: int, echo=print, where: str = "in process") -> list[Latency]:
     from photoseek.search import Searcher
     from photoseek.settings import Settings
 
@@ -103,24 +103,24 @@ def in_process(index_dir: Path, encoder, photos: Sequence[Path], *, n_text: int,
         fresh, repeat_pool = queries[:n_text], queries[n_text:n_text + 20]
         with OthersMeter() as others:
             lat, wall = _time_each(lambda q: searcher.search_text(q, PAGE), fresh)
-        results.append(summarise("text, new query", "in process", lat, wall))
-        echo(f"  in process: text, new query   p50 {results[-1].p50_ms:7.1f} ms (others' CPU {others.share or 0:.0%})")
+        results.append(summarise("text, new query", where, lat, wall))
+        echo(f"  {where}: text, new query   p50 {results[-1].p50_ms:7.1f} ms (others' CPU {others.share or 0:.0%})")
         for q in repeat_pool:
             searcher.search_text(q, PAGE)
         repeats = [repeat_pool[i % len(repeat_pool)] for i in range(n_repeat)]
         lat, wall = _time_each(lambda q: searcher.search_text(q, PAGE), repeats)
-        results.append(summarise("text, repeated query", "in process", lat, wall))
-        echo(f"  in process: text, repeated    p50 {results[-1].p50_ms:7.1f} ms")
+        results.append(summarise("text, repeated query", where, lat, wall))
+        echo(f"  {where}: text, repeated    p50 {results[-1].p50_ms:7.1f} ms")
         uploads = unique_uploads(photos, n_image + 1)
         searcher.search_image(uploads[-1], PAGE)
         lat, wall = _time_each(lambda b: searcher.search_image(b, PAGE), uploads[:n_image])
-        results.append(summarise("image upload", "in process", lat, wall))
-        echo(f"  in process: image upload      p50 {results[-1].p50_ms:7.1f} ms")
+        results.append(summarise("image upload", where, lat, wall))
+        echo(f"  {where}: image upload      p50 {results[-1].p50_ms:7.1f} ms")
         rng = random.Random(1)
         ids = [rng.randint(1, n_ids) for _ in range(n_similar)]
         lat, wall = _time_each(lambda i: searcher.similar(i, PAGE), ids)
-        results.append(summarise("similar (by id)", "in process", lat, wall))
-        echo(f"  in process: similar           p50 {results[-1].p50_ms:7.1f} ms")
+        results.append(summarise("similar (by id)", where, lat, wall))
+        echo(f"  {where}: similar           p50 {results[-1].p50_ms:7.1f} ms")
         return results
     finally:
         searcher.close()
@@ -273,6 +273,7 @@ class Approximate:
     search_ms_approximate: float
     recall_text: float  # text-like queries (see synthetic.text_like_queries)
     recall_similar: float  # "more like this" for stored photos
+    probe_sweep: dict[int, tuple[float, float]]  # lists visited -> (text recall, search ms p50)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -314,4 +315,28 @@ def approximate_vs_exact(exact_dir: Path, approximate_dir: Path, *, n_ids: int, 
     return Approximate(lists=approx.index.nlist, probes=approx.index.nprobe,
                        search_ms_exact=float(np.median(times["exact"]) * 1000),
                        search_ms_approximate=float(np.median(times["approximate"]) * 1000),
-                       recall_text=recalls["text"], recall_similar=recalls["similar"])
+                       recall_text=recalls["text"], recall_similar=recalls["similar"],
+                       probe_sweep=_probe_sweep(exact, approx, text_like_queries(n_queries, n_ids, dim), k))
+
+
+def _probe_sweep(exact, approx, queries: np.ndarray, k: int) -> dict[int, tuple[float, float]]:
+    """Text-query recall and search time when visiting 1/16, 1/8, 1/4 and 1/2 of the lists."""
+    from photoseek.search.engine import _single_threaded_openmp
+
+    truths = [set(exact.search(q, k)[1][0].tolist()) for q in queries]
+    out = {}
+    default = approx.index.nprobe
+    try:
+        with _single_threaded_openmp():
+            for share in (16, 8, 4, 2):
+                approx.index.nprobe = max(1, approx.index.nlist // share)
+                found, times = 0, []
+                for q, truth in zip(queries, truths):
+                    t = time.perf_counter()
+                    _, got = approx.search(q, k)
+                    times.append(time.perf_counter() - t)
+                    found += len(truth & set(got[0].tolist()))
+                out[approx.index.nprobe] = (found / (k * len(queries)), float(np.median(times) * 1000))
+    finally:
+        approx.index.nprobe = default
+    return out

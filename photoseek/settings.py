@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Up to this many photos every search compares the query with every photo: exact, and about
 # 9 ms a query at 200,000 photos (2 ms at 50,000) on one core. Beyond it an inverted-file
 # index (IVF) compares it with the photos of the nearest quarter of its clusters only: about
-# 4x faster, but a text query then finds ~93% of its exact top results (bench/run.py measures
+# 4x faster, but a text query then finds ~91% of its exact top results (bench/run.py measures
 # both), so it is kept for collections where a full scan would be slow.
 EXACT_SEARCH_UP_TO = 200_000
 

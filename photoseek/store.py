@@ -84,9 +84,9 @@ def clusters_for(count: int) -> int:
 
 def probes_for(nlist: int) -> int:
     """Lists a query visits: a quarter of them, at least 16. On photo-like vectors that finds
-    every exact top result of a "more like this" query and ~93% of a text query's (text
+    every exact top result of a "more like this" query and ~91% of a text query's (text
     queries sit far from all photos, which is what makes them hard for any clustering);
-    fewer lists lose more: 80% at 1/16 (bench/run.py)."""
+    fewer lists lose more: ~72% at 1/16 (bench/run.py)."""
     return min(nlist, max(16, nlist // 4))
 
 
