@@ -179,6 +179,7 @@ def status(
     typer.echo(f"index:    {st.index_dir}")
     typer.echo(f"model:    {st.model_id} ({st.dim}-d)")
     typer.echo(f"photos:   {st.image_count}")
+    typer.echo(f"search:   {st.search}")
     typer.echo(f"folders:  {', '.join(_show(r) for r in st.roots) or '-'}")
     if st.last_run:
         r = st.last_run

@@ -131,6 +131,14 @@ class VectorStore:
     def approximate(self) -> bool:
         return isinstance(self.index, faiss.IndexIVF)
 
+    def describe(self) -> str:
+        """How a query is answered, for people (``photoseek status``, ``/api/status``)."""
+        if not self.approximate:
+            return "exact: every photo is compared with the query"
+        nlist = self.index.nlist
+        return (f"approximate: IVF, {nlist} cluster{'s' if nlist != 1 else ''}, the nearest "
+                f"{self.index.nprobe} searched per query")
+
     def fits(self, exact_up_to: int = EXACT_SEARCH_UP_TO) -> bool:
         """Whether this kind of index still suits the number of photos it holds: exact up to
         ``exact_up_to``; above, clusters for about this many photos (within a factor of 4,

@@ -99,6 +99,7 @@ class IndexStatus:
     roots: list[str]
     last_run: LastRun | None
     generation: int
+    search: str  # exact or approximate (see VectorStore.describe)
 
 
 @contextmanager
@@ -331,7 +332,10 @@ class Searcher:
                            run.skipped, run.seconds) if run else None
             generation = int(db.get_meta(session, "generation") or 0)
             dim = int(db.get_meta(session, "dim") or 0)
-        return IndexStatus(str(self.files.root), self.model_id, dim, count, skipped_count, skipped, roots, last, generation)
+        store = self._vectors
+        search = store.describe() if store is not None else VectorStore(dim or 1).describe()
+        return IndexStatus(str(self.files.root), self.model_id, dim, count, skipped_count, skipped, roots, last, generation,
+                           search)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -96,6 +96,7 @@ def test_indexer_switches_to_approximate_search_above_the_limit_and_back(tmp_pat
     searcher = Searcher(index_dir, settings, encoder=offline_encoder)
     try:
         assert searcher._vectors.approximate and len(searcher) == summary.embedded
+        assert searcher.status().search.startswith("approximate: IVF")
         assert searcher.search_text("a cup of coffee", 3)[0].photo.name == "coffee.png"
 
         for path in sorted(photos.iterdir())[: summary.embedded - 10]:
@@ -104,6 +105,7 @@ def test_indexer_switches_to_approximate_search_above_the_limit_and_back(tmp_pat
         Indexer(index_dir, settings, show_progress=False).run([photos], encoder=offline_encoder)
         assert searcher.refresh()
         assert not searcher._vectors.approximate and len(searcher) <= 20
+        assert searcher.status().search.startswith("exact")
         assert searcher.search_text("a cup of coffee", 3)[0].photo.name == "coffee.png"
     finally:
         searcher.close()

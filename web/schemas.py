@@ -81,6 +81,8 @@ class StatusResponse(BaseModel):
     roots: list[str] = []
     last_run: LastRunOut | None = None
     generation: int = 0
+    search: str | None = Field(default=None, description="How queries are answered: exact, or approximate "
+                               "(IVF) above PHOTOSEEK_EXACT_SEARCH_UP_TO photos.")
 
 
 class ErrorResponse(BaseModel):
@@ -129,6 +131,6 @@ def status_out(st: IndexStatus) -> StatusResponse:
         message=None if ready else "the index is empty: run 'photoseek index FOLDER' to add photos",
         index_dir=st.index_dir, model=st.model_id, dim=st.dim, image_count=st.image_count,
         skipped_count=st.skipped_count, skipped=[SkippedOut(path=s.path, reason=s.reason) for s in st.skipped],
-        roots=st.roots, generation=st.generation,
+        roots=st.roots, generation=st.generation, search=st.search,
         last_run=LastRunOut(**vars(st.last_run)) if st.last_run else None,
     )
