@@ -3,9 +3,8 @@
 JPEG decoding and resizing are CPU work, so they run in separate processes while the
 model runs in the parent, and a decoder that crashes on a hostile file takes down one
 worker, not the run. The number of tasks in flight is bounded, so memory stays flat
-however many photos there are. (The model's threads run one batch each, without a
-barrier between them, so sharing the cores with decoders costs them nothing extra:
-see :mod:`photoseek.indexer.inference`.)
+however many photos there are. Workers and model threads share the cores freely (see
+:mod:`photoseek.indexer.inference`).
 
 Workers run :func:`photoseek.imaging.load_photo_or_reason` on plain arguments, so
 they import Pillow and NumPy only (anything from ``photoseek.indexer`` would drag

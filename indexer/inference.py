@@ -1,11 +1,14 @@
-"""Run the image tower on several batches at once, one core each.
+"""Run the image tower on several batches at once, one thread each.
 
-On a CPU, one torch call spread over every core (intra-op threads) meets at a barrier
-after each operation: whenever a decode worker takes a core for a time slice, all the
-model's threads wait for the one that lost it. Independent workers with one thread each
-have no barrier, so the scheduler can share the cores between them and the decoders
-without losing work. On this kind of machine the image tower alone also runs faster that
-way (bench/model_speed.py measures both, and the faster one is the limit).
+The indexer's decode processes and its model share the cores, with nobody waiting for
+anybody: decoding and inference used to take turns (decoders paused while the model ran),
+and letting them overlap is what made indexing faster (README, Benchmarks). Each batch
+runs on one thread because one torch call spread over every core meets at a barrier
+after each operation, so a decoder holding a core for a time slice holds up all of its
+threads; single-thread calls have no barrier. On the 2-core benchmark machine two
+single-thread calls also run the image tower alone ~10% faster than one 2-thread call
+(bench/model_speed.py measures both and takes the faster as the limit); whole indexing
+runs differ by less than the machine's noise (bench/ablation.py).
 
 Batches come back in the order they went in, so the indexer writes its checkpoints in
 that order too.

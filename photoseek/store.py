@@ -235,7 +235,7 @@ class VectorStore:
             else:
                 sample_size = min(len(ids), _TRAINING_PER_LIST * clusters_for(len(ids)))
                 sample = np.sort(np.random.default_rng(0).choice(ids, sample_size, replace=False))
-                store = cls(dim, new_ivf_index(dim, _read_vectors(conn, dim, sample, batch)[1], len(ids)))
+                store = cls(dim, new_ivf_index(dim, _read_vectors(conn, dim, sample), len(ids)))
             result = conn.execute(select(db.ImageRow.id, db.ImageRow.embedding).order_by(db.ImageRow.id)).yield_per(batch)
             for rows in result.partitions(batch):
                 store.add(*_unpack(rows, dim))
@@ -252,14 +252,14 @@ def _unpack(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
 
 
-def _read_vectors(conn, dim: int, ids: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_vectors(conn, dim: int, ids: np.ndarray, chunk: int = 900) -> np.ndarray:
+    """The vectors of ``ids``, ``chunk`` ids a statement (older SQLite builds allow 999 parameters)."""
     parts = []
-    batch = min(batch, 900)  # bound parameters per statement: older SQLite builds allow 999
-    for start in range(0, len(ids), batch):
-        chunk = [int(i) for i in ids[start:start + batch]]
-        rows = conn.execute(select(db.ImageRow.id, db.ImageRow.embedding).where(db.ImageRow.id.in_(chunk))).all()
-        parts.append(_unpack(rows, dim))
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    for start in range(0, len(ids), chunk):
+        wanted = [int(i) for i in ids[start:start + chunk]]
+        rows = conn.execute(select(db.ImageRow.id, db.ImageRow.embedding).where(db.ImageRow.id.in_(wanted))).all()
+        parts.append(_unpack(rows, dim)[1])
+    return np.concatenate(parts)
 
 
 def load_vectors(files: IndexFiles, engine: Engine, *, dim: int, generation: int, persist: bool,
