@@ -36,6 +36,7 @@ from .scan import FoundFile, Unreadable, walk
 log = logging.getLogger("photoseek.indexer")
 
 SAVE_VECTORS_EVERY_SECONDS = 300.0
+MAX_INFERENCE_WORKERS = 4
 
 
 class IndexingError(RuntimeError):
@@ -415,11 +416,13 @@ class Indexer:
         return self._encoder
 
     def _inference_workers(self) -> int:
-        """Default: one model thread per core (see indexer.inference); with ``torch_threads``
-        set, as many workers as those threads fit in the cores."""
+        """Default: one single-thread model call per core (see indexer.inference), but at most
+        MAX_INFERENCE_WORKERS batches at once: each holds its activations in memory, so on a
+        many-core machine the cores are shared out as threads instead. With ``torch_threads``
+        set, as many calls as those threads fit in the cores."""
         if self.settings.inference_workers is not None:
             return self.settings.inference_workers
-        return max(1, usable_cores() // (self.settings.torch_threads or 1))
+        return max(1, min(MAX_INFERENCE_WORKERS, usable_cores() // (self.settings.torch_threads or 1)))
 
     def _decode_workers(self) -> int:
         """Default: one decode process per core (up to 8). They share the cores with the

@@ -86,3 +86,19 @@ def test_parallel_inference_stores_the_same_embeddings_as_one_batch_at_a_time(tm
     assert stored[1].keys() == stored[3].keys()
     for path, vector in stored[1].items():
         assert float(np.dot(vector, stored[3][path])) > 0.999, path
+
+
+@pytest.mark.parametrize("cores, torch_threads, expected", [
+    (1, None, (1, 1)), (2, None, (2, 1)), (8, None, (4, 2)), (64, None, (4, 16)), (8, 4, (2, 4)),
+])
+def test_cores_are_shared_out_with_a_bounded_number_of_batches_in_memory(monkeypatch, tmp_path, cores, torch_threads,
+                                                                          expected):
+    from photoseek.indexer import inference, pipeline
+    from photoseek.settings import Settings
+
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: cores)
+    monkeypatch.setattr(inference, "usable_cores", lambda: cores)
+    indexer = pipeline.Indexer(tmp_path, Settings(index_dir=tmp_path, torch_threads=torch_threads))
+    workers = indexer._inference_workers()
+    with torch_threads_per_worker(workers, torch_threads) as threads:
+        assert (workers, threads) == expected
