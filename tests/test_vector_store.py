@@ -110,3 +110,44 @@ def test_indexer_switches_to_approximate_search_above_the_limit_and_back(tmp_pat
     finally:
         searcher.close()
     assert IndexFiles(index_dir).vectors.is_file()
+
+
+def test_a_run_that_dies_while_clustering_costs_a_rebuild_not_a_wrong_answer(tmp_path, samples_dir, offline_encoder,
+                                                                            settings_factory, monkeypatch):
+    from photoseek.indexer import Indexer
+    from photoseek.search import Searcher
+
+    photos = tmp_path / "photos"
+    shutil.copytree(samples_dir, photos)
+    index_dir = tmp_path / "index"
+    exact = settings_factory(index_dir)
+    Indexer(index_dir, exact, show_progress=False).run([photos], encoder=offline_encoder)
+    (photos / "coffee.png").rename(photos / "coffee-moved.png")
+    (photos / "black_cat.jpg").unlink()
+
+    def killed(self, engine, exact_up_to):
+        raise KeyboardInterrupt  # the process dies after its last commit, before the vector file is written
+
+    monkeypatch.setattr(VectorStore, "refit", killed)
+    clustered = settings_factory(index_dir, exact_search_up_to=20)
+    with pytest.raises(KeyboardInterrupt):
+        Indexer(index_dir, clustered, show_progress=False).run([photos], encoder=offline_encoder)
+    monkeypatch.undo()
+
+    searcher = Searcher(index_dir, clustered, encoder=offline_encoder)  # the file is stale: rebuilt in memory
+    try:
+        hits = searcher.search_text("a cup of coffee", 50)
+        assert hits[0].photo.name == "coffee-moved.png"
+        assert "black_cat.jpg" not in {h.photo.name for h in hits}
+        assert searcher._vectors.approximate  # rebuilt as what the database's size calls for
+    finally:
+        searcher.close()
+    Indexer(index_dir, clustered, show_progress=False).run([photos], encoder=offline_encoder)
+    assert VectorStore.load(IndexFiles(index_dir).vectors, dim=offline_encoder.dim,
+                            generation=_generation(index_dir)).approximate
+
+
+def _generation(index_dir) -> int:
+    from helpers import query_index
+
+    return int(query_index(index_dir, "SELECT value FROM meta WHERE key = 'generation'"))
