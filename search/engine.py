@@ -142,7 +142,8 @@ class Searcher:
             raise IndexNotFound(
                 f"no index at {self.files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)"
             )
-        # One connection per request thread that may query at once (Starlette's pool has 40).
+        # One connection per thread that may query at once (the server's pool: web.app.worker_threads;
+        # callers of their own may use more).
         self._engine = db.open_database(self.files.database, connections=SEARCH_CONNECTIONS)
         self._sessions = db.make_session_factory(self._engine)
         with self._engine.connect() as conn:

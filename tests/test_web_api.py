@@ -579,3 +579,26 @@ def test_access_log_redacts_tokens():
                                ("1.2.3.4:5", "GET", f"/?q=cat&token={TOKEN}", "1.1", 303), None)
     security.RedactTokenFilter().filter(record)
     assert TOKEN not in record.getMessage() and "token=***" in record.getMessage()
+
+
+def test_the_server_keeps_a_few_worker_threads_per_core(demo_index, offline_encoder, settings_factory):
+    """Blocking work (searches, thumbnails) runs in a pool sized to the machine, not anyio's 40."""
+    import os
+
+    import anyio
+
+    from photoseek.search import Searcher
+    from photoseek.web.app import worker_threads
+
+    settings = settings_factory(demo_index)
+    assert 4 <= worker_threads(settings) <= max(4, 2 * (os.cpu_count() or 1))
+    searcher = Searcher(demo_index, settings, encoder=offline_encoder)
+    try:
+        for wanted in (3, worker_threads(settings)):
+            app = create_app(settings.model_copy(update={"worker_threads": wanted if wanted == 3 else None}), searcher)
+            with TestClient(app, base_url=BASE) as c:
+                assert c.get("/api/search", params={"q": "a cat"}).status_code == 200
+                tokens = c.portal.call(lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
+                assert tokens == wanted
+    finally:
+        searcher.close()
