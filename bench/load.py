@@ -262,7 +262,7 @@ def main() -> int:
     uploads = upload_bodies()
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEEK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEEK_")}  # photoseek's defaults
     server = subprocess.Popen([sys.executable, "-m", "photoseek", "serve", "--index", str(index_dir), "--host", HOST,
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     report: dict = {"images": args.images, "clients": args.clients, "mix": dict(MIX), "index_build_s": round(built, 1)}

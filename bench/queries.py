@@ -135,7 +135,8 @@ def _free_port() -> int:
 class Server:
     """``photoseek serve`` on loopback, for the duration of a ``with`` block (always stopped after)."""
 
-    def __init__(self, index_dir: Path, start_timeout: float = 180.0):
+    def __init__(self, index_dir: Path, start_timeout: float = 180.0, env: dict[str, str] | None = None):
+        self.env = env or {}
         self.index_dir = index_dir
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -147,6 +148,7 @@ class Server:
         import httpx
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEEK_")}
+        env.update(self.env)
         env.update(HF_HUB_OFFLINE="1", PHOTOSEEK_HOST="127.0.0.1", PHOTOSEEK_PORT=str(self.port),
                    PHOTOSEEK_INDEX_DIR=str(self.index_dir))
         self.proc = subprocess.Popen([sys.executable, "-m", "photoseek", "serve"], env=env,

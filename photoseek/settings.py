@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     worker_threads: int | None = Field(
-        default=None, ge=1, description="Server threads for blocking work; default two per core, at least 4.")
+        default=None, ge=1, description="Server threads for blocking work; default four per core, 8 to 40.")
     token: str | None = Field(default=None, description="Access token; required when listening beyond loopback.")
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
     max_query_chars: int = Field(default=500, ge=1)

@@ -194,12 +194,13 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
 
 
 def worker_threads(settings: Settings) -> int:
-    """Threads for blocking work (searches, thumbnails, pages): two per core, at least 4.
+    """Threads for blocking work (searches, thumbnails, pages): four per core, 8 to 40.
 
-    anyio's default is 40. On a small machine all but a few of them only queue for the GIL
-    and the cores, each holding its request's buffers, and every switch between them costs:
-    with 4 on 2 cores, 32 clients got 30% more requests through (bench/load.py) and text
-    searches' p99 fell from 416 to 183 ms. Concurrent text queries still share a text-tower pass.
+    anyio's default is 40 whatever the machine. On 2 cores most of them only queue for the
+    GIL and the cores, each holding its request's buffers: under 32 mixed clients
+    (bench/load.py) text searches' p99 was 500 ms with 40 threads, 223 ms with 8. Fewer hurt:
+    concurrent new text queries wait in their threads to share one text-tower pass, and with
+    4 threads 8 clients' new queries took 165 ms (p50) instead of 130-140.
     """
     if settings.worker_threads:
         return settings.worker_threads
@@ -207,7 +208,7 @@ def worker_threads(settings: Settings) -> int:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return max(4, 2 * cores)
+    return min(40, max(8, 4 * cores))
 
 
 # -- searching (shared by the page and the API) ------------------------------------------------
