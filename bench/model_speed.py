@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from PIL import Image
 
 from photoseek.encoders import Encoder, load_encoder
 from photoseek.encoders.precision import native_bf16_supported
+from photoseek.settings import usable_cores
 
 
 @dataclass
@@ -43,7 +43,7 @@ def tower_ips(encoder: Encoder, batch_size: int, seconds: float, trials: int = 2
     x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0))
     x = x.to(encoder.dtype).contiguous(memory_format=torch.channels_last)
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(max(1, cores() // workers))
+    torch.set_num_threads(max(1, usable_cores() // workers))
 
     def loop(budget: float, counts: list[int], slot: int) -> None:
         with torch.inference_mode():
@@ -71,16 +71,9 @@ def tower_ips(encoder: Encoder, batch_size: int, seconds: float, trials: int = 2
     return best
 
 
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def worker_splits() -> list[int]:
     """One call over every core, and one call per core at once (if there is more than one)."""
-    return [1, cores()] if cores() > 1 else [1]
+    return [1, usable_cores()] if usable_cores() > 1 else [1]
 
 
 def precisions() -> list[str]:
@@ -96,7 +89,7 @@ def measure_limit(model_id: str, batch_sizes: Sequence[int], seconds: float, ech
         for bs in batch_sizes:
             for workers in worker_splits():
                 ips = tower_ips(encoder, bs, seconds, workers=workers)
-                split = f"{workers}x{max(1, cores() // workers)}"
+                split = f"{workers}x{max(1, usable_cores() // workers)}"
                 result.grid[f"{precision}/bs{bs}/{split}"] = ips
                 echo(f"  limit {precision:4s} batch {bs:3d} calls x threads {split}: {ips:7.1f} images/s")
                 if ips > result.best_ips:
@@ -111,7 +104,7 @@ def recheck_limit(model_id: str, result: LimitResult, seconds: float, echo=print
     """Measure the best configuration again (the machine may have got busier or quieter)."""
     encoder = load_encoder(model_id, precision=result.best_precision)
     ips = tower_ips(encoder, result.best_batch, seconds, workers=result.best_workers)
-    split = f"{result.best_workers}x{max(1, cores() // result.best_workers)}"
+    split = f"{result.best_workers}x{max(1, usable_cores() // result.best_workers)}"
     echo(f"  limit {result.best_precision} batch {result.best_batch} calls x threads {split} again: {ips:.1f} images/s")
     key = f"{result.best_precision}/bs{result.best_batch}/{split}/again"
     result.grid[key] = ips

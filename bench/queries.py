@@ -286,23 +286,21 @@ def approximate_vs_exact(exact_dir: Path, approximate_dir: Path, *, n_ids: int, 
     from synthetic import text_like_queries
 
     from photoseek.search.engine import _single_threaded_openmp
-    from photoseek.store import VectorStore
+    from photoseek.store import IndexFiles, VectorStore
 
     def store(index_dir: Path) -> VectorStore:
-        from photoseek.store import IndexFiles
-
-        files = IndexFiles(index_dir)
-        raw = VectorStore.load(files.vectors, dim=dim, generation=1)
+        raw = VectorStore.load(IndexFiles(index_dir).vectors, dim=dim, generation=1)
         if raw is None:
             raise RuntimeError(f"no current vector file in {index_dir}")
         return raw
 
     exact, approx = store(exact_dir), store(approximate_dir)
+    text_like = text_like_queries(n_queries, n_ids, dim)
     rng = np.random.default_rng(7)
     similar = np.stack([exact.vector(int(i)) for i in rng.integers(1, n_ids + 1, n_queries)])
     recalls, times = {}, {"exact": [], "approximate": []}
     with _single_threaded_openmp():
-        for name, queries, want in (("text", text_like_queries(n_queries, n_ids, dim), k),
+        for name, queries, want in (("text", text_like, k),
                                     ("similar", similar, k + 1)):
             found = 0
             for q in queries:
@@ -318,7 +316,7 @@ def approximate_vs_exact(exact_dir: Path, approximate_dir: Path, *, n_ids: int, 
                        search_ms_exact=float(np.median(times["exact"]) * 1000),
                        search_ms_approximate=float(np.median(times["approximate"]) * 1000),
                        recall_text=recalls["text"], recall_similar=recalls["similar"],
-                       probe_sweep=_probe_sweep(exact, approx, text_like_queries(n_queries, n_ids, dim), k))
+                       probe_sweep=_probe_sweep(exact, approx, text_like, k))
 
 
 def _probe_sweep(exact, approx, queries: np.ndarray, k: int) -> dict[int, tuple[float, float]]:

@@ -16,7 +16,6 @@ that order too.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,14 +24,9 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from photoseek.settings import usable_cores
+
 T = TypeVar("T")
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 @contextmanager

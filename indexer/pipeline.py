@@ -26,11 +26,11 @@ from tqdm import tqdm
 from photoseek import db
 from photoseek.encoders import Encoder, canonical_model_id, load_encoder, resolve_new_index_model
 from photoseek.imaging import DecodedPhoto, hash_file
-from photoseek.settings import Settings
+from photoseek.settings import Settings, usable_cores
 from photoseek.store import IndexFiles, VectorStore, load_vectors
 
 from .decode_pool import DecodeJob, decode_all
-from .inference import InferencePool, torch_threads_per_worker, usable_cores
+from .inference import InferencePool, torch_threads_per_worker
 from .scan import FoundFile, Unreadable, walk
 
 log = logging.getLogger("photoseek.indexer")

@@ -6,6 +6,7 @@ hand-written ``os.environ`` juggling is needed anywhere else.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import platformdirs
@@ -19,6 +20,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # 4x faster, but a text query then finds ~91% of its exact top results (bench/run.py measures
 # both), so it is kept for collections where a full scan would be slow.
 EXACT_SEARCH_UP_TO = 200_000
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow);
+    the defaults for worker and thread counts are derived from it."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def default_index_dir() -> Path:
@@ -37,7 +47,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=32, ge=1, le=1024)
     decode_workers: int | None = Field(default=None, ge=0, description="Decode processes; default from CPU count.")
     inference_workers: int | None = Field(
-        default=None, ge=1, description="Batches the indexer embeds at once; default: one per core.")
+        default=None, ge=1, description="Batches the indexer embeds at once; default: one per core, at most 4.")
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch threads per inference worker; default: cores / workers.")
     precision: str = Field(default="auto", pattern="^(auto|bf16|fp32)$")

@@ -59,6 +59,7 @@ class IndexFiles:
         return self.database.is_file()
 
 
+EXACT_SEARCH = "exact: every photo is compared with the query"
 _MIN_TRAINING_PER_LIST = 39  # FAISS warns below this many training vectors per cluster
 _TRAINING_PER_LIST = 64
 
@@ -101,7 +102,6 @@ def new_ivf_index(dim: int, training: np.ndarray, count: int) -> faiss.Index:
     index.cp.seed = 1234
     index.train(np.ascontiguousarray(training, dtype=np.float32))
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
-    index.nprobe = probes_for(nlist)
     return index
 
 
@@ -134,7 +134,7 @@ class VectorStore:
     def describe(self) -> str:
         """How a query is answered, for people (``photoseek status``, ``/api/status``)."""
         if not self.approximate:
-            return "exact: every photo is compared with the query"
+            return EXACT_SEARCH
         nlist = self.index.nlist
         return (f"approximate: IVF, {nlist} cluster{'s' if nlist != 1 else ''}, the nearest "
                 f"{self.index.nprobe} searched per query")

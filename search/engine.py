@@ -27,7 +27,7 @@ from photoseek import db
 from photoseek.encoders import Encoder, load_encoder
 from photoseek.imaging import open_image
 from photoseek.settings import Settings
-from photoseek.store import IndexFiles, VectorStore, load_vectors
+from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
 
 TEXT_CACHE_SIZE = 1024
@@ -333,8 +333,7 @@ class Searcher:
                            run.skipped, run.seconds) if run else None
             generation = int(db.get_meta(session, "generation") or 0)
             dim = int(db.get_meta(session, "dim") or 0)
-        store = self._vectors
-        search = store.describe() if store is not None else VectorStore(dim or 1).describe()
+        search = self._vectors.describe() if self._vectors is not None else EXACT_SEARCH
         return IndexStatus(str(self.files.root), self.model_id, dim, count, skipped_count, skipped, roots, last, generation,
                            search)
 

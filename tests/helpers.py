@@ -55,6 +55,11 @@ def last_run_status(index_dir: Path) -> str | None:
     return query_index(index_dir, "SELECT status FROM runs ORDER BY id DESC LIMIT 1")
 
 
+def generation(index_dir: Path) -> int:
+    """The database's generation: +1 for every committed checkpoint."""
+    return int(query_index(index_dir, "SELECT value FROM meta WHERE key = 'generation'", 0))
+
+
 def runs_count(index_dir: Path) -> int:
     return query_index(index_dir, "SELECT count(*) FROM runs", 0)
 

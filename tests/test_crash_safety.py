@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 import helpers
-from helpers import SMALL_RUN_ENV, cli, last_run_status, query_index
+from helpers import SMALL_RUN_ENV, cli, generation, last_run_status, query_index
 from photoseek import db
 from photoseek.store import IndexFiles, VectorStore
 
@@ -90,11 +90,6 @@ def index_state(index_dir: Path) -> dict:
 
 def committed_rows(index_dir: Path) -> int:
     return query_index(index_dir, "SELECT count(*) FROM images", 0)
-
-
-def generation(index_dir: Path) -> int:
-    """The database's generation: +1 for every committed checkpoint (a batch of 8 photos)."""
-    return int(query_index(index_dir, "SELECT value FROM meta WHERE key = 'generation'", 0))
 
 
 def read_embeddings(index_dir: Path) -> dict[str, tuple[str, np.ndarray]]:

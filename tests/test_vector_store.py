@@ -9,6 +9,8 @@ import pytest
 
 from photoseek.store import IndexFiles, VectorStore, clusters_for, new_ivf_index
 
+from helpers import generation
+
 DIM = 64
 
 
@@ -144,10 +146,4 @@ def test_a_run_that_dies_while_clustering_costs_a_rebuild_not_a_wrong_answer(tmp
         searcher.close()
     Indexer(index_dir, clustered, show_progress=False).run([photos], encoder=offline_encoder)
     assert VectorStore.load(IndexFiles(index_dir).vectors, dim=offline_encoder.dim,
-                            generation=_generation(index_dir)).approximate
-
-
-def _generation(index_dir) -> int:
-    from helpers import query_index
-
-    return int(query_index(index_dir, "SELECT value FROM meta WHERE key = 'generation'"))
+                            generation=generation(index_dir)).approximate

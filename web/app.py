@@ -42,7 +42,7 @@ from starlette.requests import ClientDisconnect
 from photoseek.encoders import EncoderUnavailable
 from photoseek.imaging import DecodeError, photo_formats
 from photoseek.search import Hit, IndexNotFound, Photo, Searcher
-from photoseek.settings import Settings
+from photoseek.settings import Settings, usable_cores
 from photoseek.store import IndexFiles
 
 from . import security
@@ -204,11 +204,7 @@ def worker_threads(settings: Settings) -> int:
     """
     if settings.worker_threads:
         return settings.worker_threads
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return min(40, max(8, 4 * cores))
+    return min(40, max(8, 4 * usable_cores()))
 
 
 # -- searching (shared by the page and the API) ------------------------------------------------
