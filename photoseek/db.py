@@ -34,6 +34,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from photoseek.errors import PhotoseekError
+
 SCHEMA_VERSION = 1
 
 
@@ -151,8 +153,9 @@ def blob_to_vector(blob: bytes) -> np.ndarray:
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 
 
-class SchemaTooNew(RuntimeError):
-    pass
+class SchemaTooNew(PhotoseekError, RuntimeError):
+    kind = "schema_too_new"
+    status = 503
 
 
 def open_database(path: Path, *, readonly: bool = False, connections: int = 5) -> Engine:
@@ -163,7 +166,7 @@ def open_database(path: Path, *, readonly: bool = False, connections: int = 5) -
     and a fresh SQLite connection re-reads the schema and starts with a cold page cache.
     """
     if readonly:
-        url = f"sqlite:///file:{path}?mode=ro&uri=true"
+        url = f"sqlite:///file:{path}?{_readonly_mode(path)}&uri=true"
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{path}"
@@ -181,10 +184,48 @@ def open_database(path: Path, *, readonly: bool = False, connections: int = 5) -
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
-    if not readonly:
+    if readonly:
+        _check_readable_schema(engine, path)
+    else:
         migrate(engine)
         ensure_index_uid(engine)
     return engine
+
+
+def _check_readable_schema(engine: Engine, path: Path) -> None:
+    """A reader takes the schema as it finds it: newer is refused; older is upgraded in place
+    when the file can be written (as any open for writing would), else refused with what to do."""
+    with engine.connect() as conn:
+        version = schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(_too_new(version))
+    if 0 < version < SCHEMA_VERSION:
+        try:
+            open_database(path).dispose()
+        except OperationalError:
+            raise PhotoseekError(
+                f"the index at {path.parent} was written by an older photoseek (schema {version}) and cannot be "
+                "upgraded here because it is read-only; run 'photoseek index' once where it can be written",
+                kind="schema_too_old", status=503) from None
+
+
+def _readonly_mode(path: Path) -> str:
+    """URI parameters to read ``path`` without writing anything.
+
+    ``mode=ro`` still needs the WAL's shared-memory file, which SQLite creates next to the
+    database: on a read-only mount, or in another user's folder, it cannot. Then the
+    database is opened ``immutable``: SQLite takes no locks and assumes nobody changes the
+    file, which holds for a backup or a read-only mount; a writer we could not coordinate
+    with anyway is the one case it does not cover."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return "mode=ro"
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return "mode=ro&immutable=1"
 
 
 # A random id given to each database when it is created. `photoseek index --rebuild` makes a
@@ -231,13 +272,15 @@ def migrate(engine: Engine) -> None:
             conn.execute(text(f"PRAGMA user_version = {SCHEMA_VERSION}"))
             return
         if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"this index was written by a newer photoseek (schema {version}, this one knows {SCHEMA_VERSION}); upgrade photoseek"
-            )
+            raise SchemaTooNew(_too_new(version))
         while version < SCHEMA_VERSION:
             MIGRATIONS[version](conn)
             version += 1
             conn.execute(text(f"PRAGMA user_version = {version}"))
+
+
+def _too_new(version: int) -> str:
+    return f"this index was written by a newer photoseek (schema {version}, this one knows {SCHEMA_VERSION}); upgrade photoseek"
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:

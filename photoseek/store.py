@@ -15,6 +15,8 @@ never a wrong answer.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import math
 import os
 import struct
@@ -29,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from photoseek import db
+from photoseek.errors import NotWritable
 from photoseek.settings import EXACT_SEARCH_UP_TO
 
 _MAGIC = b"PSKFAISS"
@@ -57,6 +60,60 @@ class IndexFiles:
 
     def exists(self) -> bool:
         return self.database.is_file()
+
+    def writer_alive(self) -> bool:
+        """Whether an indexer holds the writer's lock now. Works on a read-only index too:
+        a shared ``flock`` needs only a read-only descriptor, and conflicts with the
+        writer's exclusive one (filelock's, on Unix) however that process ended."""
+        try:
+            fd = os.open(self.lock, os.O_RDONLY)
+        except OSError:
+            return False  # no lock file: nobody ever wrote here, or it cannot be read
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+    def writable(self) -> bool:
+        try:
+            self.ensure_writable()
+        except NotWritable:
+            return False
+        return True
+
+    def ensure_writable(self) -> None:
+        """Raise :class:`NotWritable`, naming the path and what to do, unless this index can
+        be created or written. Checked before a run starts, so a read-only index is refused in
+        one line instead of failing at its first write."""
+        existed = self.root.is_dir()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocked = next((p for p in (self.root, *self.root.parents) if p.exists()), self.root)
+            raise NotWritable(
+                f"cannot create the index at {self.root}: {_reason(exc)} in {blocked}. Choose a folder you can "
+                "write to with --index DIR (or PHOTOSEEK_INDEX_DIR)") from None
+        for path in (self.lock, self.database):
+            if path == self.database and not path.exists():
+                continue
+            try:
+                with open(path, "ab"):
+                    pass
+            except OSError as exc:
+                what = "is read-only" if existed else "cannot be written"
+                raise NotWritable(
+                    f"the index at {self.root} {what} ({_reason(exc)}: {path.name}): it can be searched but not "
+                    "updated. To index, use a copy you can write to (--index DIR) or ask its owner") from None
+
+
+def _reason(exc: OSError) -> str:
+    return {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied"}.get(exc.errno, exc.strerror or str(exc))
 
 
 EXACT_SEARCH = "exact: every photo is compared with the query"

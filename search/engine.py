@@ -14,17 +14,17 @@ import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import faiss
 import numpy as np
-from filelock import FileLock, Timeout
 from PIL import Image
 from sqlalchemy import event, func, select
 
 from photoseek import db
 from photoseek.encoders import Encoder, load_encoder
+from photoseek.errors import BadInput, NotFound, Unavailable
 from photoseek.imaging import open_image
 from photoseek.settings import Settings
 from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
@@ -35,8 +35,8 @@ TEXT_BATCH_MAX = 16  # queries embedded together when they arrive at once
 SEARCH_CONNECTIONS = 40
 
 
-class IndexNotFound(RuntimeError):
-    pass
+class IndexNotFound(Unavailable, RuntimeError):
+    kind = "no_index"
 
 
 class IndexReplaced(IndexNotFound):
@@ -98,8 +98,12 @@ class IndexStatus:
     skipped: list[Skipped]
     roots: list[str]
     last_run: LastRun | None
+    previous_run: LastRun | None  # the run before the last one
+    last_change: LastRun | None  # the latest run that added, updated, moved or removed anything
+    runs: int
     generation: int
     search: str  # exact or approximate (see VectorStore.describe)
+    writable: bool  # False: a read-only index (searchable, not updatable here)
 
 
 @contextmanager
@@ -128,8 +132,14 @@ _PHOTO_COLUMNS = (db.ImageRow.id, db.ImageRow.path, db.ImageRow.width, db.ImageR
 def _photo(row) -> Photo:
     return Photo(
         id=row.id, path=db.display_path(row.path), width=row.width, height=row.height, size_bytes=row.size_bytes,
-        taken_at=row.taken_at, camera_make=row.camera_make, camera_model=row.camera_model, indexed_at=row.indexed_at,
+        taken_at=row.taken_at, camera_make=row.camera_make, camera_model=row.camera_model,
+        indexed_at=_utc(row.indexed_at),
     )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """The index stores UTC without an offset; people and clients get it with one."""
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 class Searcher:
@@ -143,8 +153,10 @@ class Searcher:
                 f"no index at {self.files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)"
             )
         # One connection per thread that may query at once (the server's pool: web.app.worker_threads;
-        # callers of their own may use more).
-        self._engine = db.open_database(self.files.database, connections=SEARCH_CONNECTIONS)
+        # callers of their own may use more). Read-only: a searcher never writes, so an index on a
+        # read-only mount or in another user's folder can be searched (and an old schema is
+        # migrated by the next 'photoseek index', not by a search).
+        self._engine = db.open_database(self.files.database, readonly=True, connections=SEARCH_CONNECTIONS)
         self._sessions = db.make_session_factory(self._engine)
         with self._engine.connect() as conn:
             self.model_id = db.get_meta(conn, "model_id")
@@ -190,7 +202,7 @@ class Searcher:
                 return False
             store = VectorStore.load(self.files.vectors, dim=dim, generation=generation)
             if store is None:
-                if self._vectors is not None and self._writer_active():
+                if self._vectors is not None and self.files.writer_alive():
                     return False  # an indexer is mid-run: keep answering from the state we have
                 store = load_vectors(self.files, self._engine, dim=dim, generation=generation, persist=False,
                                      exact_up_to=self.settings.exact_search_up_to)
@@ -200,15 +212,6 @@ class Searcher:
                     self._text_cache.clear()
             self._vectors, self._loaded_generation = store, generation
             return True
-
-    def _writer_active(self) -> bool:
-        lock = FileLock(str(self.files.lock))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return True
-        lock.release()
-        return False
 
     @property
     def encoder(self) -> Encoder:
@@ -328,14 +331,25 @@ class Searcher:
             skipped = [Skipped(r.display_path, r.reason) for r in session.scalars(
                 select(db.SkippedFile).order_by(db.SkippedFile.path).limit(skipped_limit))]
             roots = [db.display_path(p) for p in session.scalars(select(db.Root.path).order_by(db.Root.path))]
-            run = session.scalars(select(db.IndexRun).order_by(db.IndexRun.id.desc()).limit(1)).one_or_none()
-            last = LastRun(run.started_at, run.finished_at, run.status, run.added, run.updated, run.moved, run.removed,
-                           run.skipped, run.seconds) if run else None
+            runs = session.execute(select(func.count()).select_from(db.IndexRun)).scalar_one()
+            run, previous = (list(session.scalars(select(db.IndexRun).order_by(db.IndexRun.id.desc()).limit(2)))
+                             + [None, None])[:2]
+            changed = (db.IndexRun.added + db.IndexRun.updated + db.IndexRun.moved + db.IndexRun.removed) > 0
+            change = session.scalars(select(db.IndexRun).where(changed).order_by(db.IndexRun.id.desc()).limit(1)).one_or_none()
             generation = int(db.get_meta(session, "generation") or 0)
             dim = int(db.get_meta(session, "dim") or 0)
         search = self._vectors.describe() if self._vectors is not None else EXACT_SEARCH
-        return IndexStatus(str(self.files.root), self.model_id, dim, count, skipped_count, skipped, roots, last, generation,
-                           search)
+        return IndexStatus(str(self.files.root), self.model_id, dim, count, skipped_count, skipped, roots,
+                           self._last_run(run), self._last_run(previous), self._last_run(change), runs, generation, search, self.files.writable())
+
+    def _last_run(self, run: db.IndexRun | None) -> LastRun | None:
+        if run is None:
+            return None
+        status = run.status
+        if status == "running" and not self.files.writer_alive():
+            status = "interrupted"  # its process is gone (the lock dies with it); the next run marks it so too
+        return LastRun(_utc(run.started_at), _utc(run.finished_at), status, run.added, run.updated, run.moved,
+                       run.removed, run.skipped, run.seconds)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -3,7 +3,12 @@ index from outside (crash safety, concurrency)."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import socket
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +24,43 @@ SMALL_RUN_ENV = {"PHOTOSEEK_DECODE_WORKERS": "1", "PHOTOSEEK_BATCH_SIZE": "8"}
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "photoseek", *args]
+
+
+def run_cli(*args: str, env_extra: dict | None = None, check: bool = True, prefix: list[str] | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+    """``photoseek ARGS`` as a user runs it (one decode worker: light on 2 cores); asserts exit 0 unless
+    ``check`` is false. ``prefix``: a command to run it under (see :func:`read_only_mount`)."""
+    env = {**os.environ, "PHOTOSEEK_DECODE_WORKERS": "1", **(env_extra or {})}
+    result = subprocess.run([*(prefix or []), *cli(*args)], capture_output=True, text=True, env=env, timeout=600,
+                            **kwargs)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_only_mount(folder: Path) -> list[str] | None:
+    """A command prefix that runs a program with ``folder`` mounted read-only (a private mount
+    namespace: nothing outside the program sees it), or None where this machine cannot (not root,
+    no unshare). A read-only mount stops root too, unlike file modes."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return None
+    f = shlex.quote(str(folder))
+    script = f'mount --bind {f} {f} && mount -o remount,ro,bind {f} && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", script, "-"]
+
+
+def as_other_user() -> list[str]:
+    """A command prefix under which file modes apply as to another user: root without the capability
+    to override them (root ignores modes otherwise). Empty when not root: modes apply already."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def make_photos(folder: Path, samples: Path, start: int, count: int, *, seed: int = 0, rotate: bool = False,

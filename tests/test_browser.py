@@ -7,12 +7,12 @@ A screenshot of the results page is saved to ``test-artifacts/results.png``.
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -23,19 +23,13 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PAGE_SIZE = 12  # small pages, so that 34 photos need scrolling for "more"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(demo_searcher, demo_index, settings_factory):
     import uvicorn
 
     from photoseek.web.app import create_app
 
-    port = _free_port()
+    port = free_port()
     app = create_app(settings_factory(demo_index, port=port), demo_searcher, page_size=PAGE_SIZE)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -299,7 +293,7 @@ def test_real_hostile_file_name_and_exif_stay_text(browser, tmp_path, samples_di
     (photos / "exif.jpg").write_bytes(out.getvalue())
     Indexer(index, settings_factory(index), show_progress=False).run([photos], encoder=offline_encoder)
     searcher = Searcher(index, settings_factory(index), encoder=offline_encoder)
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(settings_factory(index), searcher), host="127.0.0.1", port=port,
                                         log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import event
 
+from helpers import free_port
 from photoseek.settings import Settings
 from photoseek.web import security
 from photoseek.web.app import create_app
@@ -53,12 +54,6 @@ FUZZ_AVIF = (  # bench/fuzz_decode.py, seed 1: a mutated AVIF whose header parse
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raw(port: int, target: str, *, method: str = "GET", headers: dict | None = None, body: bytes = b"",

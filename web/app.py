@@ -49,7 +49,7 @@ from . import security
 from .schemas import (
     ErrorResponse, PhotoOut, SearchResponse, StatusResponse, hits_out, photo_out, photo_version, status_out,
 )
-from .thumbnails import ThumbnailCache, ThumbnailError
+from .thumbnails import ThumbnailCache, ThumbnailError, thumbnail_dir
 from .uploads import UploadError, read_upload
 
 log = logging.getLogger("photoseek.web")
@@ -91,7 +91,7 @@ class Service:
         self.searcher = searcher
         self.owned: list[Searcher] = []
         self.refresh_interval = refresh_interval
-        self.thumbs = ThumbnailCache(self.files.thumbnails, max_pixels=settings.max_image_pixels)
+        self.thumbs = ThumbnailCache(thumbnail_dir(self.files), max_pixels=settings.max_image_pixels)
         self._db_id = self._db_identity()
         self._checked = time.monotonic()
         self._lock = asyncio.Lock()

@@ -7,12 +7,22 @@ these at the edge, with the URLs a client needs to show a result.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timezone
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from photoseek.search import Hit, IndexStatus, Photo
+
+
+def _with_offset(value):
+    """RFC 3339 wants an offset: the index keeps UTC times without one."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_with_offset)]
 
 
 class PhotoOut(BaseModel):
@@ -24,11 +34,12 @@ class PhotoOut(BaseModel):
     width: int
     height: int
     size_bytes: int
-    taken_at: datetime | None = Field(description="When the photo was taken (EXIF), if known.")
+    taken_at: Timestamp | None = Field(description="When the photo was taken (EXIF), if known. EXIF records the "
+                                       "camera's clock without a time zone: that clock time is given as UTC.")
     camera_make: str | None
     camera_model: str | None
     camera: str | None = Field(description="Make and model in one readable string, if known.")
-    indexed_at: datetime
+    indexed_at: Timestamp
     thumbnail_url: str = Field(description="WebP, about 320 px on the long side.")
     preview_url: str = Field(description="WebP, about 1600 px on the long side, for a detail view.")
     file_url: str = Field(description="The original file.")
@@ -58,9 +69,11 @@ class SkippedOut(BaseModel):
 
 
 class LastRunOut(BaseModel):
-    started_at: datetime
-    finished_at: datetime | None
-    status: str = Field(examples=["finished"])
+    started_at: Timestamp
+    finished_at: Timestamp | None
+    status: Literal["running", "finished", "interrupted"] = Field(
+        examples=["finished"], description="'interrupted': stopped (Ctrl-C, a crash) before it finished; "
+        "the photos it saved stay indexed and the next run carries on.")
     added: int
     updated: int
     moved: int
@@ -80,6 +93,12 @@ class StatusResponse(BaseModel):
     skipped: list[SkippedOut] = []
     roots: list[str] = []
     last_run: LastRunOut | None = None
+    previous_run: LastRunOut | None = Field(default=None, description="The run before the last one.")
+    last_change: LastRunOut | None = Field(default=None, description="The latest run that added, updated, moved "
+                                           "or removed photos (the last run may have found nothing to do).")
+    runs: int = Field(default=0, description="How many indexing runs this index has seen.")
+    writable: bool = Field(default=True, description="False when the index is read-only here (a read-only mount, "
+                           "another user's files): it answers searches but cannot be updated from this machine.")
     generation: int = 0
     search: str | None = Field(default=None, description="How queries are answered: exact, or approximate "
                                "(IVF) above PHOTOSEEK_EXACT_SEARCH_UP_TO photos.")
@@ -124,6 +143,15 @@ def hits_out(hits: list[Hit], offset: int, root: str = "") -> list[HitOut]:
     return [HitOut(rank=offset + i + 1, score=round(h.score, 6), photo=photo_out(h.photo, root)) for i, h in enumerate(hits)]
 
 
+def search_response(kind: Literal["text", "image", "similar"], hits: list[Hit], *, limit: int, offset: int,
+                    query: str | None = None, source: Photo | None = None, root: str = "") -> SearchResponse:
+    """One page of results in the API's shape (the command line's ``--json`` prints the same).
+    ``hits``: up to ``limit + 1``; the extra one only tells that a next page exists."""
+    next_offset = offset + limit if len(hits) > limit else None
+    return SearchResponse(kind=kind, query=query, source=photo_out(source, root) if source is not None else None,
+                          offset=offset, limit=limit, next_offset=next_offset, results=hits_out(hits[:limit], offset, root))
+
+
 def status_out(st: IndexStatus) -> StatusResponse:
     ready = bool(st.model_id) and st.image_count > 0
     return StatusResponse(
@@ -133,4 +161,7 @@ def status_out(st: IndexStatus) -> StatusResponse:
         skipped_count=st.skipped_count, skipped=[SkippedOut(path=s.path, reason=s.reason) for s in st.skipped],
         roots=st.roots, generation=st.generation, search=st.search,
         last_run=LastRunOut(**vars(st.last_run)) if st.last_run else None,
+        previous_run=LastRunOut(**vars(st.previous_run)) if st.previous_run else None,
+        last_change=LastRunOut(**vars(st.last_change)) if st.last_change else None,
+        runs=st.runs, writable=st.writable,
     )

@@ -8,21 +8,37 @@ thumbnail and its URL can be cached by browsers for good; the stale one is remov
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
 import threading
 from pathlib import Path
 
+import platformdirs
 from PIL import Image
 
 from photoseek.imaging import DecodeError, open_image, read_file
 from photoseek.search import Photo
+from photoseek.store import IndexFiles
 
 from .schemas import photo_version
 
 SIZES = {"small": 320, "large": 1600}
 QUALITY = {"small": 78, "large": 82}
+
+
+def thumbnail_dir(files: IndexFiles) -> Path:
+    """``INDEX/thumbnails`` when the index can be written; for a read-only index (a read-only
+    mount, another user's index) a folder of its own in this user's cache directory."""
+    try:
+        files.thumbnails.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=files.thumbnails, prefix=".probe-")
+        probe.close()
+        return files.thumbnails
+    except OSError:
+        key = hashlib.sha256(os.fsencode(files.root)).hexdigest()[:16]
+        return Path(platformdirs.user_cache_dir("photoseek", appauthor=False)) / "thumbnails" / key
 
 
 class ThumbnailError(Exception):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from photoseek.errors import Unavailable
 from photoseek.imaging import fit_square, to_rgb
 
 
@@ -24,7 +25,7 @@ class ImageInputSpec:
     std: tuple[float, float, float]
 
 
-class EncoderUnavailable(RuntimeError):
+class EncoderUnavailable(Unavailable, RuntimeError):
     """The encoder's weights or code cannot be had; the message tells the user what to do."""
 
 
