@@ -179,6 +179,7 @@ def test_detail_view_keys_and_similar_and_back(page):
     expect(page.locator("#summary .chip")).to_have_text("chelsea.png")
     assert "chelsea.png" not in page.locator("#grid .tile .tile-name").all_text_contents()
     assert not dialog.is_visible()
+    assert page.input_value("#q") == ""  # the box no longer shows "a cat": this search is by a photo, its chip says which
 
     # "Similar" on a tile, then back twice to where we started.
     page.locator("#grid .tile").first.hover()
@@ -186,6 +187,7 @@ def test_detail_view_keys_and_similar_and_back(page):
     expect(page.locator("#summary .chip")).not_to_have_text("chelsea.png")
     page.go_back()
     expect(page.locator("#summary .chip")).to_have_text("chelsea.png")
+    assert page.input_value("#q") == ""
     page.go_back()
     wait_first(page, "black_cat.jpg")
     assert page.url.endswith("/?q=a+cat") and page.input_value("#q") == "a cat"

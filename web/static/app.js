@@ -250,6 +250,7 @@
 
   function searchSimilar(id, source, push) {
     closeDetailNow();
+    input.value = '';  // the box shows the search being answered: this one is by a photo (its chip), not by words
     const cached = !push && cache.get(`similar:${id}`);
     if (cached) { view = cached; commit(false); noticeSlot.replaceChildren(); render(); return Promise.resolve(true); }
     return run({ kind: 'similar', query: '', similar: id, source: source || null, upload: null },
