@@ -5,15 +5,24 @@ new / changed / deleted), embed only what must be, and checkpoint to SQLite ever
 batch so that a killed run resumes where it stopped. The FAISS file is rewritten
 atomically at the end (and now and then on long runs); if a crash leaves it stale,
 the next open rebuilds it from the database.
+
+Stopping: once the indexer's ``stop`` event is set (Ctrl-C or SIGTERM, see
+:mod:`photoseek.interrupts`) a run stops within moments: between scanned files, between
+decode results, before and after loading the model. It submits no more work, writes the
+batches already being embedded (at most one per inference thread), records itself as
+``interrupted`` with what it saved, saves the vector file, shuts its decode workers down,
+and returns a summary with ``interrupted`` set. The next run carries on from there.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +60,10 @@ class ModelMismatch(IndexingError):
     pass
 
 
+class _Stopped(Exception):
+    """The run was asked to stop; what it committed stays."""
+
+
 @dataclass
 class RunSummary:
     added: int = 0
@@ -63,6 +76,19 @@ class RunSummary:
     seconds: float = 0.0
     model_id: str = ""
     warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False  # stopped before its work was done (Ctrl-C, SIGTERM); what it did is saved
+
+    @property
+    def saved(self) -> int:
+        """Photos this run embedded and committed."""
+        return self.added + self.updated
+
+    def stopped_line(self, resume: str) -> str:
+        """What to tell someone whose Ctrl-C stopped this run; ``resume``: the command that carries on."""
+        photos = f"{self.saved} photo{'' if self.saved == 1 else 's'} saved"
+        if not self.interrupted:  # the signal came as the run finished: nothing was left to do
+            return f"interrupted as the run finished: {photos}, the index is up to date"
+        return f"interrupted: {photos}, run '{resume}' to continue"
 
     @property
     def images_per_second(self) -> float:
@@ -90,10 +116,16 @@ class _Plan:
 
 
 class Indexer:
-    """Writes one index directory. Use as ``Indexer(dir, settings).run(roots)``."""
+    """Writes one index directory. Use as ``Indexer(dir, settings).run(roots)``.
+
+    ``stop``: an event that, once set (from a signal handler or another thread), makes a
+    run stop early and cleanly, its summary flagged ``interrupted``; see
+    :class:`photoseek.interrupts.StopSignals` for Ctrl-C and SIGTERM.
+    """
 
     def __init__(self, index_dir: Path, settings: Settings | None = None, *, show_progress: bool | None = None,
-                 echo: Callable[[str], None] | None = None):
+                 echo: Callable[[str], None] | None = None, stop: threading.Event | None = None):
+        self.stop = stop if stop is not None else threading.Event()
         self.settings = settings or Settings()
         self.files = IndexFiles(Path(index_dir).expanduser().resolve())
         self.show_progress = show_progress
@@ -122,6 +154,8 @@ class Indexer:
                 f"another 'photoseek index' is already writing {self.files.root}; wait for it to finish"
             ) from None
         try:
+            if self.stop.is_set():  # stopped before it began (e.g. while the command line started up)
+                return RunSummary(interrupted=True)
             if rebuild:
                 # Without folders, --rebuild re-indexes the index's own folders: read them before the
                 # wipe, or it loses them and the run stops ("no folder to index") on an emptied index.
@@ -168,31 +202,42 @@ class Indexer:
             self._encoder = encoder
             vectors = load_vectors(self.files, engine, dim=dim, generation=generation, persist=True,
                                    exact_up_to=self.settings.exact_search_up_to) if dim else None
+            first_generation = generation
 
             with Session() as session:
-                with session.begin():
-                    plan = self._plan(session, root_rows, exclude, include_hidden)
-                summary.unchanged = plan.unchanged
-                generation = self._apply_cheap_changes(session, plan, vectors, summary, generation, run.id)
-                if plan.embed:
-                    encoder = self._get_encoder(model_id)
-                    if vectors is None:
-                        dim = encoder.dim
-                        vectors = VectorStore(dim)
-                        with session.begin():
-                            db.set_meta(session, "dim", str(dim))
-                    generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id, started)
+                try:
+                    with session.begin():
+                        plan = self._plan(session, root_rows, exclude, include_hidden)
+                    summary.unchanged = plan.unchanged
+                    self._check_stop()
+                    generation = self._apply_cheap_changes(session, plan, vectors, summary, generation, run.id)
+                    if plan.embed:
+                        self._check_stop()
+                        encoder = self._get_encoder(model_id)  # seconds for a large model: checked after, too
+                        self._check_stop()
+                        if vectors is None:
+                            dim = encoder.dim
+                            vectors = VectorStore(dim)
+                            with session.begin():
+                                db.set_meta(session, "dim", str(dim))
+                        generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id,
+                                                 started)  # returns early, summary.interrupted set, if stopped
+                except _Stopped:
+                    summary.interrupted = True
                 summary.seconds = time.perf_counter() - started
                 with session.begin():
                     session.execute(
                         update(db.IndexRun).where(db.IndexRun.id == run.id).values(
-                            status="finished", finished_at=db.utcnow(), seconds=summary.seconds,
-                            **_counts(summary),
+                            status="interrupted" if summary.interrupted else "finished", finished_at=db.utcnow(),
+                            seconds=summary.seconds, **_counts(summary),
                         )
                     )
-            if vectors is not None:
-                # Exact search while the collection is small, clusters once it is large (see store).
-                vectors = vectors.refit(engine, self.settings.exact_search_up_to)
+            if vectors is not None and not (summary.interrupted and generation == first_generation):
+                if not summary.interrupted:
+                    # Exact search while the collection is small, clusters once it is large (see store).
+                    # A stopped run saves its vectors as they are (clustering can take a while):
+                    # correct, and the next run that finishes refits them.
+                    vectors = vectors.refit(engine, self.settings.exact_search_up_to)
                 vectors.save(self.files.vectors, generation)
             summary.seconds = time.perf_counter() - started
             return summary
@@ -252,11 +297,14 @@ class Indexer:
 
         found: dict[str, FoundFile] = {}
         for root in live_roots:
-            for item in walk(Path(root), all_roots=all_roots, exclude=exclude, include_hidden=include_hidden):
+            for item in walk(Path(root), all_roots=all_roots, exclude=exclude, include_hidden=include_hidden,
+                             stop=self.stop):
                 if isinstance(item, Unreadable):
                     plan.unreadable.append(item)
                 else:
                     found[item.path] = item
+        # A scan cut short must change nothing: the files it did not reach would look deleted.
+        self._check_stop()
         plan.found_paths = set(found)
         plan.live_roots = live_roots
 
@@ -276,6 +324,7 @@ class Indexer:
             gone_by_size[size].append(p)
 
         for path, f in found.items():
+            self._check_stop()  # planning may hash files (touched or moved ones)
             old = known.get(path)
             if old is not None:
                 row_id, size, mtime, chash = old
@@ -379,18 +428,30 @@ class Indexer:
         # Decoding and inference share the cores: decode processes, and one model thread per
         # core (see indexer.inference for why not one model call over all cores).
         workers = self._inference_workers()
+        stop = self.stop
         try:
             with torch_threads_per_worker(workers, s.torch_threads), InferencePool(encoder.encode_pixels, workers) as pool:
-                for result in decode_all(jobs, workers=self._decode_workers()):
-                    f = by_path[result.path]
-                    if result.photo is None:
-                        self._skip(session, f, result.error or "unknown error", plan, vectors, summary)
-                        progress.update(1)
-                        continue
-                    batch.append((f, result.photo))
-                    if len(batch) >= s.batch_size:
-                        submit(pool)
-                submit(pool)
+                # closing(): leaving early shuts the decode pool down (its workers gone) right here.
+                with closing(decode_all(jobs, workers=self._decode_workers(), stop=stop)) as results:
+                    for result in results:
+                        if stop.is_set():
+                            break
+                        f = by_path[result.path]
+                        if result.photo is None:
+                            self._skip(session, f, result.error or "unknown error", plan, vectors, summary)
+                            progress.update(1)
+                            continue
+                        batch.append((f, result.photo))
+                        if len(batch) >= s.batch_size:
+                            submit(pool)
+                if stop.is_set():
+                    # Stopping: no new batch; photos decoded but not embedded are left for the next run.
+                    # The batches being embedded (one per inference thread at most) cannot be cut short:
+                    # wait for them and save them.
+                    summary.interrupted = True
+                    batch.clear()
+                else:
+                    submit(pool)
                 for done, embeddings in pool.drain():
                     write(done, embeddings)
         finally:
@@ -409,6 +470,10 @@ class Indexer:
         summary.skipped += 1
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise _Stopped
 
     def _get_encoder(self, model_id: str) -> Encoder:
         if self._encoder is None:

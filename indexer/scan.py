@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,16 @@ def walk(
     all_roots: list[Path] | None = None,
     exclude: Iterable[str] = (),
     include_hidden: bool = False,
+    stop: threading.Event | None = None,
 ) -> Iterator[FoundFile | Unreadable]:
     """Yield every image-like file below ``root``, depth first, in a stable order.
 
     Symbolic links are followed only when they resolve inside an indexed root (so a
     link cannot pull in files from elsewhere), and every real folder is entered once
     (so link loops end). Hidden files and folders are left out unless asked for.
+
+    ``stop``: once set, the walk ends early (checked between files, so a tree of thousands
+    of files that are not photos cannot keep a stopping run waiting).
     """
     root_str = os.path.realpath(root)
     real_roots = [os.path.realpath(r) for r in (all_roots or [root])]
@@ -56,6 +61,8 @@ def walk(
     seen_dirs: set[tuple[int, int]] = set()
     stack = [root_str]
     while stack:
+        if stop is not None and stop.is_set():
+            return
         folder = stack.pop()
         try:
             st = os.stat(folder)
@@ -72,6 +79,8 @@ def walk(
             continue
         subfolders = []
         for entry in entries:
+            if stop is not None and stop.is_set():
+                return
             name = entry.name
             if not include_hidden and name.startswith("."):
                 continue

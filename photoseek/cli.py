@@ -48,6 +48,21 @@ def index(
     progress: Annotated[Optional[bool], typer.Option(help="Progress bar (default: on a terminal).")] = None,
 ) -> None:
     """Embed every photo in FOLDERS; later runs only embed what is new or changed."""
+    import shlex
+
+    from photoseek.interrupts import StopSignals
+
+    # Ctrl-C and SIGTERM only ask the run to stop (a KeyboardInterrupt raised wherever the main
+    # thread is could leave a lock held: issue 9); a second one ends the process at once. Set
+    # up before the indexer is imported (seconds: torch), and kept until the process exits, so
+    # that a late Ctrl-C cannot become a traceback at interpreter shutdown either.
+    resume = _show(shlex.join(["photoseek", "index", *map(str, folders or []),
+                               *(["--index", str(index)] if index is not None else []),
+                               *(["--model", model] if model else []),
+                               *[arg for glob in exclude or [] for arg in ("--exclude", glob)],
+                               *(["--hidden"] if hidden else [])]))
+    stop = StopSignals(hard_exit_message="stopped at once: the index keeps every photo saved up to its last "
+                                         f"checkpoint; run '{resume}' to continue").install()
     from sqlalchemy.exc import DBAPIError
 
     from photoseek.encoders import EncoderUnavailable
@@ -55,7 +70,7 @@ def index(
 
     settings = _settings(index)
     indexer = Indexer(settings.resolved_index_dir, settings, show_progress=progress,
-                      echo=lambda msg: typer.secho(msg, fg=typer.colors.YELLOW, err=True))
+                      echo=lambda msg: typer.secho(msg, fg=typer.colors.YELLOW, err=True), stop=stop.event)
     try:
         summary = indexer.run(folders or [], model=model,
                               rebuild=rebuild, exclude=exclude or [], include_hidden=hidden)
@@ -63,6 +78,9 @@ def index(
         raise _fail(str(exc)) from None
     except (OSError, DBAPIError) as exc:
         raise _fail(_write_failure(exc, settings.resolved_index_dir)) from None
+    if stop.requested:  # one line, and the shell's code for the signal (130 for SIGINT, 143 for SIGTERM)
+        typer.echo(summary.stopped_line(resume), err=True)
+        raise typer.Exit(stop.exit_code)
     typer.echo(f"{summary.line()}  [{summary.model_id}]")
     typer.echo(f"index: {settings.resolved_index_dir}", err=True)
 

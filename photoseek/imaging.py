@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import re
+import signal
 import stat
 import struct
 import threading
@@ -317,7 +318,11 @@ def decode_worker_init(idle_priority: bool = False, parent_pid: int | None = Non
       write end of its own task queue, so it never sees EOF: an indexer killed with SIGKILL
       otherwise leaves its workers (and their fork server) behind for good, each keeping the
       memory of its last photo.
+    * Ignore SIGINT: a Ctrl-C in a terminal reaches the whole foreground job, workers
+      included, and a worker must not die of it with a traceback; the indexer decides when
+      its workers stop (they are also born ignoring it: photoseek._forkserver_preload).
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent_pid is not None:
         threading.Thread(target=_exit_when_gone, args=(parent_pid,), name="photoseek-parent-watch",
                          daemon=True).start()
