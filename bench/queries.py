@@ -22,10 +22,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 
+from photoseek.search.query import Filters, SearchRequest, Term
+from synthetic import SYNTHETIC_START, text_like_queries
 from sysmon import OthersMeter, TreeSampler
 
 PAGE = 24
@@ -121,9 +124,49 @@ def in_process(index_dir: Path, encoder, photos: Sequence[Path], *, n_text: int,
         lat, wall = _time_each(lambda i: searcher.similar(i, PAGE), ids)
         results.append(summarise("similar (by id)", where, lat, wall))
         echo(f"  {where}: similar           p50 {results[-1].p50_ms:7.1f} ms")
+        for label, filters in filter_cases(n_ids):
+            requests = [SearchRequest(terms=(Term(text=q),), filters=filters, limit=PAGE) for q in repeat_pool]
+            for r in requests:  # texts cached: this measures the filtered search, not the text tower
+                searcher.search(r)
+            lat, wall = _time_each(searcher.search, [requests[i % len(requests)] for i in range(n_repeat)])
+            results.append(summarise(f"text, repeated, filter keeping {label}", where, lat, wall))
+            echo(f"  {where}: filter {label:>5}      p50 {results[-1].p50_ms:7.1f} ms")
         return results
     finally:
         searcher.close()
+
+
+def filter_cases(n_ids: int) -> list[tuple[str, Filters]]:
+    """Filters over the synthetic index (bench/synthetic.py) keeping 50%, 5% and 0.5% of its photos."""
+    middle = (SYNTHETIC_START + timedelta(minutes=n_ids // 2)).date()
+    return [("50%", Filters(after=middle)), ("5%", Filters(types=("heif",))), ("0.5%", Filters(types=("png",)))]
+
+
+def filtered_recall(index_dir: Path, *, n_ids: int, dim: int, n_queries: int = 100, k: int = PAGE) -> dict[str, float]:
+    """Share of the exact filtered top ``k`` that the index's own filtered search finds (1.0 for an
+    exact index by construction; the number that matters for an IVF one)."""
+    from photoseek import db as pdb
+    from photoseek.store import IndexFiles, VectorStore
+
+    files = IndexFiles(index_dir)
+    engine = pdb.open_database(files.database, readonly=True)
+    with engine.connect() as conn:
+        generation = int(pdb.get_meta(conn, "generation"))
+        cases = [(label, pdb.filter_ids(conn, f)) for label, f in filter_cases(n_ids)]
+    store = VectorStore.load(files.vectors, dim=dim, generation=generation)
+    exact = VectorStore.from_database(engine, dim, exact_up_to=10**9)
+    engine.dispose()
+    queries = text_like_queries(n_queries, n_ids, dim, seed=7)
+    out = {}
+    for label, allowed in cases:
+        found = total = 0
+        for q in queries:
+            _, want = exact.search(q, k, allowed=allowed)
+            _, got = store.search(q, k, allowed=allowed)
+            found += len(set(want[0]) & set(got[0]))
+            total += len(want[0])
+        out[label] = found / total
+    return out
 
 
 def _free_port() -> int:

@@ -33,7 +33,7 @@ from sysmon import OthersMeter, wait_until_quiet  # noqa: E402
 RESULTS = HERE / "results"
 CACHE = RESULTS / "cache"
 CLIP_ARCH = "ViT-B-32"
-SYNTHETIC_VERSION = "photo-like-v2"  # bump when bench/synthetic.py makes different vectors
+SYNTHETIC_VERSION = "photo-like-v3"  # bump when bench/synthetic.py makes a different index (v3: filter columns)
 TARGET_CLIENTS = 8  # the HTTP targets are for 8 concurrent clients
 TARGETS = {
     "ratio_limit": 0.70, "ratio_naive": 4.0,
@@ -224,6 +224,9 @@ class Bench:
             res["latency"].append(lat.as_dict())
         ivf_dir, build_seconds = self.approximate_copy(index_dir, dim)
         res["approximate"] = self.approximate(index_dir, ivf_dir, n, dim, build_seconds)
+        res["approximate"]["filtered_recall"] = q.filtered_recall(ivf_dir, n_ids=n, dim=dim)
+        log("  approximate index, share of the exact filtered top 24 found: " + ", ".join(
+            f"filter keeping {k}: {v:.1%}" for k, v in res["approximate"]["filtered_recall"].items()))
         self.quiet()
         for lat in q.in_process(ivf_dir, encoder, photos, n_ids=n, echo=log, where="in process, IVF index",
                                 **self.query_counts):

@@ -58,6 +58,15 @@ def text_like_queries(n_queries: int, n: int, dim: int, seed: int = 0, match: fl
     return _unit(match * picked + np.sqrt(1 - match**2) * _unit(rng.standard_normal((n_queries, dim))))
 
 
+# File types spread so that a filter on one keeps a known share of the photos (bench/queries.py):
+# png 0.5%, heif 5%, the rest jpeg. Photo i is taken i minutes after SYNTHETIC_START.
+SYNTHETIC_START = datetime(2015, 1, 1)
+
+
+def synthetic_type(i: int) -> str:
+    return "png" if i % 200 == 0 else "heif" if i % 20 == 1 else "jpeg"
+
+
 def build_index(index_dir: Path, n: int, *, model_id: str, dim: int, seed: int = 0) -> float:
     """Create a fresh index of ``n`` images at ``index_dir``; returns the seconds it took."""
     started = time.perf_counter()
@@ -68,7 +77,7 @@ def build_index(index_dir: Path, n: int, *, model_id: str, dim: int, seed: int =
     engine = db.open_database(files.database)
     generation = 1
     vectors = photo_like_vectors(n, dim, seed)
-    base_time = datetime(2015, 1, 1)
+    base_time = SYNTHETIC_START
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("PRAGMA synchronous=OFF")
@@ -83,6 +92,7 @@ def build_index(index_dir: Path, n: int, *, model_id: str, dim: int, seed: int =
                         content_hash=f"{i:032x}", width=4000, height=3000,
                         taken_at=base_time + timedelta(minutes=i), camera_make="Synthetic", camera_model="Bench 1",
                         indexed_at=datetime(2024, 1, 1), embedding=db.vector_to_blob(vectors[i]),
+                        file_type=synthetic_type(i), photo_date=base_time + timedelta(minutes=i), date_source="exif",
                     ))
                 conn.execute(insert(db.ImageRow), rows)
             for key, value in (("model_id", model_id), ("dim", str(dim)), ("generation", str(generation)),

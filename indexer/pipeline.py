@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock, Timeout
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from photoseek import db
 from photoseek.encoders import Encoder, canonical_model_id, load_encoder, resolve_new_index_model
-from photoseek.imaging import DecodedPhoto, hash_file
+from photoseek.errors import PhotoseekError
+from photoseek.imaging import IMAGE_EXTENSIONS, DecodedPhoto, hash_file
 from photoseek.settings import Settings, usable_cores
 from photoseek.store import IndexFiles, VectorStore, load_vectors
 
@@ -48,8 +49,10 @@ SAVE_VECTORS_EVERY_SECONDS = 300.0
 MAX_INFERENCE_WORKERS = 4
 
 
-class IndexingError(RuntimeError):
+class IndexingError(PhotoseekError, RuntimeError):
     """A run that cannot start; the message says why and what to do."""
+
+    kind = "cannot_index"
 
 
 class IndexLocked(IndexingError):
@@ -77,6 +80,9 @@ class RunSummary:
     model_id: str = ""
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False  # stopped before its work was done (Ctrl-C, SIGTERM); what it did is saved
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): the first few of this run
+    photos: int = 0  # in the index after the run
+    found: int = 0  # image files found under the folders indexed
 
     @property
     def saved(self) -> int:
@@ -95,11 +101,26 @@ class RunSummary:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        rate = f", {self.images_per_second:.1f} images/s" if self.embedded else ""
         return (
             f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
-            f"skipped {self.skipped}, unchanged {self.unchanged} in {self.seconds:.1f} s "
-            f"({self.images_per_second:.1f} images/s)"
+            f"skipped {self.skipped}, unchanged {self.unchanged} in {self.seconds:.1f} s{rate}; "
+            f"the index holds {self.photos} photo{'' if self.photos == 1 else 's'}"
         )
+
+    def note_skip(self, path: str, reason: str) -> None:
+        self.skipped += 1
+        if len(self.skipped_files) < SKIPPED_NAMED:
+            self.skipped_files.append((path, reason))
+
+
+SKIPPED_NAMED = 5  # skipped files a run's summary names; 'photoseek status' lists them all
+
+
+def no_images_message(folders: Sequence[str]) -> str:
+    names = ", ".join(folders)
+    return (f"no images found in {names} (photoseek indexes {' '.join(sorted(IMAGE_EXTENSIONS))}, and image files "
+            "without an extension; hidden files and folders only with --hidden)")
 
 
 @dataclass
@@ -145,7 +166,10 @@ class Indexer:
         include_hidden: bool = False,
         encoder: Encoder | None = None,
     ) -> RunSummary:
-        self.files.root.mkdir(parents=True, exist_ok=True)
+        for root in roots:  # before anything is created or loaded: a mistyped folder costs nothing
+            if not os.path.isdir(os.path.expanduser(root)):
+                raise IndexingError(f"not a folder: {root}")
+        self.files.ensure_writable()  # a read-only index is refused in one line, before anything starts
         lock = FileLock(str(self.files.lock))
         try:
             lock.acquire(timeout=2)  # readers probe this lock for an instant
@@ -209,6 +233,7 @@ class Indexer:
                     with session.begin():
                         plan = self._plan(session, root_rows, exclude, include_hidden)
                     summary.unchanged = plan.unchanged
+                    summary.found = len(plan.found_paths) + len(plan.unreadable)
                     self._check_stop()
                     generation = self._apply_cheap_changes(session, plan, vectors, summary, generation, run.id)
                     if plan.embed:
@@ -232,6 +257,8 @@ class Indexer:
                             seconds=summary.seconds, **_counts(summary),
                         )
                     )
+            with engine.connect() as conn:
+                summary.photos = conn.execute(select(func.count()).select_from(db.ImageRow)).scalar_one()
             if vectors is not None and not (summary.interrupted and generation == first_generation):
                 if not summary.interrupted:
                     # Exact search while the collection is small, clusters once it is large (see store).
@@ -356,10 +383,10 @@ class Indexer:
         """Moves, touches, deletions and unreadable entries: no model needed."""
         with session.begin():
             for row_id, f in plan.touched:
-                session.execute(update(db.ImageRow).where(db.ImageRow.id == row_id).values(mtime_ns=f.mtime_ns))
+                session.execute(update(db.ImageRow).where(db.ImageRow.id == row_id).values(**_new_mtime(f)))
             for row_id, f in plan.moves:
                 session.execute(update(db.ImageRow).where(db.ImageRow.id == row_id).values(
-                    path=f.path, root_id=self._root_id(session, f.path), mtime_ns=f.mtime_ns))
+                    path=f.path, root_id=self._root_id(session, f.path), **_new_mtime(f)))
             if plan.removed_ids:
                 session.execute(delete(db.ImageRow).where(db.ImageRow.id.in_(plan.removed_ids)))
             # Skipped entries of files that are gone (or now found fine) are dropped; unreadable ones recorded.
@@ -369,9 +396,9 @@ class Indexer:
                 session.execute(delete(db.SkippedFile).where(db.SkippedFile.path == path))
             for item in plan.unreadable:
                 _record_skip(session, item.path, 0, 0, item.reason)
+                summary.note_skip(item.path, item.reason)
             summary.moved, summary.removed = len(plan.moves), len(plan.removed_ids)
             summary.unchanged += len(plan.touched)
-            summary.skipped += len(plan.unreadable)
             generation += 1
             db.set_meta(session, "generation", str(generation))
             session.execute(update(db.IndexRun).where(db.IndexRun.id == run_id).values(**_counts(summary)))
@@ -467,7 +494,7 @@ class Indexer:
                 summary.removed += 1
         if old_id is not None:
             vectors.remove([old_id])
-        summary.skipped += 1
+        summary.note_skip(f.path, reason)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -522,12 +549,21 @@ def _record_skip(session: Session, path: str, size: int, mtime_ns: int, reason: 
         existing.size_bytes, existing.mtime_ns, existing.reason, existing.seen_at = size, mtime_ns, reason[:500], db.utcnow()
 
 
+def _new_mtime(f: FoundFile) -> dict:
+    """Column values for a file whose modification time changed but whose content did not: a photo
+    dated by its file (no EXIF date) moves with it."""
+    file_date, _ = db.photo_date(None, f.mtime_ns)
+    return dict(mtime_ns=f.mtime_ns, photo_date=case((db.ImageRow.date_source == "file", file_date),
+                                                     else_=db.ImageRow.photo_date))
+
+
 def _image_row(f: FoundFile, photo: DecodedPhoto, vector: np.ndarray, root_id: int | None) -> db.ImageRow:
     info = photo.info
     return db.ImageRow(
         path=f.path, root_id=root_id, size_bytes=photo.size_bytes, mtime_ns=f.mtime_ns, content_hash=photo.content_hash,
         width=info.width, height=info.height, taken_at=info.taken_at, camera_make=info.camera_make,
-        camera_model=info.camera_model, embedding=db.vector_to_blob(vector),
+        camera_model=info.camera_model, embedding=db.vector_to_blob(vector), file_type=info.file_type,
+        **dict(zip(("photo_date", "date_source"), db.photo_date(info.taken_at, f.mtime_ns))),
     )
 
 

@@ -1,29 +1,63 @@
-"""The ``photoseek`` command line (Typer: typed options, help text and shell completion for free)."""
+"""The ``photoseek`` command line (Typer: typed options, help text and shell completion for free).
+
+Input that can be checked without the index or a model (an empty query, a missing file, an
+unknown photo id) is checked first, so a mistake is answered at once. Errors are one line
+on stderr, from :class:`photoseek.errors.PhotoseekError` (exit 2 for bad input, else 1).
+"""
 
 from __future__ import annotations
 
-import json
+import os
 import sys
-from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from photoseek.db import SchemaTooNew
+from photoseek import __version__
+from photoseek.errors import BadInput, NotFound, PhotoseekError, Unavailable
 from photoseek.settings import Settings
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    # Plain help text: Rich markup would eat every bracketed note, such as "[env: ...]".
+    rich_markup_mode=None,
     help="Find your photos by what is in them: index a folder, then search it by text or by example.",
 )
 
 IndexOpt = Annotated[
     Optional[Path],
-    typer.Option("--index", help="Index directory [env: PHOTOSEEK_INDEX_DIR; default: per-user data dir]."),
+    typer.Option("--index", metavar="DIR",
+                 help="Index directory [env: PHOTOSEEK_INDEX_DIR; default: this user's data folder]."),
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output for scripts (the HTTP API's shape).")]
+# Filters, shared by search and facets:
+AfterOpt = Annotated[Optional[str], typer.Option(metavar="DATE", help="Only photos taken on or after this day "
+                                                 "(YYYY-MM-DD; without an EXIF date, the file's date counts).")]
+BeforeOpt = Annotated[Optional[str], typer.Option(metavar="DATE", help="Only photos taken on or before this day.")]
+CameraOpt = Annotated[Optional[str], typer.Option(metavar="TEXT", help="Only photos whose camera make or model "
+                                                  "contains this (any case), e.g. 'Pixel 7'.")]
+FolderOpt = Annotated[Optional[Path], typer.Option(metavar="DIR", help="Only photos in this folder (and below).")]
+TypeOpt = Annotated[Optional[list[str]], typer.Option("--type", metavar="TYPE", show_default=False,
+                                                      help="Only this file type (jpeg, png, heif, ...); repeatable.")]
+OrientationOpt = Annotated[Optional[str], typer.Option(metavar="SHAPE", help="landscape, portrait or square.")]
+MinPixelsOpt = Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Only photos of at least N pixels "
+                                                     "(width x height).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"photoseek {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """Find your photos by what is in them: index a folder, then search it by text or by example."""
 
 
 def _settings(index: Path | None) -> Settings:
@@ -35,19 +69,29 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _error(exc: PhotoseekError) -> typer.Exit:
+    return _fail(exc.message, exc.exit_code)
+
+
 @app.command()
 def index(
-    folders: Annotated[Optional[list[Path]], typer.Argument(help="Folders to index; none = re-scan the known ones.")] = None,
+    # Arguments are described in the docstring: Typer would print a type label such as <list[Path]> beside them.
+    folders: Annotated[Optional[list[Path]], typer.Argument(metavar="FOLDER", hidden=True, show_default=False)] = None,
     index: IndexOpt = None,
     model: Annotated[Optional[str], typer.Option(
+        metavar="MODEL",
         help="Encoder for a new index: MODEL:PRETRAINED (open_clip), MODEL:/path/ckpt.pt, or 'offline'. "
              "[env: PHOTOSEEK_MODEL]")] = None,
-    rebuild: Annotated[bool, typer.Option(help="Throw the index away and build it again (needed to change model).")] = False,
-    exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of files or folders to leave out; repeatable.")] = None,
-    hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
-    progress: Annotated[Optional[bool], typer.Option(help="Progress bar (default: on a terminal).")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Throw the index away and build it again (needed to change model).")] = False,
+    exclude: Annotated[Optional[list[str]], typer.Option(metavar="GLOB", show_default=False,
+                                                         help="Files or folders to leave out; repeatable.")] = None,
+    hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
+    progress: Annotated[Optional[bool], typer.Option(help="Progress bar [default: on a terminal].",
+                                                     show_default=False)] = None,
 ) -> None:
-    """Embed every photo in FOLDERS; later runs only embed what is new or changed."""
+    """Embed every photo in the FOLDERs; later runs only embed what is new or changed.
+
+    With no FOLDER, re-scan every folder the index already holds."""
     import shlex
 
     from photoseek.interrupts import StopSignals
@@ -65,24 +109,32 @@ def index(
                                          f"checkpoint; run '{resume}' to continue").install()
     from sqlalchemy.exc import DBAPIError
 
-    from photoseek.encoders import EncoderUnavailable
-    from photoseek.indexer import Indexer, IndexingError
+    from photoseek.indexer import Indexer, no_images_message
 
     settings = _settings(index)
-    indexer = Indexer(settings.resolved_index_dir, settings, show_progress=progress,
+    index_dir = settings.resolved_index_dir
+    existed = (index_dir / "photoseek.db").is_file()
+    indexer = Indexer(index_dir, settings, show_progress=progress,
                       echo=lambda msg: typer.secho(msg, fg=typer.colors.YELLOW, err=True), stop=stop.event)
     try:
         summary = indexer.run(folders or [], model=model,
                               rebuild=rebuild, exclude=exclude or [], include_hidden=hidden)
-    except (IndexingError, EncoderUnavailable, SchemaTooNew) as exc:
-        raise _fail(str(exc)) from None
+    except PhotoseekError as exc:
+        raise _error(exc) from None
     except (OSError, DBAPIError) as exc:
-        raise _fail(_write_failure(exc, settings.resolved_index_dir)) from None
+        raise _fail(_write_failure(exc, index_dir, existed and not rebuild)) from None
     if stop.requested:  # one line, and the shell's code for the signal (130 for SIGINT, 143 for SIGTERM)
         typer.echo(summary.stopped_line(resume), err=True)
         raise typer.Exit(stop.exit_code)
+    if summary.found == 0 and summary.photos == 0:
+        raise _fail(no_images_message([_show(str(f)) for f in folders] if folders else ["the indexed folders"]))
     typer.echo(f"{summary.line()}  [{summary.model_id}]")
-    typer.echo(f"index: {settings.resolved_index_dir}", err=True)
+    for path, reason in summary.skipped_files:
+        typer.echo(f"  skipped {_show(path)}: {_show(reason)}", err=True)
+    if summary.skipped > len(summary.skipped_files):
+        typer.echo(f"  ... and {summary.skipped - len(summary.skipped_files)} more: 'photoseek status' lists them all",
+                   err=True)
+    typer.echo(f"index: {_show(str(index_dir))}", err=True)
 
 
 def _show(text: str) -> str:
@@ -94,115 +146,251 @@ def _show(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def _write_failure(exc: BaseException, index_dir: Path) -> str:
+def _write_failure(exc: BaseException, index_dir: Path, had_photos: bool) -> str:
     """What to tell people when the index cannot be written (disk full, I/O error, ...)."""
     import errno
+    import sqlite3
 
     if isinstance(exc, OSError):
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         detail = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
     else:  # SQLAlchemy wraps sqlite3's error; its first line is SQLite's message
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0]
-        full = "full" in detail
+        orig = getattr(exc, "orig", exc)
+        detail = str(orig).splitlines()[0]
+        full = getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        where = ""
     what = "out of disk space" if full else detail
-    return (f"could not write the index at {index_dir}: {what} ({detail}). Nothing already saved is lost: the index "
-            "still holds every photo up to its last checkpoint and still answers searches. "
+    kept = ("Nothing already saved is lost: the index still holds every photo up to its last checkpoint and still "
+            "answers searches. " if had_photos else "")
+    return (f"could not write the index at {index_dir}: {what}{where}. {kept}"
             + ("Free some disk space, then " if full else "Fix that, then ")
-            + "run 'photoseek index' again: it carries on from there.")
+            + "run 'photoseek index' again" + (": it carries on from there." if had_photos else "."))
 
 
-def _hit_dict(hit, rank: int) -> dict:
-    photo = asdict(hit.photo)
-    for key, value in photo.items():
-        if isinstance(value, datetime):
-            photo[key] = value.isoformat()
-    return {"rank": rank, "score": round(hit.score, 6), **photo}
+def _check_similar(index_dir: Path, image_id: int) -> None:
+    """An unknown id is answered from the database alone, before the search loads anything."""
+    from photoseek import db
+    from photoseek.store import IndexFiles
+
+    files = IndexFiles(index_dir)
+    if not files.exists():
+        return  # the searcher says there is no index, with what to do
+    engine = db.open_database(files.database, readonly=True)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(db.select(db.ImageRow.id).where(db.ImageRow.id == image_id)).first()
+    finally:
+        engine.dispose()
+    if found is None:
+        raise NotFound(f"no indexed photo has id {image_id} (ids are in the third column of 'photoseek search')")
 
 
-def _print_hits(hits, offset: int, as_json: bool, query: str | None = None) -> None:
+def _filters(after: str | None, before: str | None, camera: str | None, folder: Path | None,
+             file_type: list[str] | None, orientation: str | None, min_pixels: int | None):
+    from photoseek.search.query import Filters, parse_date
+
+    return Filters(after=parse_date(after, "--after"), before=parse_date(before, "--before"), camera=camera,
+                   folder=os.path.realpath(os.path.expanduser(folder)) if folder is not None else None,
+                   types=tuple(t.lower().lstrip(".") for t in file_type or ()),
+                   orientation=orientation.lower() if orientation else None, min_pixels=min_pixels)
+
+
+def _read_query_image(image: Path) -> bytes:
+    from photoseek.imaging import DecodeError, read_file
+
+    if not image.exists():
+        raise BadInput(f"no such file: {image}")
+    try:
+        return read_file(image)
+    except DecodeError as exc:
+        raise BadInput(f"{image}: {exc.reason}") from None
+
+
+def _print_page(response, as_json: bool) -> None:
     if as_json:
-        results = [_hit_dict(h, offset + i + 1) for i, h in enumerate(hits)]
-        typer.echo(json.dumps({"query": query, "results": results} if query is not None else results, ensure_ascii=False))
+        typer.echo(response.model_dump_json())
         return
-    if not hits:
+    if not response.results:
         typer.echo("no results")
-    for i, hit in enumerate(hits):
-        typer.echo(f"{offset + i + 1:3d}  {hit.score:.3f}  {_show(hit.photo.path)}")
+    for hit in response.results:
+        typer.echo(f"{hit.rank:3d}  {hit.score:.3f}  {hit.photo.id:>6}  {_show(hit.photo.path)}")
+    if response.cutoff is not None and response.matches is not None:
+        typer.echo(f"{response.matches} photos scored {response.cutoff:.3f} or more (--min-score)", err=True)
+    if response.next_offset is not None:
+        typer.echo(f"more: --offset {response.next_offset}", err=True)
 
 
 @app.command()
 def search(
-    query: Annotated[Optional[str], typer.Argument(help="What to look for, in words.")] = None,
-    image: Annotated[Optional[Path], typer.Option("--image", help="Find photos like this image file.")] = None,
-    similar: Annotated[Optional[int], typer.Option(help="Find photos like the indexed photo with this id.")] = None,
-    queries: Annotated[Optional[Path], typer.Option(help="File of text queries, one per line ('-' = stdin).")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-k", min=1, max=1000, help="How many results.")] = 10,
-    offset: Annotated[int, typer.Option(min=0, help="Skip this many results (paging).")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output for scripts.")] = False,
+    # Arguments are described in the docstring: Typer would print a type label such as <str> beside them.
+    query: Annotated[Optional[str], typer.Argument(metavar="QUERY", hidden=True, show_default=False)] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", metavar="FILE",
+                                                  help="Find photos like this image file.")] = None,
+    similar: Annotated[Optional[int], typer.Option(metavar="ID", help="Find photos like the indexed photo with this id "
+                                                   "(the third column of the results).")] = None,
+    queries: Annotated[Optional[Path], typer.Option(metavar="FILE",
+                                                    help="File of text queries, one per line ('-' = stdin).")] = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    camera: CameraOpt = None,
+    folder: FolderOpt = None,
+    file_type: TypeOpt = None,
+    orientation: OrientationOpt = None,
+    min_pixels: MinPixelsOpt = None,
+    sort: Annotated[str, typer.Option(metavar="ORDER", help="relevance, newest or oldest (by date: only good "
+                                      "matches, see --min-score).")] = "relevance",
+    min_score: Annotated[Optional[float], typer.Option(metavar="SCORE", min=-1.0, max=1.0, help="Leave out photos "
+                                                       "scoring below this [default: none by relevance; by date, a "
+                                                       "cutoff calibrated to the query].", show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", "-k", metavar="N", min=1, max=1000, help="How many results.")] = 10,
+    offset: Annotated[int, typer.Option(metavar="N", min=0, help="Skip this many results (paging).")] = 0,
+    as_json: JsonOpt = False,
     index: IndexOpt = None,
 ) -> None:
-    """Search the index by text, by an example image, or by an indexed photo."""
-    from photoseek.encoders import EncoderUnavailable
-    from photoseek.imaging import DecodeError, read_file
-    from photoseek.search import IndexNotFound, Searcher
+    """Search the index by text (QUERY, in words), by an example image, by an indexed photo, or a mix.
 
-    modes = sum(x is not None for x in (query, image, similar, queries))
-    if modes != 1:
-        raise _fail("give exactly one of: QUERY, --image FILE, --similar ID, --queries FILE", 2)
+    QUERY may add and subtract terms and weigh them: "dog - leash + snow", "2:sunset + beach".
+    With --image or --similar, a QUERY refines the photo: --similar 42 "in winter".
+
+    Prints rank, score (cosine similarity), photo id and path, best first. With --json, one
+    JSON object per query, the same as the HTTP API's GET /api/search answer."""
+    from photoseek.search.query import SearchRequest, Term, parse_query
+
+    if queries is not None and (query, image, similar) != (None, None, None):
+        raise _fail("--queries FILE reads every query from the file: give no QUERY, --image or --similar with it", 2)
+    if (query, image, similar, queries) == (None, None, None, None):
+        raise _fail("say what to search for: QUERY, --image FILE, --similar ID or --queries FILE", 2)
     settings = _settings(index)
     try:
-        searcher = Searcher(settings.resolved_index_dir, settings)
-        if queries is not None:
-            lines = sys.stdin if str(queries) == "-" else queries.open(encoding="utf-8")
-            for q in (line.strip() for line in lines):
-                if not q:
-                    continue
-                hits = searcher.search_text(q, limit, offset)
-                if not as_json:
-                    typer.echo(f"# {q}")
-                _print_hits(hits, offset, as_json, q if as_json else None)
-            return
+        # Everything that can be checked without the index or a model, first.
+        terms: list[Term] = []
         if image is not None:
-            hits = searcher.search_image(read_file(image), limit, offset)
-        elif similar is not None:
-            hits = searcher.similar(similar, limit, offset)
-            if hits is None:
-                raise _fail(f"no indexed photo has id {similar}")
+            terms.append(Term(image=_read_query_image(image)))
+        if similar is not None:
+            _check_similar(settings.resolved_index_dir, similar)
+            terms.append(Term(photo_id=similar))
+        if query is not None:
+            terms += parse_query(query, max_chars=settings.max_query_chars)
+        filters = _filters(after, before, camera, folder, file_type, orientation, min_pixels)
+        base = dict(filters=filters, sort=sort.lower(), min_score=min_score, limit=limit, offset=offset)
+        if queries is not None:
+            if str(queries) != "-" and not queries.is_file():
+                raise BadInput(f"no such file: {queries}")
+            lines = sys.stdin if str(queries) == "-" else queries.open(encoding="utf-8")
+            requests = (SearchRequest(terms=tuple(parse_query(line, max_chars=settings.max_query_chars)), **base)
+                        for line in lines if line.strip())
+            _run_search(settings, requests, as_json, headers=not as_json)
         else:
-            hits = searcher.search_text(query, limit, offset)
-    except (IndexNotFound, EncoderUnavailable, SchemaTooNew, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
-    except DecodeError as exc:
-        raise _fail(f"{image}: {exc.reason}") from None
-    _print_hits(hits, offset, as_json)
+            _run_search(settings, [SearchRequest(terms=tuple(terms), **base)], as_json)
+    except PhotoseekError as exc:
+        raise _error(exc) from None
+
+
+def _run_search(settings: Settings, requests, as_json: bool, headers: bool = False) -> None:
+    from photoseek.imaging import DecodeError
+    from photoseek.search import Searcher
+    from photoseek.search.query import format_query
+    from photoseek.web.schemas import page_out
+
+    searcher = Searcher(settings.resolved_index_dir, settings)
+    if not len(searcher):
+        raise Unavailable(f"the index at {searcher.files.root} is empty: run 'photoseek index FOLDER' to add photos")
+    for request in requests:
+        try:
+            page = searcher.search(request)
+        except DecodeError as exc:
+            raise BadInput(f"that image cannot be read: {exc.reason}") from None
+        source = searcher.photo(request.similar_to) if request.similar_to is not None else None
+        if headers:
+            typer.echo(f"# {format_query(request.terms)}")
+        _print_page(page_out(page, source=source), as_json)
+
+
+@app.command()
+def facets(
+    query: Annotated[Optional[str], typer.Argument(metavar="QUERY", hidden=True, show_default=False)] = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    camera: CameraOpt = None,
+    folder: FolderOpt = None,
+    file_type: TypeOpt = None,
+    orientation: OrientationOpt = None,
+    min_pixels: MinPixelsOpt = None,
+    min_score: Annotated[Optional[float], typer.Option(metavar="SCORE", min=-1.0, max=1.0, help="With a QUERY: "
+                                                       "count photos scoring this or more [default: the calibrated "
+                                                       "cutoff].", show_default=False)] = None,
+    year: Annotated[Optional[int], typer.Option(metavar="YEAR", min=1, max=9999,
+                                                help="Count per month of this year.")] = None,
+    as_json: JsonOpt = False,
+    index: IndexOpt = None,
+) -> None:
+    """How many photos each filter choice keeps: per camera, year (or month), folder and file type.
+
+    With a QUERY, only the photos that match it count. Each list counts with the other filters
+    applied but not its own, so it shows the alternatives to what is chosen."""
+    from photoseek.search import Searcher
+    from photoseek.search.query import parse_query
+    from photoseek.web.schemas import facets_out
+
+    settings = _settings(index)
+    try:
+        filters = _filters(after, before, camera, folder, file_type, orientation, min_pixels)
+        terms = tuple(parse_query(query, max_chars=settings.max_query_chars)) if query is not None else ()
+        searcher = Searcher(settings.resolved_index_dir, settings)
+        out = facets_out(searcher.facets(filters, terms=terms, min_score=min_score, year=year))
+    except PhotoseekError as exc:
+        raise _error(exc) from None
+    if as_json:
+        typer.echo(out.model_dump_json())
+        return
+    for name in ("camera", "year", "month", "folder", "type"):
+        values = getattr(out, name)
+        if values:
+            typer.echo(f"{name}:")
+            for v in values:
+                typer.echo(f"  {v.count:6d}  {_show(v.label)}")
+
+
+def _describe_run(r) -> str:
+    when = r.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (f"{when}, {r.status}: added {r.added}, updated {r.updated}, moved {r.moved}, removed {r.removed}, "
+            f"skipped {r.skipped} ({r.seconds:.1f} s)")
 
 
 @app.command()
 def status(
     index: IndexOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
-    show_skipped: Annotated[int, typer.Option("--skipped", help="List up to this many skipped files.")] = 20,
+    as_json: JsonOpt = False,
+    show_skipped: Annotated[int, typer.Option("--skipped", metavar="N", min=0,
+                                              help="List up to this many skipped files.")] = 20,
 ) -> None:
-    """What the index holds: model, photo count, skipped files, last run."""
-    from photoseek.search import IndexNotFound, Searcher
+    """What the index holds: model, photo count, skipped files and why, recent runs."""
+    from photoseek.search import Searcher
+    from photoseek.web.schemas import status_out
 
     settings = _settings(index)
     try:
         st = Searcher(settings.resolved_index_dir, settings).status(skipped_limit=show_skipped)
-    except (IndexNotFound, SchemaTooNew) as exc:
-        raise _fail(str(exc)) from None
+    except PhotoseekError as exc:
+        raise _error(exc) from None
     if as_json:
-        typer.echo(json.dumps(asdict(st), default=str, ensure_ascii=False, indent=2))
+        typer.echo(status_out(st).model_dump_json(indent=2))
         return
-    typer.echo(f"index:    {st.index_dir}")
+    typer.echo(f"index:    {_show(st.index_dir)}{'' if st.writable else '  (read-only here: searchable, not updatable)'}")
     typer.echo(f"model:    {st.model_id} ({st.dim}-d)")
     typer.echo(f"photos:   {st.image_count}")
     typer.echo(f"search:   {st.search}")
     typer.echo(f"folders:  {', '.join(_show(r) for r in st.roots) or '-'}")
     if st.last_run:
-        r = st.last_run
-        typer.echo(f"last run: {r.started_at:%Y-%m-%d %H:%M:%S} UTC, {r.status}: added {r.added}, updated {r.updated}, "
-                   f"moved {r.moved}, removed {r.removed}, skipped {r.skipped} ({r.seconds:.1f} s)")
+        typer.echo(f"last run: {_describe_run(st.last_run)}")
+        if st.last_run.status == "interrupted":
+            typer.echo("          (what it saved stays indexed; run 'photoseek index' to continue)")
+    if st.previous_run:
+        typer.echo(f"before it: {_describe_run(st.previous_run)}")
+    if st.last_change and st.last_change not in (st.last_run, st.previous_run):
+        typer.echo(f"last change: {_describe_run(st.last_change)}")
+    typer.echo(f"runs:     {st.runs}")
     typer.echo(f"skipped:  {st.skipped_count}")
     for s in st.skipped:
         typer.echo(f"  {_show(s.path)}: {_show(s.reason)}")
@@ -213,9 +401,12 @@ def status(
 @app.command()
 def serve(
     index: IndexOpt = None,
-    host: Annotated[Optional[str], typer.Option(help="Address to listen on [env: PHOTOSEEK_HOST; default 127.0.0.1].")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port [env: PHOTOSEEK_PORT; default 8000].")] = None,
-    token: Annotated[Optional[str], typer.Option(help="Access token, required beyond loopback [env: PHOTOSEEK_TOKEN].")] = None,
+    host: Annotated[Optional[str], typer.Option(metavar="ADDRESS",
+                                                help="Address to listen on [env: PHOTOSEEK_HOST; default: 127.0.0.1].")] = None,
+    port: Annotated[Optional[int], typer.Option(metavar="PORT", min=1, max=65535,
+                                                help="Port [env: PHOTOSEEK_PORT; default: 8000].")] = None,
+    token: Annotated[Optional[str], typer.Option(metavar="TOKEN",
+                                                 help="Access token, required beyond loopback [env: PHOTOSEEK_TOKEN].")] = None,
 ) -> None:
     """Serve the search page and JSON API."""
     from photoseek.web.main import run

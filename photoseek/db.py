@@ -8,12 +8,15 @@ vector index can always be made to match it again.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import (
@@ -26,6 +29,10 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    case,
+    func,
+    literal,
+    literal_column,
     select,
     text,
 )
@@ -36,7 +43,10 @@ from sqlalchemy.types import TypeDecorator
 
 from photoseek.errors import PhotoseekError
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from photoseek.search.query import Filters
+
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -98,6 +108,12 @@ class ImageRow(Base):
     camera_model: Mapped[str | None] = mapped_column(String(100))
     indexed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     embedding: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    # Schema 2, for filters and sorting by date:
+    file_type: Mapped[str | None] = mapped_column(String(8), index=True)  # jpeg, png, heif, ... (what the bytes are)
+    # When the photo was taken (EXIF), else when the file was last modified (UTC): what date filters and
+    # "newest first" use. ``date_source`` says which: "exif" or "file".
+    photo_date: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    date_source: Mapped[str | None] = mapped_column(String(4))
 
     @property
     def display_path(self) -> str:
@@ -149,8 +165,34 @@ def blob_to_vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4")
 
 
+def photo_date(taken_at: datetime | None, mtime_ns: int) -> tuple[datetime, str]:
+    """The date a photo is filtered and sorted by, and where it came from."""
+    if taken_at is not None:
+        return taken_at, "exif"
+    return datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc).replace(tzinfo=None), "file"
+
+
+def _add_filter_columns(conn: Connection) -> None:
+    """1 -> 2: file type, photo date and its source, filled in from what each row already holds
+    (no photo is decoded or embedded again)."""
+    from photoseek.imaging import EXTENSION_TYPES
+
+    conn.execute(text("ALTER TABLE images ADD COLUMN file_type VARCHAR(8)"))
+    conn.execute(text("ALTER TABLE images ADD COLUMN photo_date DATETIME"))
+    conn.execute(text("ALTER TABLE images ADD COLUMN date_source VARCHAR(4)"))
+    rows = conn.execute(text("SELECT id, path, taken_at, mtime_ns FROM images")).all()
+    for row_id, path, taken_at, mtime_ns in rows:
+        taken = datetime.fromisoformat(taken_at) if isinstance(taken_at, str) else taken_at
+        when, source = photo_date(taken, mtime_ns)
+        kind = EXTENSION_TYPES.get(os.path.splitext(os.fsdecode(bytes(path)))[1].lower())
+        conn.execute(text("UPDATE images SET file_type = :t, photo_date = :d, date_source = :s WHERE id = :id"),
+                     {"t": kind, "d": when.isoformat(sep=" "), "s": source, "id": row_id})
+    conn.execute(text("CREATE INDEX ix_images_file_type ON images (file_type)"))
+    conn.execute(text("CREATE INDEX ix_images_photo_date ON images (photo_date)"))
+
+
 # Step migrations: MIGRATIONS[n] takes a database from version n to n + 1. Append, never edit.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_filter_columns}
 
 
 class SchemaTooNew(PhotoseekError, RuntimeError):
@@ -281,6 +323,152 @@ def migrate(engine: Engine) -> None:
 
 def _too_new(version: int) -> str:
     return f"this index was written by a newer photoseek (schema {version}, this one knows {SCHEMA_VERSION}); upgrade photoseek"
+
+
+def filter_ids(conn: Connection, filters: Filters) -> np.ndarray:
+    """Ids of the photos that pass ``filters`` (see :class:`photoseek.search.query.Filters`), sorted.
+    Every value goes in as a bound parameter."""
+    ids = conn.execute(select(ImageRow.id).where(*_filter_clauses(filters)).order_by(ImageRow.id)).scalars()
+    return np.fromiter(ids, dtype=np.int64)
+
+
+def _filter_clauses(filters: Filters) -> list:
+    img = ImageRow
+    where = []
+    if filters.after is not None:
+        where.append(img.photo_date >= datetime.combine(filters.after, datetime.min.time()))
+    if filters.before is not None:
+        where.append(img.photo_date < datetime.combine(filters.before + timedelta(days=1), datetime.min.time()))
+    if filters.camera:
+        label = func.lower(func.coalesce(img.camera_make, "") + " " + func.coalesce(img.camera_model, ""))
+        where.append(label.like("%" + _like_escape(filters.camera.lower().strip()) + "%", escape="\\"))
+    if filters.folder:
+        prefix = os.fsencode(filters.folder.rstrip(os.sep) + os.sep)
+        where.append(func.substr(img.path, 1, len(prefix)) == literal(prefix, LargeBinary))
+    if filters.types:
+        where.append(img.file_type.in_(list(filters.types)))
+    if filters.orientation == "landscape":
+        where.append(img.width > img.height)
+    elif filters.orientation == "portrait":
+        where.append(img.height > img.width)
+    elif filters.orientation == "square":
+        where.append(img.width == img.height)
+    if filters.min_pixels:
+        where.append(img.width * img.height >= filters.min_pixels)
+    return where
+
+
+def facet_counts(conn: Connection, filters: Filters, *, ids: np.ndarray | None = None,
+                 year: int | None = None) -> dict[str, list[tuple[Any, int]]]:
+    """How many photos each choice of a filter would keep, for the filter bar: per camera
+    (make, model), per year (per month of ``year`` when given), per top-level folder of each
+    indexed folder, per file type. Each facet counts with every other filter applied but not its
+    own, so the bar shows the alternatives to what is chosen. ``ids``: only these photos (the
+    matches of a query with a cutoff)."""
+    img = ImageRow
+    restrict = []
+    if ids is not None:
+        restrict.append(img.id.in_(select(literal_column("value")).select_from(
+            func.json_each(literal(json.dumps([int(i) for i in ids]))))))
+
+    def count(group, dropped: dict) -> list[tuple[Any, int]]:
+        where = _filter_clauses(replace(filters, **dropped)) + restrict
+        rows = conn.execute(select(*group, func.count()).where(*where).group_by(*group).order_by(func.count().desc()))
+        return [(tuple(r[:-1]) if len(group) > 1 else r[0], r[-1]) for r in rows]
+
+    when = func.strftime("%Y", img.photo_date) if year is None else func.strftime("%m", img.photo_date)
+    dates = replace(filters, after=None, before=None)
+    out = {
+        "camera": count((img.camera_make, img.camera_model), dict(camera=None)),
+        "type": count((img.file_type,), dict(types=())),
+    }
+    if year is None:
+        out["year"] = count((when,), dict(after=None, before=None))
+    else:
+        in_year = [img.photo_date >= datetime(year, 1, 1), img.photo_date < datetime(year + 1, 1, 1)]
+        rows = conn.execute(select(when, func.count()).where(*_filter_clauses(dates), *restrict, *in_year)
+                            .group_by(when))
+        out["month"] = [(r[0], r[1]) for r in rows]
+    # Top-level folder: the first path component below the photo's indexed folder ("" = the folder itself).
+    rest = func.substr(img.path, func.length(Root.path) + 2)
+    slash = func.instr(rest, literal(os.fsencode(os.sep), LargeBinary))
+    top = case((slash > 0, func.substr(rest, 1, slash - 1)), else_=literal(b"", LargeBinary))
+    where = _filter_clauses(replace(filters, folder=None)) + restrict
+    rows = conn.execute(select(Root.path, top, func.count()).join(Root, img.root_id == Root.id).where(*where)
+                        .group_by(Root.path, top).order_by(func.count().desc()))
+    out["folder"] = [(os.path.join(root, os.fsdecode(bytes(sub))).rstrip(os.sep), n)
+                     for root, sub, n in rows]
+    return out
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def photo_dates(conn: Connection, ids: Iterable[int], chunk: int = 900) -> dict[int, datetime]:
+    """``id -> photo_date`` (taken, else file modification time) for sorting by date."""
+    ids = [int(i) for i in ids]
+    out: dict[int, datetime] = {}
+    for start in range(0, len(ids), chunk):
+        part = ids[start:start + chunk]
+        out.update(conn.execute(select(ImageRow.id, ImageRow.photo_date).where(ImageRow.id.in_(part))).all())
+    return out
+
+
+# -- what readers ask (search.engine); named for what callers do ------------------------------
+
+# What a result shows: plain columns, read without ORM objects (a page of results is one query;
+# in a busy server the Python work per row is what the threads queue for).
+PHOTO_COLUMNS = (ImageRow.id, ImageRow.path, ImageRow.width, ImageRow.height, ImageRow.size_bytes,
+                 ImageRow.taken_at, ImageRow.camera_make, ImageRow.camera_model, ImageRow.indexed_at,
+                 ImageRow.file_type, ImageRow.photo_date, ImageRow.date_source)
+
+
+def index_state(conn: Connection) -> tuple[int, int, str | None]:
+    """(generation, dimension, model id) of the index as committed now."""
+    return int(get_meta(conn, "generation") or 0), int(get_meta(conn, "dim") or 0), get_meta(conn, "model_id")
+
+
+def embedding(conn: Connection, image_id: int) -> np.ndarray | None:
+    blob = conn.execute(select(ImageRow.embedding).where(ImageRow.id == image_id)).scalar_one_or_none()
+    return blob_to_vector(blob) if blob is not None else None
+
+
+def photo_rows(conn: Connection, ids: list[int]) -> list:
+    """The rows of PHOTO_COLUMNS for ``ids`` (any order; unknown ids are left out)."""
+    return conn.execute(select(*PHOTO_COLUMNS).where(ImageRow.id.in_(ids))).all() if ids else []
+
+
+def photo_path(conn: Connection, image_id: int) -> str | None:
+    return conn.execute(select(ImageRow.path).where(ImageRow.id == image_id)).scalar_one_or_none()
+
+
+def root_paths(conn: Connection) -> list[str]:
+    return list(conn.execute(select(Root.path).order_by(Root.path)).scalars())
+
+
+@dataclass(frozen=True)
+class Counts:
+    photos: int
+    skipped: int
+    runs: int
+    skipped_files: list[tuple[str, str]]  # (path, reason), by path
+    recent_runs: list[IndexRun]  # the last two, newest first
+    last_change: IndexRun | None  # the latest run that added, updated, moved or removed anything
+
+
+def counts(session, skipped_limit: int) -> Counts:
+    """What ``photoseek status`` shows, read in one transaction."""
+    changed = (IndexRun.added + IndexRun.updated + IndexRun.moved + IndexRun.removed) > 0
+    return Counts(
+        photos=session.execute(select(func.count()).select_from(ImageRow)).scalar_one(),
+        skipped=session.execute(select(func.count()).select_from(SkippedFile)).scalar_one(),
+        runs=session.execute(select(func.count()).select_from(IndexRun)).scalar_one(),
+        skipped_files=[(r.display_path, r.reason) for r in session.scalars(
+            select(SkippedFile).order_by(SkippedFile.path).limit(skipped_limit))],
+        recent_runs=list(session.scalars(select(IndexRun).order_by(IndexRun.id.desc()).limit(2))),
+        last_change=session.scalars(select(IndexRun).where(changed).order_by(IndexRun.id.desc()).limit(1)).one_or_none(),
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:

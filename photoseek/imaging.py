@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from photoseek.errors import PhotoseekError
+
 try:  # HEIC/HEIF (iPhone photos); pillow-heif registers itself as a Pillow plugin.
     import pillow_heif
 
@@ -66,11 +68,15 @@ _MAGIC = (
 )
 
 
-class DecodeError(Exception):
-    """A file that cannot be indexed; ``reason`` says why, for the user."""
+class DecodeError(PhotoseekError):
+    """A file that cannot be indexed; ``reason`` says why, for the user. ``kind``: ``not_image``
+    (415 in the API), ``too_large``, ``unreadable`` or ``corrupt`` (400)."""
 
-    def __init__(self, reason: str):
-        super().__init__(reason)
+    status = 400
+    kind = "corrupt"
+
+    def __init__(self, reason: str, kind: str = "corrupt"):
+        super().__init__(reason, kind=kind, status=415 if kind == "not_image" else 400)
         self.reason = reason
 
 
@@ -83,6 +89,7 @@ class PhotoInfo:
     taken_at: datetime | None = None
     camera_make: str | None = None
     camera_model: str | None = None
+    file_type: str | None = None  # what the bytes are (see file_type), whatever the file's name says
 
 
 @dataclass(frozen=True)
@@ -153,21 +160,21 @@ def read_file(path: Path) -> bytes:
         with _open_regular(path) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size > MAX_FILE_BYTES:
-                raise DecodeError(f"file too large ({size} bytes)")
+                raise DecodeError(f"file too large ({size} bytes)", "too_large")
             data = fh.read(MAX_FILE_BYTES + 1)
             if len(data) > MAX_FILE_BYTES:
-                raise DecodeError(f"file too large (over {MAX_FILE_BYTES} bytes)")
+                raise DecodeError(f"file too large (over {MAX_FILE_BYTES} bytes)", "too_large")
             return data
     except PermissionError:
-        raise DecodeError("cannot read file: permission denied") from None
+        raise DecodeError("cannot read file: permission denied", "unreadable") from None
     except FileNotFoundError:
-        raise DecodeError("file disappeared before it could be read") from None
+        raise DecodeError("file disappeared before it could be read", "unreadable") from None
     except IsADirectoryError:
-        raise DecodeError("not a file") from None
+        raise DecodeError("not a file", "unreadable") from None
     except NotRegularFile:
-        raise DecodeError("not a file: a FIFO, socket or device") from None
+        raise DecodeError("not a file: a FIFO, socket or device", "unreadable") from None
     except OSError as exc:
-        raise DecodeError(f"cannot read file: {exc.strerror or exc}") from None
+        raise DecodeError(f"cannot read file: {exc.strerror or exc}", "unreadable") from None
 
 
 def open_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, PhotoInfo]:
@@ -188,8 +195,9 @@ def open_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = 
             if width <= 0 or height <= 0:
                 raise DecodeError("image has no pixels")
             if width * height > max_pixels:
-                raise DecodeError(f"image too large: {width} x {height} pixels (limit {max_pixels:,})")
+                raise DecodeError(f"image too large: {width} x {height} pixels (limit {max_pixels:,})", "too_large")
             exif = _safe_exif(img)
+            kind = file_type(img.format)
             if draft_size and img.format in ("JPEG", "MPO"):
                 img = _draft_jpeg(img, data, draft_size)
             img.load()  # the first frame of an animation; raises on truncated or corrupt data
@@ -200,16 +208,31 @@ def open_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = 
     except DecodeError:
         raise
     except UnidentifiedImageError:
-        raise DecodeError("not an image (unrecognised format)") from None
+        raise DecodeError("not an image (unrecognised format)", "not_image") from None
     except Image.DecompressionBombError as exc:
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
-        raise DecodeError(f"image too large: {size} (limit {max_pixels:,}); a decompression bomb?") from None
+        raise DecodeError(f"image too large: {size} (limit {max_pixels:,}); a decompression bomb?", "too_large") from None
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, EOFError,
             MemoryError, RuntimeError, struct.error) as exc:
         message = str(exc).strip() or type(exc).__name__
         raise DecodeError(f"corrupt or truncated image: {message[:200]}") from None
-    return img, _photo_info(width, height, exif)
+    return img, _photo_info(width, height, exif, kind)
+
+
+def file_type(pillow_format: str | None) -> str | None:
+    """The file type people filter by: ``jpeg``, ``png``, ``heif``, ... from Pillow's format name
+    (an MPO is a JPEG with extra frames)."""
+    if not pillow_format:
+        return None
+    return _FILE_TYPES.get(pillow_format, pillow_format.lower())
+
+
+_FILE_TYPES = {"JPEG": "jpeg", "MPO": "jpeg", "HEIF": "heif", "AVIF": "avif"}
+# File types by extension, for photos indexed before the type was recorded (schema 1).
+EXTENSION_TYPES = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "jpeg", ".mpo": "jpeg", ".png": "png",
+                   ".gif": "gif", ".webp": "webp", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff", ".heic": "heif",
+                   ".heif": "heif", ".avif": "avif"}
 
 
 def _draft_jpeg(img: Image.Image, data: bytes, draft_size: int) -> Image.Image:
@@ -232,6 +255,22 @@ def _draft_jpeg(img: Image.Image, data: bytes, draft_size: int) -> Image.Image:
                 pass
     img.draft("RGB", (draft_size, draft_size))
     return img
+
+
+def sniff_format(source: bytes | Path) -> str:
+    """The Pillow format of an image (bytes, or a file: its header only), if it is one of the
+    formats photos come in (never, say, EPS, which runs Ghostscript). Raises :class:`DecodeError`:
+    ``not_image``, or ``too_large`` for a decompression bomb."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source,
+                            formats=photo_formats()) as img:
+                return str(img.format)
+    except Image.DecompressionBombError:
+        raise DecodeError("image too large: a decompression bomb?", "too_large") from None
+    except Exception:  # any parser error (e.g. the AVIF plugin's RuntimeError) means: not an image we can read
+        raise DecodeError("not an image (unrecognised format)", "not_image") from None
 
 
 def photo_formats() -> tuple[str, ...]:
@@ -514,15 +553,15 @@ def _upright(img: Image.Image, exif: Image.Exif | None) -> Image.Image:
         return img
 
 
-def _photo_info(width: int, height: int, exif: Image.Exif | None) -> PhotoInfo:
+def _photo_info(width: int, height: int, exif: Image.Exif | None, kind: str | None = None) -> PhotoInfo:
     if exif is None:
-        return PhotoInfo(width, height)
+        return PhotoInfo(width, height, file_type=kind)
     try:
         sub = exif.get_ifd(_EXIF_IFD)
     except Exception:
         sub = {}
     taken = _parse_exif_datetime(sub.get(_TAG_DATETIME_ORIGINAL) or exif.get(_TAG_DATETIME))
-    return PhotoInfo(width, height, taken, _clean_text(exif.get(_TAG_MAKE)), _clean_text(exif.get(_TAG_MODEL)))
+    return PhotoInfo(width, height, taken, _clean_text(exif.get(_TAG_MAKE)), _clean_text(exif.get(_TAG_MODEL)), kind)
 
 
 def _clean_text(value: object) -> str | None:

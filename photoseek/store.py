@@ -20,7 +20,6 @@ import fcntl
 import math
 import os
 import struct
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from sqlalchemy.engine import Engine
 
 from photoseek import db
 from photoseek.errors import NotWritable
+from photoseek.files import atomic_write
 from photoseek.settings import EXACT_SEARCH_UP_TO
 
 _MAGIC = b"PSKFAISS"
@@ -216,23 +216,41 @@ class VectorStore:
         if len(ids):
             self.index.remove_ids(ids)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``k`` per query: (scores, ids), ids -1 where fewer exist."""
-        k = max(1, min(k, len(self))) if len(self) else 1
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` per query: (scores, ids), ids -1 where fewer exist. ``allowed``: sorted ids
+        to search among (FAISS skips the others inside the search, so a filter costs no recall)."""
+        available = len(self) if allowed is None else min(len(self), len(allowed))
+        k = max(1, min(k, available)) if available else 1
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if not len(self):
+        if not available:
             n = len(queries)
             return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64)) if allowed is not None else None
         if not self.approximate:
-            return self.index.search(queries, k)
-        # The nearest lists may hold fewer than k photos (a deep page of results): visit more.
+            return self.index.search(queries, k, params=faiss.SearchParameters(sel=selector) if selector else None)
+        # The nearest lists may hold fewer than k photos (a deep page of results, a narrow filter): visit more.
         params = faiss.SearchParametersIVF()
         params.nprobe = self.index.nprobe
+        if selector is not None:
+            params.sel = selector
         while True:
             scores, ids = self.index.search(queries, k, params=params)
             if params.nprobe >= self.index.nlist or (ids >= 0).sum(axis=1).min() >= k:
                 return scores, ids
             params.nprobe = min(self.index.nlist, params.nprobe * 4)
+
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, ids) of those of ``ids`` this store holds, in the same order."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.approximate:
+            held = ids[np.isin(ids, faiss.vector_to_array(self.index.id_map))]
+            if not len(held):
+                return np.zeros((0, self.dim), np.float32), held
+            return self.index.reconstruct_batch(held), held
+        found = [(i, v) for i, v in ((int(i), self.vector(i)) for i in ids) if v is not None]
+        if not found:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
+        return np.stack([v for _, v in found]), np.array([i for i, _ in found], dtype=np.int64)
 
     def vector(self, image_id: int) -> np.ndarray | None:
         try:
@@ -246,18 +264,7 @@ class VectorStore:
         """Atomically replace ``path``: temp file, fsync, rename, fsync the directory."""
         payload = faiss.serialize_index(self.index)
         header = _HEADER.pack(_MAGIC, generation, len(self), self.dim)
-        fd, tmp = tempfile.mkstemp(prefix=".vectors-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(header)
-                fh.write(payload.tobytes())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        atomic_write(path, lambda fh: (fh.write(header), fh.write(payload.tobytes())), durable=True)
 
     @classmethod
     def load(cls, path: Path, *, dim: int, generation: int) -> VectorStore | None:
@@ -334,16 +341,3 @@ def load_vectors(files: IndexFiles, engine: Engine, *, dim: int, generation: int
     if persist:
         store.save(files.vectors, generation)
     return store
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

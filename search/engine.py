@@ -12,6 +12,7 @@ import os
 import stat
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,17 +21,25 @@ from pathlib import Path
 import faiss
 import numpy as np
 from PIL import Image
-from sqlalchemy import event, func, select
+from sqlalchemy import event
 
 from photoseek import db
 from photoseek.encoders import Encoder, load_encoder
 from photoseek.errors import BadInput, NotFound, Unavailable
+from photoseek.files import is_under
 from photoseek.imaging import open_image
 from photoseek.settings import Settings
 from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
+from photoseek.search.query import Filters, SearchRequest, Term
 
 TEXT_CACHE_SIZE = 1024
+# A filter that keeps at most this share of the photos is answered by scoring just those photos
+# (one matrix product over their vectors) instead of a FAISS search that skips the others.
+DIRECT_SCORING_SHARE = 0.05
+# Sorting by date keeps only good matches: by default those whose score stands this many standard
+# deviations above the query's mean score over the whole collection (see Searcher.cutoff_for).
+CUTOFF_SIGMAS = 1.5
 TEXT_BATCH_MAX = 16  # queries embedded together when they arrive at once
 SEARCH_CONNECTIONS = 40
 
@@ -57,6 +66,9 @@ class Photo:
     camera_make: str | None
     camera_model: str | None
     indexed_at: datetime
+    file_type: str | None = None
+    photo_date: datetime | None = None  # taken (EXIF), else the file's modification time: see date_source
+    date_source: str | None = None  # "exif" or "file"
 
     @property
     def name(self) -> str:
@@ -67,6 +79,17 @@ class Photo:
 class Hit:
     photo: Photo
     score: float
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a search's answer."""
+
+    request: SearchRequest
+    hits: list[Hit]
+    next_offset: int | None
+    cutoff: float | None  # the score below which photos were left out (None: none were)
+    matches: int | None  # how many photos passed the cutoff, when there was one
 
 
 @dataclass(frozen=True)
@@ -123,17 +146,11 @@ def _single_threaded_openmp():
         faiss.omp_set_num_threads(before)
 
 
-# What a result shows: plain columns, read without ORM objects (a page of results is one
-# query; in a busy server the Python work per row is what the threads queue for).
-_PHOTO_COLUMNS = (db.ImageRow.id, db.ImageRow.path, db.ImageRow.width, db.ImageRow.height, db.ImageRow.size_bytes,
-                  db.ImageRow.taken_at, db.ImageRow.camera_make, db.ImageRow.camera_model, db.ImageRow.indexed_at)
-
-
 def _photo(row) -> Photo:
     return Photo(
         id=row.id, path=db.display_path(row.path), width=row.width, height=row.height, size_bytes=row.size_bytes,
         taken_at=row.taken_at, camera_make=row.camera_make, camera_model=row.camera_model,
-        indexed_at=_utc(row.indexed_at),
+        indexed_at=_utc(row.indexed_at), file_type=row.file_type, photo_date=row.photo_date, date_source=row.date_source,
     )
 
 
@@ -186,8 +203,7 @@ class Searcher:
 
     def _index_state(self) -> tuple[int, int, str | None]:
         with self._engine.connect() as conn:
-            return (int(db.get_meta(conn, "generation") or 0), int(db.get_meta(conn, "dim") or 0),
-                    db.get_meta(conn, "model_id"))
+            return db.index_state(conn)
 
     def refresh(self) -> bool:
         """Load the newest state an indexer has finished writing. True if it changed.
@@ -275,9 +291,121 @@ class Searcher:
         vector = store.vector(image_id) if store is not None else None
         if vector is None:
             with self._engine.connect() as conn:
-                blob = conn.execute(select(db.ImageRow.embedding).where(db.ImageRow.id == image_id)).scalar_one_or_none()
-            vector = db.blob_to_vector(blob) if blob is not None else None
+                vector = db.embedding(conn, image_id)
         return vector
+
+    # -- the one search ---------------------------------------------------------------------
+
+    def search(self, request: SearchRequest, *, embed_image: Callable[[bytes], np.ndarray] | None = None) -> Page:
+        """Answer any search: weighted terms, filters, a cutoff, sorted by relevance or by date.
+
+        Filters are part of the search, not applied after it: the page holds the best matches
+        among the photos that pass them, exactly as a search over only those photos would.
+        ``embed_image``: how to embed an uploaded image term (a server passes its cache).
+        Raises :class:`~photoseek.errors.BadInput` / :class:`~photoseek.errors.NotFound`."""
+        store = self._vectors
+        vector = self.query_vector(request.terms, embed_image=embed_image)
+        exclude = {t.photo_id for t in request.terms if t.photo_id is not None and t.weight > 0}
+        allowed = None
+        if request.filters.active:
+            with self._engine.connect() as conn:
+                allowed = db.filter_ids(conn, request.filters)
+        if store is None or not len(store):
+            return Page(request, [], None, request.min_score, None)
+        if request.sort == "relevance":
+            cutoff = request.min_score
+            want = request.offset + request.limit + 1 + len(exclude) + (8 if allowed is None else 0)
+            scores, ids = self._rank(store, vector, want, allowed)
+            matches = None
+        else:
+            cutoff = request.min_score if request.min_score is not None else self.cutoff_for(store, vector)
+            scores, ids = self._above(store, vector, cutoff, allowed)
+            with self._engine.connect() as conn:
+                dates = db.photo_dates(conn, ids)
+            oldest = datetime.max if request.sort == "oldest" else datetime.min
+            # Newest first: date descending, then id, so every page follows the one before without gaps or repeats.
+            order = sorted((i for i in range(len(ids)) if int(ids[i]) in dates),
+                           key=lambda i: (dates[int(ids[i])] or oldest, int(ids[i])), reverse=request.sort == "newest")
+            scores, ids = scores[order], ids[order]
+            matches = len(ids)
+        pairs = [(int(i), float(s)) for i, s in zip(ids, scores)
+                 if i >= 0 and int(i) not in exclude and (cutoff is None or s >= cutoff)]
+        window = pairs[request.offset: request.offset + request.limit + 1 + 8]
+        photos = self._photos([i for i, _ in window])
+        hits = [Hit(photos[i], s) for i, s in window if i in photos]
+        more = len(hits) > request.limit or len(pairs) > request.offset + len(window)
+        next_offset = request.offset + request.limit if more else None
+        return Page(request, hits[:request.limit], next_offset, cutoff, matches)
+
+    def facets(self, filters: Filters, *, terms: tuple[Term, ...] = (), min_score: float | None = None,
+               year: int | None = None) -> dict[str, list]:
+        """Counts for the filter bar (see :func:`photoseek.db.facet_counts`). With ``terms``, over
+        the photos that match them: those scoring ``min_score`` or more (default: the calibrated
+        cutoff that sorting by date uses)."""
+        ids = None
+        store = self._vectors
+        if terms and store is not None and len(store):
+            vector = self.query_vector(terms)
+            cutoff = min_score if min_score is not None else self.cutoff_for(store, vector)
+            _, ids = self._above(store, vector, cutoff, None)
+        with self._engine.connect() as conn:
+            return db.facet_counts(conn, filters, ids=ids, year=year)
+
+    def query_vector(self, terms: tuple[Term, ...] | list[Term], *,
+                     embed_image: Callable[[bytes], np.ndarray] | None = None) -> np.ndarray:
+        """The normalised weighted sum of the terms' unit embeddings."""
+        total = None
+        for term in terms:
+            if term.text is not None:
+                unit = self.embed_text(term.text)
+            elif term.image is not None:
+                unit = (embed_image or self.embed_image)(term.image)
+            else:
+                unit = self.vector(term.photo_id)
+                if unit is None:
+                    raise NotFound(f"no indexed photo has id {term.photo_id}")
+            part = term.weight * np.asarray(unit, dtype=np.float32)
+            total = part if total is None else total + part
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise BadInput("the terms cancel each other out: nothing is left to search for")
+        return (total / norm).astype(np.float32)
+
+    def cutoff_for(self, store: VectorStore, vector: np.ndarray) -> float:
+        """The default cutoff when sorting by date, from this query's own scores over the whole
+        collection: mean + CUTOFF_SIGMAS standard deviations. It adapts to each encoder's score
+        scale (CLIP's text-image cosines sit near 0.3, the offline encoder's far higher) and to
+        each query, with no constant in cosine units."""
+        all_scores, _ = self._rank(store, vector, len(store), None)
+        all_scores = all_scores[np.isfinite(all_scores)]
+        return float(all_scores.mean() + CUTOFF_SIGMAS * all_scores.std())
+
+    def _rank(self, store: VectorStore, vector: np.ndarray, k: int, allowed: np.ndarray | None):
+        """Best ``k`` (scores, ids) among ``allowed`` (None: every photo)."""
+        if allowed is not None and len(allowed) <= max(1, DIRECT_SCORING_SHARE * len(store)):
+            scores, ids = self._score_ids(store, vector, allowed)
+            top = np.argsort(-scores, kind="stable")[:k]
+            return scores[top], ids[top]
+        with _single_threaded_openmp():
+            scores, ids = store.search(vector, k, allowed=allowed)
+        return scores[0], ids[0]
+
+    def _above(self, store: VectorStore, vector: np.ndarray, cutoff: float, allowed: np.ndarray | None):
+        """Every (score, id) at or above ``cutoff`` among ``allowed``, best first."""
+        if allowed is not None:
+            scores, ids = self._score_ids(store, vector, allowed)
+        else:
+            with _single_threaded_openmp():
+                scores, ids = store.search(vector, len(store))
+            scores, ids = scores[0], ids[0]
+        keep = (ids >= 0) & (scores >= cutoff)
+        scores, ids = scores[keep], ids[keep]
+        order = np.argsort(-scores, kind="stable")
+        return scores[order], ids[order]
+
+    def _score_ids(self, store: VectorStore, vector: np.ndarray, ids: np.ndarray):
+        vectors, found = store.vectors(ids)
+        return vectors @ vector, found
 
     def search_vector(self, vector: np.ndarray, limit: int = 20, offset: int = 0, *, exclude: int | None = None) -> list[Hit]:
         store = self._vectors
@@ -296,8 +424,7 @@ class Searcher:
         if not ids:
             return {}
         with self._engine.connect() as conn:
-            rows = conn.execute(select(*_PHOTO_COLUMNS).where(db.ImageRow.id.in_(ids)))
-            return {row.id: _photo(row) for row in rows}
+            return {row.id: _photo(row) for row in db.photo_rows(conn, ids)}
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -307,15 +434,15 @@ class Searcher:
     def file_path(self, image_id: int) -> Path | None:
         """The real file of an indexed photo, for serving it; None for anything else."""
         with self._engine.connect() as conn:
-            path = conn.execute(select(db.ImageRow.path).where(db.ImageRow.id == image_id)).scalar_one_or_none()
+            path = db.photo_path(conn, image_id)
             if path is None:
                 return None
-            roots = [os.path.realpath(p) for p in conn.execute(select(db.Root.path)).scalars()]
+            roots = [os.path.realpath(p) for p in db.root_paths(conn)]
         # The path was inside an indexed folder when it was indexed; since then it may have been
         # replaced by a symbolic link to anywhere (or by a FIFO or device). Serve it only if it
         # still resolves to a regular file inside an indexed folder.
         real = os.path.realpath(path)
-        if not any(real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+        if not is_under(real, roots):
             return None
         try:
             if not stat.S_ISREG(os.stat(real).st_mode):
@@ -326,21 +453,15 @@ class Searcher:
 
     def status(self, skipped_limit: int = 100) -> IndexStatus:
         with self._sessions() as session:
-            count = session.execute(select(func.count()).select_from(db.ImageRow)).scalar_one()
-            skipped_count = session.execute(select(func.count()).select_from(db.SkippedFile)).scalar_one()
-            skipped = [Skipped(r.display_path, r.reason) for r in session.scalars(
-                select(db.SkippedFile).order_by(db.SkippedFile.path).limit(skipped_limit))]
-            roots = [db.display_path(p) for p in session.scalars(select(db.Root.path).order_by(db.Root.path))]
-            runs = session.execute(select(func.count()).select_from(db.IndexRun)).scalar_one()
-            run, previous = (list(session.scalars(select(db.IndexRun).order_by(db.IndexRun.id.desc()).limit(2)))
-                             + [None, None])[:2]
-            changed = (db.IndexRun.added + db.IndexRun.updated + db.IndexRun.moved + db.IndexRun.removed) > 0
-            change = session.scalars(select(db.IndexRun).where(changed).order_by(db.IndexRun.id.desc()).limit(1)).one_or_none()
-            generation = int(db.get_meta(session, "generation") or 0)
-            dim = int(db.get_meta(session, "dim") or 0)
+            counts = db.counts(session, skipped_limit)
+            generation, dim, _ = db.index_state(session)
+            roots = [db.display_path(p) for p in db.root_paths(session)]
+        run, previous = (counts.recent_runs + [None, None])[:2]
         search = self._vectors.describe() if self._vectors is not None else EXACT_SEARCH
-        return IndexStatus(str(self.files.root), self.model_id, dim, count, skipped_count, skipped, roots,
-                           self._last_run(run), self._last_run(previous), self._last_run(change), runs, generation, search, self.files.writable())
+        return IndexStatus(str(self.files.root), self.model_id, dim, counts.photos, counts.skipped,
+                           [Skipped(p, r) for p, r in counts.skipped_files], roots, self._last_run(run),
+                           self._last_run(previous), self._last_run(counts.last_change), counts.runs, generation,
+                           search, self.files.writable())
 
     def _last_run(self, run: db.IndexRun | None) -> LastRun | None:
         if run is None:

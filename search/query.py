@@ -139,6 +139,18 @@ def parse_query(text: str, *, max_chars: int = 500) -> list[Term]:
     return terms
 
 
+def format_query(terms: tuple[Term, ...] | list[Term]) -> str | None:
+    """The text terms written back in the query syntax (``dog - leash``, ``2:sunset + beach``), or
+    None when there are none. ``parse_query(format_query(t))`` gives the text terms of ``t`` back."""
+    out = ""
+    for term in (t for t in terms if t.text is not None):
+        magnitude = abs(term.weight)
+        text = term.text if magnitude == 1 else f"{magnitude:g}:{term.text}"
+        sign = "-" if term.weight < 0 else "+"
+        out = (f"{out} {sign} {text}" if out else (f"- {text}" if sign == "-" else text))
+    return out or None
+
+
 def _term(part: str, sign: float) -> Term:
     weight = 1.0
     m = _WEIGHT.match(part)

@@ -15,17 +15,12 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
+from helpers import run_cli
 from photoseek import db
 from photoseek.store import IndexFiles, VectorStore
 
 
-def photoseek(*args: str, env_extra: dict | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PHOTOSEEK_DECODE_WORKERS": "1", **(env_extra or {})}
-    result = subprocess.run([sys.executable, "-m", "photoseek", *args], capture_output=True, text=True, env=env,
-                            timeout=600, **kwargs)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+photoseek = run_cli
 
 
 def test_cli_index_search_status(tmp_path, samples_dir):
@@ -36,8 +31,8 @@ def test_cli_index_search_status(tmp_path, samples_dir):
     assert "added 34" in first.stdout
 
     out = photoseek("search", "a cup of coffee", "--index", index, "-k", "3", "--json").stdout
-    results = json.loads(out)
-    assert len(results) == 3 and results[0]["path"].endswith("coffee.png") and results[0]["rank"] == 1
+    results = json.loads(out)["results"]
+    assert len(results) == 3 and results[0]["photo"]["path"].endswith("coffee.png") and results[0]["rank"] == 1
 
     text = photoseek("search", "--image", str(samples_dir / "rocket.jpg"), "--index", index, "-k", "1").stdout
     assert text.strip().endswith("rocket.jpg")
@@ -47,10 +42,10 @@ def test_cli_index_search_status(tmp_path, samples_dir):
     lines = photoseek("search", "--queries", str(queries), "--json", "--index", index, "-k", "2").stdout.splitlines()
     answers = [json.loads(line) for line in lines]
     assert [a["query"] for a in answers] == ["a rocket", "a guitar"]
-    assert answers[1]["results"][0]["path"].endswith("guitar.jpg")
+    assert answers[1]["results"][0]["photo"]["path"].endswith("guitar.jpg")
 
     status = json.loads(photoseek("status", "--index", index, "--json").stdout)
-    assert status["image_count"] == 34 and status["model_id"].startswith("offline")
+    assert status["image_count"] == 34 and status["model"].startswith("offline")
 
     second = photoseek("index", "--index", index)
     assert "added 0" in second.stdout and "unchanged 34" in second.stdout
@@ -59,8 +54,10 @@ def test_cli_index_search_status(tmp_path, samples_dir):
 def test_cli_errors_are_clear(tmp_path):
     missing = photoseek("search", "a cat", "--index", str(tmp_path / "nothing"), check=False)
     assert missing.returncode == 1 and "no index at" in missing.stderr and "Traceback" not in missing.stderr
-    both = photoseek("search", "a cat", "--image", "x.jpg", check=False)
-    assert both.returncode == 2 and "exactly one" in both.stderr
+    both = photoseek("search", "a cat", "--queries", "q.txt", check=False)
+    assert both.returncode == 2 and "--queries FILE reads every query from the file" in both.stderr
+    nothing = photoseek("search", check=False)
+    assert nothing.returncode == 2 and "say what to search for" in nothing.stderr
     not_dir = photoseek("index", str(tmp_path / "nope"), "--index", str(tmp_path / "i"), check=False)
     assert not_dir.returncode == 1 and "not a folder" in not_dir.stderr
 

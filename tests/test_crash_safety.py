@@ -306,8 +306,8 @@ cp -a {mnt}/index {out}
 
     # The index on the full disk still answers.
     assert int((tmp_path / "search.rc").read_text()) == 0, (tmp_path / "search.err").read_text()[-2000:]
-    hits = json.loads((tmp_path / "search.out").read_text())
-    assert hits[0]["path"].endswith("coffee.png")
+    hits = json.loads((tmp_path / "search.out").read_text())["results"]
+    assert hits[0]["photo"]["path"].endswith("coffee.png")
 
     # Consistent, with everything the previous index had; a run with room finishes the job.
     state = index_state(out)

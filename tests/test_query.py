@@ -7,7 +7,9 @@ from datetime import date
 import pytest
 
 from photoseek.errors import BadInput
-from photoseek.search.query import Filters, SearchRequest, Term, parse_date, parse_query, parse_weight
+from photoseek.search.query import (
+    Filters, SearchRequest, Term, format_query, parse_date, parse_query, parse_weight,
+)
 
 
 def terms(text: str) -> list[tuple[float, str]]:
@@ -27,6 +29,7 @@ def terms(text: str) -> list[tuple[float, str]]:
 ])
 def test_terms_and_weights(text, expected):
     assert terms(text) == expected
+    assert terms(format_query(parse_query(text))) == expected  # written back, it reads the same
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -127,9 +127,17 @@ def test_text_search_shape_and_paging(api):
 
 
 @pytest.mark.parametrize("params,needle", [
-    ({}, "q: field required"),
+    ({}, "give q"),
     ({"q": "   "}, "empty"),
-    ({"q": "x" * 501}, "too long"),
+    ({"q": "x" * 501}, "q: string should have at most 500 characters"),
+    ({"q": "cat", "after": "2021-02-30"}, "after"),
+    ({"q": "cat", "after": "2022-01-01", "before": "2021-01-01"}, "later than before"),
+    ({"q": "cat", "sort": "random"}, "sort"),
+    ({"q": "cat", "min_score": "high"}, "min_score"),
+    ({"q": "cat", "orientation": "diagonal"}, "orientation"),
+    ({"q": "cat -"}, "ends with an operator"),
+    ({"q": "0:cat"}, "weight of 0"),
+    ({"q": "- cat"}, "positive weight"),
     ({"q": "cat", "limit": 0}, "limit"),
     ({"q": "cat", "limit": 201}, "limit"),
     ({"q": "cat", "limit": "many"}, "limit"),
@@ -148,7 +156,49 @@ def test_query_length_limit_comes_from_settings(demo_searcher, settings_factory,
     with client(app) as c:
         assert c.get("/api/search", params={"q": "a" * 10}).status_code == 200
         r = c.get("/api/search", params={"q": "a" * 11})
-        assert r.status_code == 400 and "limit is 10" in r.json()["message"]
+        assert r.status_code == 400 and "at most 10 characters" in r.json()["message"]
+        assert create_app(settings_factory(demo_index, max_query_chars=10), demo_searcher).openapi()["paths"][
+            "/api/search"]["get"]["parameters"][0]["schema"]["anyOf"][0]["maxLength"] == 10  # and the schema says so
+
+
+# -- POST /api/search: weighted terms, uploaded photos as base64 ------------------------------------
+
+
+def test_post_search_takes_weighted_terms_photos_and_filters(api, ids, samples_dir):
+    import base64
+
+    rocket = base64.b64encode((samples_dir / "rocket.jpg").read_bytes()).decode()
+    r = api.post("/api/search", json={"terms": [{"image": rocket}], "limit": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["kind"] == "image" and r.json()["results"][0]["photo"]["name"] == "rocket.jpg"
+
+    cat = ids["black_cat.jpg"]
+    body = {"terms": [{"photo_id": cat}, {"text": "a dog", "weight": 2}], "limit": 4}
+    r = api.post("/api/search", json=body).json()
+    assert r["kind"] == "similar" and r["source"]["id"] == cat and r["results"][0]["photo"]["name"] == "puppy.jpg"
+    assert [t["kind"] for t in r["terms"]] == ["photo", "text"] and r["query"] == "2:a dog"
+    get = api.get("/api/search", params={"similar": cat, "q": "2:a dog", "limit": 4}).json()
+    assert get["results"] == r["results"]  # the same search, asked either way
+
+    pngs = api.post("/api/search", json={"q": "a cat", "filters": {"type": ["png"]}, "limit": 50}).json()
+    assert {h["photo"]["file_type"] for h in pngs["results"]} == {"png"} and len(pngs["results"]) == 4
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"terms": []}, 400, "empty"),
+    ({"terms": [{"text": "a cat", "weight": 0}]}, 400, "weight of 0"),
+    ({"terms": [{"text": "a cat", "photo_id": 1}]}, 400, "exactly one of"),
+    ({"terms": [{"text": "a cat", "weight": "heavy"}]}, 400, "weight"),
+    ({"terms": [{"image": "not base64!"}]}, 400, "base64"),
+    ({"terms": [{"image": "aGVsbG8gd29ybGQ="}]}, 415, "not an image"),
+    ({"terms": [{"photo_id": 999999}]}, 404, "no indexed photo has id 999999"),
+    ({"q": "a cat", "filters": {"after": "2022-01-01", "before": "2021-01-01"}}, 400, "later than before"),
+    ({"q": "a cat", "sort": "random"}, 400, "sort"),
+])
+def test_post_search_bad_requests_say_what_is_wrong(api, body, status, needle):
+    r = api.post("/api/search", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["message"]
 
 
 # -- reverse image search -----------------------------------------------------------------------
@@ -431,9 +481,9 @@ def test_search_runs_off_the_event_loop(demo_searcher, settings_factory, demo_in
         def __len__(self):
             return len(self._inner)
 
-        def search_text(self, *args):
+        def search(self, *args):
             time.sleep(1.0)
-            return self._inner.search_text(*args)
+            return self._inner.search(*args)
 
     app = create_app(settings_factory(demo_index), Slow(demo_searcher))
 

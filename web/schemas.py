@@ -7,12 +7,14 @@ these at the edge, with the URLs a client needs to show a result.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from photoseek.search import Hit, IndexStatus, Photo
+from photoseek.search.engine import Page
+from photoseek.search.query import format_query
 
 
 def _with_offset(value):
@@ -40,6 +42,10 @@ class PhotoOut(BaseModel):
     camera_model: str | None
     camera: str | None = Field(description="Make and model in one readable string, if known.")
     indexed_at: Timestamp
+    file_type: str | None = Field(default=None, description="What the file is: jpeg, png, heif, ...")
+    date: Timestamp | None = Field(default=None, description="The date filters and sorting use: taken_at if "
+                                   "known, else the file's modification time (see date_source).")
+    date_source: Literal["exif", "file"] | None = None
     thumbnail_url: str = Field(description="WebP, about 320 px on the long side.")
     preview_url: str = Field(description="WebP, about 1600 px on the long side, for a detail view.")
     file_url: str = Field(description="The original file.")
@@ -53,10 +59,89 @@ class HitOut(BaseModel):
     photo: PhotoOut
 
 
+class TermOut(BaseModel):
+    weight: float = Field(description="Negative: subtracted from the query.", examples=[1.0])
+    kind: Literal["text", "image", "photo"]
+    text: str | None = None
+    photo_id: int | None = None
+
+
+class FiltersOut(BaseModel):
+    """Filters, as applied (responses) or asked for (the body of POST /api/search)."""
+
+    after: date | None = Field(default=None, description="Taken on or after this day.")
+    before: date | None = Field(default=None, description="Taken on or before this day.")
+    camera: str | None = Field(default=None, max_length=100, description="Make or model contains this (any case).")
+    folder: str | None = Field(default=None, max_length=4096, description="Under this folder.")
+    type: list[str] = Field(default=[], max_length=16, description="File types: jpeg, png, heif, ...")
+    orientation: Literal["landscape", "portrait", "square"] | None = None
+    min_pixels: int | None = Field(default=None, ge=1, le=10**12)
+
+
+def search_body_model(max_query_chars: int, max_upload_bytes: int) -> type[BaseModel]:
+    """The body of ``POST /api/search``, with the limits this server enforces declared in it."""
+    from base64 import b64decode
+    from binascii import Error as Base64Error
+
+    from pydantic import create_model, field_validator, model_validator
+
+    from photoseek.search.query import MAX_TERMS, MAX_WEIGHT
+
+    class TermIn(BaseModel):
+        """One term: exactly one of text, photo_id, image."""
+
+        weight: float = Field(default=1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT,
+                              description="How much it counts; negative subtracts it. Not 0.")
+        text: str | None = Field(default=None, min_length=1, max_length=max_query_chars, description="Words, as is "
+                                 "(no +/- syntax inside a term).")
+        photo_id: int | None = Field(default=None, ge=1, le=2**63 - 1, description="An indexed photo.")
+        image: str | None = Field(default=None, max_length=4 * (max_upload_bytes // 3 + 1),
+                                  description="An image file, base64-encoded.")
+
+        @model_validator(mode="after")
+        def _one(self):
+            if sum(x is not None for x in (self.text, self.photo_id, self.image)) != 1:
+                raise ValueError("each term has exactly one of text, photo_id, image")
+            if self.weight == 0:
+                raise ValueError("a weight of 0 does nothing: leave the term out")
+            return self
+
+        @field_validator("image")
+        @classmethod
+        def _base64(cls, value: str | None):
+            if value is not None:
+                try:
+                    b64decode(value, validate=True)
+                except (Base64Error, ValueError):
+                    raise ValueError("image must be base64 (RFC 4648, no line breaks)") from None
+            return value
+
+    return create_model(
+        "SearchBody",
+        q=(str | None, Field(default=None, max_length=max_query_chars,
+                             description="Text with the +/- and weight syntax, added to the terms.")),
+        terms=(list[TermIn], Field(default=[], max_length=MAX_TERMS, description="Weighted terms.")),
+        filters=(FiltersOut, Field(default_factory=FiltersOut)),
+        sort=(Literal["relevance", "newest", "oldest"], "relevance"),
+        min_score=(float | None, Field(default=None, ge=-1, le=1)),
+        limit=(int, Field(default=24, ge=1, le=200)),
+        offset=(int, Field(default=0, ge=0, le=100_000)),
+    )
+
+
 class SearchResponse(BaseModel):
-    kind: Literal["text", "image", "similar"]
-    query: str | None = Field(description="The text query (kind 'text'), else null.")
-    source: PhotoOut | None = Field(default=None, description="The photo searched by (kind 'similar').")
+    kind: Literal["text", "image", "similar"] = Field(
+        description="What the search is by: 'image' when it has an uploaded photo, 'similar' when it has an "
+                    "indexed photo, else 'text'. Words may refine either.")
+    query: str | None = Field(description="The text of the query, if it has one.")
+    source: PhotoOut | None = Field(default=None, description="The indexed photo searched by (kind 'similar').")
+    terms: list[TermOut] = Field(default=[], description="The weighted terms the query was made of.")
+    filters: FiltersOut = Field(default_factory=FiltersOut, description="The filters applied.")
+    sort: Literal["relevance", "newest", "oldest"] = "relevance"
+    cutoff: float | None = Field(default=None, description="Photos scoring below this were left out: min_score, "
+                                 "or when sorting by date without one, the calibrated default. Null: no cutoff.")
+    matches: int | None = Field(default=None, description="How many photos passed the cutoff (when there was one "
+                                "and results are sorted by date).")
     offset: int
     limit: int
     next_offset: int | None = Field(description="Offset of the next page, or null when this is the last one.")
@@ -113,6 +198,43 @@ class ErrorResponse(BaseModel):
 # -- conversions ---------------------------------------------------------------------------
 
 
+class FacetValue(BaseModel):
+    value: str | None = Field(description="What to pass back as the filter (camera, folder, type, or the year "
+                              "or month as digits); null: photos with no such value.")
+    label: str = Field(description="For people.")
+    count: int = Field(description="How many photos this choice keeps, with the other filters as they are.")
+
+
+class FacetsResponse(BaseModel):
+    camera: list[FacetValue]
+    year: list[FacetValue] = Field(default=[], description="Per year (when no year is chosen).")
+    month: list[FacetValue] = Field(default=[], description="Per month of the chosen year (?year=).")
+    folder: list[FacetValue] = Field(description="Per top-level folder inside each indexed folder.")
+    type: list[FacetValue]
+
+
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+
+
+def facets_out(counts: dict[str, list]) -> FacetsResponse:
+    def values(name: str, label) -> list[FacetValue]:
+        return [FacetValue(value=None if v is None else str(v), label=label(v), count=n) for v, n in counts.get(name, [])]
+
+    def camera(pair) -> FacetValue:
+        (make, model), n = pair
+        label = camera_label(make, model)
+        return FacetValue(value=label, label=label or "unknown camera", count=n)
+
+    return FacetsResponse(
+        camera=[camera(p) for p in counts["camera"]],
+        year=values("year", lambda v: v or "no date"),
+        month=values("month", lambda v: MONTHS[int(v) - 1] if v else "no date"),
+        folder=values("folder", lambda v: v),
+        type=values("type", lambda v: (v or "unknown").upper()),
+    )
+
+
 def camera_label(make: str | None, model: str | None) -> str | None:
     """'Canon' + 'Canon EOS 5D' -> 'Canon EOS 5D'; either may be missing."""
     make, model = (make or "").strip(), (model or "").strip()
@@ -133,7 +255,7 @@ def photo_out(photo: Photo, root: str = "") -> PhotoOut:
         id=photo.id, name=photo.name, path=photo.path, width=photo.width, height=photo.height,
         size_bytes=photo.size_bytes, taken_at=photo.taken_at, camera_make=photo.camera_make,
         camera_model=photo.camera_model, camera=camera_label(photo.camera_make, photo.camera_model),
-        indexed_at=photo.indexed_at,
+        indexed_at=photo.indexed_at, file_type=photo.file_type, date=photo.photo_date, date_source=photo.date_source,
         thumbnail_url=f"{api}/thumbnail?v={version}", preview_url=f"{api}/thumbnail?size=large&v={version}",
         file_url=f"{api}/file", similar_url=f"{api}/similar", page_url=f"{root}/photos/{photo.id}",
     )
@@ -150,6 +272,23 @@ def search_response(kind: Literal["text", "image", "similar"], hits: list[Hit], 
     next_offset = offset + limit if len(hits) > limit else None
     return SearchResponse(kind=kind, query=query, source=photo_out(source, root) if source is not None else None,
                           offset=offset, limit=limit, next_offset=next_offset, results=hits_out(hits[:limit], offset, root))
+
+
+def page_out(page: Page, *, source: Photo | None = None, root: str = "") -> SearchResponse:
+    """A page of :meth:`Searcher.search` in the API's shape (the command line's ``--json`` too)."""
+    request = page.request
+    kinds = {t.kind for t in request.terms}
+    f = request.filters
+    return SearchResponse(
+        kind="image" if "image" in kinds else "similar" if "photo" in kinds else "text",
+        query=format_query(request.terms),
+        source=photo_out(source, root) if source is not None else None,
+        terms=[TermOut(weight=t.weight, kind=t.kind, text=t.text, photo_id=t.photo_id) for t in request.terms],
+        filters=FiltersOut(after=f.after, before=f.before, camera=f.camera, folder=f.folder, type=list(f.types),
+                           orientation=f.orientation, min_pixels=f.min_pixels),
+        sort=request.sort, cutoff=None if page.cutoff is None else round(page.cutoff, 6), matches=page.matches,
+        offset=request.offset, limit=request.limit, next_offset=page.next_offset,
+        results=hits_out(page.hits, request.offset, root))
 
 
 def status_out(st: IndexStatus) -> StatusResponse:

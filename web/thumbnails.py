@@ -18,6 +18,8 @@ from pathlib import Path
 import platformdirs
 from PIL import Image
 
+from photoseek.errors import PhotoseekError
+from photoseek.files import atomic_write
 from photoseek.imaging import DecodeError, open_image, read_file
 from photoseek.search import Photo
 from photoseek.store import IndexFiles
@@ -41,11 +43,9 @@ def thumbnail_dir(files: IndexFiles) -> Path:
         return Path(platformdirs.user_cache_dir("photoseek", appauthor=False)) / "thumbnails" / key
 
 
-class ThumbnailError(Exception):
+class ThumbnailError(PhotoseekError):
     def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status=status, kind="thumbnail")
 
 
 class ThumbnailCache:
@@ -85,14 +85,7 @@ class ThumbnailCache:
 
     def _store(self, target: Path, data: bytes, image_id: int) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".webp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, data)
         for stale in target.parent.glob(f"{image_id}-*.webp"):  # older versions of the same photo
             if stale != target:
                 stale.unlink(missing_ok=True)

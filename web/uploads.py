@@ -10,27 +10,23 @@ the file name or the declared content type (415 for anything else).
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 
-from PIL import Image
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from photoseek.imaging import photo_formats  # the formats photos come in; never, say, EPS (Ghostscript)
+from photoseek.errors import PhotoseekError
+from photoseek.imaging import DecodeError, sniff_format
 
 MULTIPART_OVERHEAD = 64 * 1024  # headers and boundaries around the file
 MAX_PARTS = 16
 MAX_FIELD_BYTES = 4096
 
 
-class UploadError(Exception):
+class UploadError(PhotoseekError):
     def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status=status, kind="upload")
 
 
 @dataclass
@@ -57,7 +53,7 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
             raise UploadError(400, "malformed multipart body: no boundary")
         data, filename = await _read_multipart(request, boundary, max_bytes)
     elif kind.startswith(b"image/") or kind == b"application/octet-stream":
-        data, filename = await _read_raw(request, max_bytes), None
+        data, filename = await read_body(request, max_bytes), None
     else:
         raise UploadError(415, "send the image as multipart/form-data (field 'file') or as a raw image body")
     if not data:
@@ -66,27 +62,25 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
 
 
 def sniff(data: bytes) -> str:
-    """The image format, judged by Pillow from the bytes. Raises UploadError(415)."""
+    """The image format, judged by Pillow from the bytes. Raises UploadError (415: not an image)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data), formats=photo_formats()) as img:
-                return str(img.format)
-    except Image.DecompressionBombError:
-        raise UploadError(400, "that image is too large to process") from None
-    except Exception:  # any parser error (e.g. the AVIF plugin's RuntimeError) means: not an image we can read
+        return sniff_format(data)
+    except DecodeError as exc:
+        if exc.kind == "too_large":
+            raise UploadError(400, "that image is too large to process") from None
         raise UploadError(415, "that file is not an image we can read (try JPEG, PNG, WebP, GIF, HEIC or TIFF)") from None
 
 
-async def _read_raw(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int, *, what: str = "upload") -> bytes:
+    """The request body, refused (413) as soon as it grows past ``max_bytes``: never read whole first."""
     body = bytearray()
     try:
         async for chunk in request.stream():
             body += chunk
             if len(body) > max_bytes:
-                raise too_large(max_bytes)
+                raise too_large(max_bytes) if what == "upload" else UploadError(413, f"the {what} is too large")
     except ClientDisconnect:
-        raise UploadError(400, "the upload was interrupted") from None
+        raise UploadError(400, f"the {what} was interrupted") from None
     return bytes(body)
 
 

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from photoseek.encoders.base import Encoder, EncoderUnavailable, ImageInputSpec
+from photoseek.files import atomic_write
 from photoseek.encoders.precision import resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -284,15 +284,7 @@ def _cache_path(texts: Sequence[Sequence[str]]) -> Path:
 def _write_atomically(path: Path, array: np.ndarray) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, array, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
     except OSError as exc:  # a read-only home is no reason to fail: we just recompute next time
         log.warning("could not cache class embeddings in %s: %s", path.parent, exc)
 
