@@ -385,7 +385,9 @@ def facet_counts(conn: Connection, filters: Filters, *, ids: np.ndarray | None =
     if year is None:
         out["year"] = count((when,), dict(after=None, before=None))
     else:
-        in_year = [img.photo_date >= datetime(year, 1, 1), img.photo_date < datetime(year + 1, 1, 1)]
+        in_year = [img.photo_date >= datetime(year, 1, 1)]
+        if year < datetime.max.year:
+            in_year.append(img.photo_date < datetime(year + 1, 1, 1))
         rows = conn.execute(select(when, func.count()).where(*_filter_clauses(dates), *restrict, *in_year)
                             .group_by(when))
         out["month"] = [(r[0], r[1]) for r in rows]

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 from photoseek.errors import NotFound
 from photoseek.imaging import DecodeError, sniff_format
 from photoseek.search import Photo, Searcher
-from photoseek.search.query import Filters, SearchRequest, Term, parse_query
+from photoseek.search.query import Filters, SearchRequest, Term, parse_date, parse_query
 from photoseek.settings import Settings
 
 from . import security
@@ -41,14 +41,20 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many results."
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="How many results to skip (paging).")]
 
 
+# Dates as the schema says: ISO calendar dates only (a bare number is not a day).
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+
 def root_path(request: Request) -> str:
     return request.scope.get("root_path", "").rstrip("/")
 
 
 def filter_params(
-    after: Annotated[date | None, Query(description="Only photos taken on or after this day (YYYY-MM-DD); "
-                                        "photos without an EXIF date count by their file's date.")] = None,
-    before: Annotated[date | None, Query(description="Only photos taken on or before this day.")] = None,
+    after: Annotated[str | None, Query(pattern=DATE_PATTERN, json_schema_extra={"format": "date"}, description=(
+        "Only photos taken on or after this day (YYYY-MM-DD); photos without an EXIF date count by their file's "
+        "date."))] = None,
+    before: Annotated[str | None, Query(pattern=DATE_PATTERN, json_schema_extra={"format": "date"},
+                                        description="Only photos taken on or before this day (YYYY-MM-DD).")] = None,
     camera: Annotated[str | None, Query(max_length=100, description="Camera make or model contains this "
                                         "(any case).")] = None,
     folder: Annotated[str | None, Query(max_length=4096, description="Only photos under this folder "
@@ -59,7 +65,7 @@ def filter_params(
     min_pixels: Annotated[int | None, Query(ge=1, le=10**12, description="Width x height at least.")] = None,
 ) -> Filters:
     """The filter parameters /api/search and /api/facets share."""
-    return Filters(after=after, before=before, camera=camera, folder=folder, types=tuple(t.lower() for t in type),
+    return Filters(after=parse_date(after, "after"), before=parse_date(before, "before"), camera=camera, folder=folder, types=tuple(t.lower() for t in type),
                    orientation=orientation, min_pixels=min_pixels)
 
 

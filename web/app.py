@@ -122,9 +122,16 @@ def create_app(
         message = exc.detail if isinstance(exc.detail, str) else "error"
         if exc.status_code == 404 and message == "Not Found":
             message = f"nothing here: {request.url.path}"
-        elif exc.status_code == 405:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
             message = f"{request.method} is not allowed here"
-        return await error_response(request, exc.status_code, message, dict(exc.headers or {}))
+            # Every method the API documents for the path, not only the first route's (GET and POST
+            # /api/search are two routes).
+            path = request.url.path[len(root_path(request)):]
+            documented = app.openapi()["paths"].get(path)
+            if documented:
+                headers["Allow"] = ", ".join(sorted(m.upper() for m in documented))
+        return await error_response(request, exc.status_code, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
