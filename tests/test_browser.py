@@ -6,9 +6,12 @@ A screenshot of the results page is saved to ``test-artifacts/results.png``.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -23,14 +26,15 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PAGE_SIZE = 12  # small pages, so that 34 photos need scrolling for "more"
 
 
-@pytest.fixture(scope="module")
-def server(demo_searcher, demo_index, settings_factory):
+@contextmanager
+def serving(searcher, settings_factory, index: Path, **options):
+    """The real server (uvicorn, in a thread) over ``searcher``, on a free loopback port: its base URL."""
     import uvicorn
 
     from photoseek.web.app import create_app
 
     port = free_port()
-    app = create_app(settings_factory(demo_index, port=port), demo_searcher, page_size=PAGE_SIZE)
+    app = create_app(settings_factory(index, port=port), searcher, **options)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -38,9 +42,17 @@ def server(demo_searcher, demo_index, settings_factory):
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(demo_searcher, demo_index, settings_factory):
+    with serving(demo_searcher, settings_factory, demo_index, page_size=PAGE_SIZE) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -329,3 +341,176 @@ def test_real_hostile_file_name_and_exif_stay_text(browser, tmp_path, samples_di
         srv.should_exit = True
         thread.join(timeout=10)
         searcher.close()
+
+
+# -- filters, sort, the URL as the whole state ----------------------------------------------------
+
+# (demo photo, folder, (make, model) in EXIF or None: dated by the file alone, date, size)
+DATED = [
+    ("black_cat.jpg", "trips/2019", ("Canon", "Canon EOS 5D"), (2019, 5, 1), (360, 240)),
+    ("mountain.jpg", "trips/2019", ("Canon", "Canon EOS 5D"), (2019, 5, 2), (240, 360)),
+    ("snow.jpg", "trips/2019", ("Canon", "Canon EOS 5D"), (2019, 5, 3), (360, 240)),
+    ("puppy.jpg", "trips/2021", ("Google", "Pixel 7"), (2021, 7, 1), (360, 240)),
+    ("island.jpg", "trips/2021", ("Google", "Pixel 7"), (2021, 7, 2), (360, 240)),
+    ("chelsea.png", "home", None, (2020, 1, 3), (300, 300)),
+    ("coffee.png", "home", None, (2020, 1, 1), (300, 300)),
+    ("guitar.jpg", "home", None, (2018, 3, 1), (240, 320)),
+]
+
+
+@pytest.fixture(scope="module")
+def dated_server(tmp_path_factory, samples_dir, offline_encoder, settings_factory):
+    """A small index of photos whose cameras and dates this test writes: JPEGs with EXIF make, model
+    and date, PNGs dated only by their file's modification time. The demo photos have neither."""
+    from PIL import Image
+
+    from photoseek.indexer import Indexer
+    from photoseek.search import Searcher
+
+    base = tmp_path_factory.mktemp("dated")
+    for source, folder, camera, day, size in DATED:
+        img = Image.open(samples_dir / source).convert("RGB").resize(size)
+        target = base / "photos" / folder / (Path(source).stem + (".jpg" if camera else ".png"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if camera:
+            exif = Image.Exif()
+            exif[0x010F], exif[0x0110] = camera
+            exif[0x0132] = "{:04d}:{:02d}:{:02d} 12:00:00".format(*day)
+            img.save(target, exif=exif)
+        else:
+            img.save(target)
+            stamp = datetime(*day, 12, tzinfo=timezone.utc).timestamp()
+            os.utime(target, (stamp, stamp))
+    index = base / "index"
+    Indexer(index, settings_factory(index), show_progress=False).run([base / "photos"], encoder=offline_encoder)
+    searcher = Searcher(index, settings_factory(index), encoder=offline_encoder)
+    with serving(searcher, settings_factory, index) as url:
+        yield url
+    searcher.close()
+
+
+@pytest.fixture()
+def dated_page(browser, dated_server):
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=dated_server, locale="en-US",
+                                  timezone_id="UTC")
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    pg.problems = []
+    pg.on("pageerror", lambda exc: pg.problems.append(f"page error: {exc}"))
+    pg.on("console", lambda msg: pg.problems.append(msg.text) if msg.type == "error" else None)
+    yield pg
+    context.close()
+
+
+def names_shown(pg) -> list[str]:
+    return pg.locator("#grid .tile .tile-name").all_text_contents()
+
+
+def score_of(pg, name: str) -> float:
+    return float(pg.locator("#grid .tile", has_text=name).locator(".score").text_content())
+
+
+def bar_values(pg) -> dict:
+    return pg.evaluate("""() => ({after: document.getElementById('f-after').value,
+        before: document.getElementById('f-before').value, camera: document.getElementById('f-camera').value,
+        sort: document.getElementById('f-sort').value, good: document.getElementById('f-good').checked})""")
+
+
+def test_filters_sort_and_the_url_hold_the_whole_search(dated_page):
+    page = dated_page
+    page.goto("/")
+    page.keyboard.type("a photo")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/\?q=a\+photo$"))
+    expect(page.locator("#grid .tile")).to_have_count(len(DATED))  # by relevance: every photo, best first
+    assert page.locator("#filters").is_visible()
+
+    # A date range, then a camera: each choice in the bar says how many photos it keeps.
+    page.fill("#f-after", "2019-01-01")
+    page.wait_for_url(re.compile(r"after=2019-01-01"))
+    page.fill("#f-before", "2021-12-31")
+    page.wait_for_url(re.compile(r"after=2019-01-01&before=2021-12-31$"))
+    expect(page.locator("#grid .tile")).to_have_count(7)  # not the guitar of 2018
+    expect(page.locator("#f-camera option", has_text="Canon EOS 5D")).to_have_text("Canon EOS 5D (3)")
+    expect(page.locator("#f-camera option", has_text="Pixel 7")).to_have_text("Google Pixel 7 (2)")
+    expect(page.locator("#f-years .year")).to_have_text(["2021 2", "2020 2", "2019 3", "2018 1"])
+    page.select_option("#f-camera", "Canon EOS 5D")
+    page.wait_for_url(re.compile(r"camera=Canon\+EOS\+5D$"))
+    expect(page.locator("#grid .tile")).to_have_count(3)
+    assert sorted(names_shown(page)) == ["black_cat.jpg", "mountain.jpg", "snow.jpg"]
+
+    # Newest first: "only good matches" comes on by default; unticked, every photo comes, by date.
+    assert page.locator("#f-good-wrap").is_hidden()  # by relevance the best come first anyway
+    page.select_option("#f-sort", "newest")
+    page.wait_for_url(re.compile(r"&sort=newest$"))
+    expect(page.locator("#f-good")).to_be_checked()
+    page.uncheck("#f-good")
+    page.wait_for_url(re.compile(r"&sort=newest&min_score=-1$"))
+    expect(page.locator("#grid .tile .tile-name")).to_have_text(["snow.jpg", "mountain.jpg", "black_cat.jpg"])
+    expect(page.locator("#grid .tile .tile-date")).to_have_text(["May 3, 2019", "May 2, 2019", "May 1, 2019"])
+    assert all(re.fullmatch(r"0\.\d{3}", s) for s in page.locator("#grid .score").all_text_contents())
+    state_url, state_names = page.url, names_shown(page)
+    state_bar = {"after": "2019-01-01", "before": "2021-12-31", "camera": "Canon EOS 5D", "sort": "newest",
+                 "good": False}
+    assert bar_values(page) == state_bar
+
+    # A reload shows the same search: the same controls, the same results.
+    page.reload()
+    wait_first(page, "snow.jpg")
+    assert page.url == state_url and names_shown(page) == state_names and bar_values(page) == state_bar
+    expect(page.locator("#f-camera option:checked")).to_have_text("Canon EOS 5D (3)")
+    cat_score = score_of(page, "black_cat.jpg")
+
+    # Terms subtract with a "-" standing alone; the URL keeps it, and the filters stay.
+    page.fill("#q", "a photo - cat")
+    page.press("#q", "Enter")
+    page.wait_for_url(re.compile(r"\?q=a\+photo\+-\+cat&after=2019-01-01&before=2021-12-31&camera=Canon\+EOS\+5D"
+                                 r"&sort=newest&min_score=-1$"))
+    expect(page.locator("#summary")).to_contain_text("a photo - cat")
+    until(page, "() => document.querySelectorAll('#grid .tile').length === 3")
+    assert score_of(page, "black_cat.jpg") < cat_score - 0.05  # the cat was taken away
+
+    # Back: the previous search, its controls and its results; once more: before "all matches".
+    page.go_back()
+    page.wait_for_url(state_url)
+    expect(page.locator("#q")).to_have_value("a photo")
+    expect(page.locator("#grid .tile", has_text="black_cat.jpg").locator(".score")).to_have_text(f"{cat_score:.3f}")
+    assert names_shown(page) == state_names and bar_values(page) == state_bar
+    page.go_back()
+    page.wait_for_url(re.compile(r"&sort=newest$"))
+    expect(page.locator("#f-good")).to_be_checked()
+    assert bar_values(page) == {**state_bar, "good": True}
+    assert not csp_violations(page), page.problems
+
+
+def test_similar_refined_by_words_and_file_dates(dated_page):
+    page = dated_page
+    page.goto("/?q=a+cat&sort=oldest&min_score=-1")  # every photo, oldest first
+    wait_first(page, "guitar.png")
+    # Without a date in the photo, its file's date stands in, and the result says so.
+    expect(page.locator("#grid .tile").first.locator(".tile-date")).to_have_text("Mar 1, 2018 · file date")
+    expect(page.locator("#grid .tile", has_text="black_cat.jpg").locator(".tile-date")).to_have_text("May 1, 2019")
+
+    # "Similar" from the detail view, refined by words: similar=ID&q=WORDS, the sort kept.
+    page.locator("#grid .tile-link", has=page.locator("img[alt='black_cat.jpg']")).click()
+    expect(page.locator("#detail-name")).to_have_text("black_cat.jpg")
+    page.fill("#detail-refine", "in the snow")
+    page.locator("#detail-similar").click()
+    page.wait_for_url(re.compile(r"/\?q=in\+the\+snow&similar=\d+&sort=oldest&min_score=-1$"))
+    expect(page.locator("#detail")).to_be_hidden()
+    expect(page.locator("#summary .chip")).to_have_text("black_cat.jpg")
+    expect(page.locator("#summary")).to_contain_text("and in the snow")
+    assert page.input_value("#q") == "in the snow"
+    until(page, "() => document.querySelectorAll('#grid .tile').length === 7")  # all but the photo itself
+    assert "black_cat.jpg" not in names_shown(page)
+    refined = names_shown(page)
+
+    # Bookmarkable like any other search.
+    page.reload()
+    expect(page.locator("#summary .chip")).to_have_text("black_cat.jpg")
+    assert names_shown(page) == refined and page.input_value("#q") == "in the snow"
+
+    # A bad date in the URL is the page's error notice (the server's 400), not a broken page.
+    page.goto("/?q=a+cat&after=2021-13-01")
+    expect(page.locator("#notice .notice-error")).to_contain_text("YYYY-MM-DD")
+    assert not csp_violations(page), page.problems

@@ -650,3 +650,93 @@ def test_the_server_keeps_a_few_worker_threads_per_core(demo_index, offline_enco
                 assert tokens == wanted
     finally:
         searcher.close()
+
+
+# -- the page's filter bar, without JavaScript ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cameras(tmp_path_factory, offline_encoder, settings_factory, samples_dir):
+    """Photos whose cameras and dates the test writes (the demo photos have none): two JPEGs from a
+    Canon and one from a Pixel with EXIF dates, and a PNG dated only by its file."""
+    import os
+    from datetime import datetime, timezone
+
+    from photoseek.search import Searcher
+
+    base = tmp_path_factory.mktemp("cameras")
+    photos = base / "photos"
+    photos.mkdir()
+    for source, camera, day in (("black_cat.jpg", ("Canon", "Canon EOS 5D"), "2019:05:01"),
+                                ("snow.jpg", ("Canon", "Canon EOS 5D"), "2019:05:03"),
+                                ("puppy.jpg", ("Google", "Pixel 7"), "2021:07:01"), ("coffee.png", None, None)):
+        img = Image.open(samples_dir / source).convert("RGB").resize((320, 240))
+        if camera:
+            exif = Image.Exif()
+            exif[0x010F], exif[0x0110], exif[0x0132] = *camera, f"{day} 12:00:00"
+            img.save(photos / source, exif=exif)
+        else:
+            img.save(photos / source)
+            stamp = datetime(2020, 1, 1, 12, tzinfo=timezone.utc).timestamp()
+            os.utime(photos / source, (stamp, stamp))
+    index = base / "index"
+    build_index(index, photos, offline_encoder, settings_factory)
+    searcher = Searcher(index, settings_factory(index), encoder=offline_encoder)
+    with client(create_app(settings_factory(index), searcher)) as c:
+        yield c
+    searcher.close()
+
+
+def tile_names(html: str) -> list[str]:
+    return re.findall(r'<figure class="tile" data-index="\d+">.*?alt="([^"]+)"', html, re.S)
+
+
+def test_page_filters_and_sort_without_javascript(cameras):
+    """The URL's filters, sort and cutoff go through the API's search request; the plain form
+    carries them back, with how many photos each choice keeps."""
+    r = cameras.get("/", params={"q": "a photo", "camera": "Canon EOS 5D", "sort": "newest", "min_score": "-1"})
+    assert r.status_code == 200
+    html = r.text
+    assert tile_names(html) == ["snow.jpg", "black_cat.jpg"]  # the Canon's photos, newest first
+    assert re.findall(r'class="tile-date[^"]*">([^<]*)<', html) == ["3 May 2019", "1 May 2019"]
+    # The form (the box and the bar, one GET form) holds the values, and the counts.
+    assert 'name="q" value="a photo"' in html and 'form="search-form"' in html
+    assert '<option value="Canon EOS 5D" selected>Canon EOS 5D (2)</option>' in html
+    assert '<option value="Google Pixel 7">Google Pixel 7 (1)</option>' in html
+    assert '<option value="newest" selected>Newest first</option>' in html
+    assert re.search(r'<input id="f-good" type="checkbox" name="min_score" value="" form="search-form">', html)
+    initial = json.loads(re.search(r'id="initial-data">(.*?)</script>', html, re.S)[1])
+    assert initial["state"]["camera"] == "Canon EOS 5D" and initial["state"]["min_score"] == "-1"
+
+    # By date, "only good matches" is on by default: the calibrated cutoff. The plain form sends the
+    # hidden -1 and then the ticked box's empty value: the last one counts, as in the API.
+    good = cameras.get("/?q=a+black+cat&sort=newest")
+    ticked = cameras.get("/?q=a+black+cat&after=&camera=&type=&sort=newest&min_score=-1&min_score=")
+    assert 'name="min_score" value="" form="search-form" checked>' in good.text
+    assert tile_names(ticked.text) == tile_names(good.text) == ["black_cat.jpg"]
+    assert re.search(r"1 photo scoring 0\.\d\d or more", good.text)  # the cutoff, shown
+
+    # A file's date stands in for a missing EXIF date, and says so; type and a date range filter.
+    r = cameras.get("/", params={"q": "a photo", "sort": "oldest", "min_score": "-1", "after": "2019-12-31",
+                                 "before": "2020-12-31"})
+    assert tile_names(r.text) == ["coffee.png"]
+    assert "file date" in r.text and 'value="2019-12-31"' in r.text
+    assert tile_names(cameras.get("/?q=a+photo&type=png,jpeg&orientation=landscape").text) != []
+    assert tile_names(cameras.get("/?q=a+photo&type=png").text) == ["coffee.png"]
+
+    # Similar, refined by words, with a filter: the same request as the API's.
+    api = cameras.get("/api/search", params={"q": "snow", "camera": "canon", "limit": 5}).json()
+    similar = api["results"][0]["photo"]["id"]
+    r = cameras.get("/", params={"similar": similar, "q": "in winter", "camera": "canon"})
+    assert r.status_code == 200 and "Photos like" in r.text and "in winter" in r.text
+    assert f'name="similar" value="{similar}"' in r.text
+    assert tile_names(r.text) == [n for n in names(cameras.get("/api/search", params={
+        "similar": similar, "q": "in winter", "camera": "canon"})) if n]
+
+    # Bad parameters are the page's error notice, naming the parameter (400), as bad queries are.
+    for params, needle in ((dict(after="2021-13-01"), "“after” must be a date as YYYY-MM-DD"),
+                           (dict(after="2021-02-01", before="2021-01-01"), "is later than before"),
+                           (dict(sort="sideways"), "“sort” must be one of"), (dict(min_score="lots"), "“min_score” must"),
+                           (dict(orientation="round"), "“orientation” must be one of")):
+        r = cameras.get("/", params={"q": "a photo", **params})
+        assert r.status_code == 400 and 'class="notice notice-error"' in r.text and needle in r.text, params

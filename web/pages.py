@@ -37,6 +37,8 @@ SUGGESTIONS = ("a cat", "coffee", "the sea", "mountains", "a guitar", "snow")
 SORT_LABELS = (("relevance", "Best match"), ("newest", "Newest first"), ("oldest", "Oldest first"))
 SHAPES = (("", "Any shape"), ("landscape", "Landscape"), ("portrait", "Portrait"), ("square", "Square"))
 MAX_CAMERA_CHARS, MAX_FOLDER_CHARS, MAX_TYPES = 100, 4096, 16  # as GET /api/search declares them
+PARAMETERS = ("q", "similar", "after", "before", "camera", "folder", "type", "orientation", "min_pixels", "sort",
+              "min_score")
 ErrorPage = Callable[[Request, int, str], Awaitable[HTMLResponse]]
 
 
@@ -129,7 +131,7 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
                 titles = {404: "That photo is not in the index", 413: "That file is too large",
                           415: "That is not a photo we can read"}
                 title = titles.get(status, "That did not work" if kind != "image" else "Could not search by that image")
-                message = notice("error", title, exc.message[:1].upper() + exc.message[1:] + ".")
+                message = notice("error", title, _sentence(exc.message))
         else:
             if kind is None:
                 message = index_notice(searcher)
@@ -150,9 +152,9 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
             "facets": facets.model_dump(mode="json") if facets is not None else None, "state": state,
             "upload_name": upload_name, "error": message if message and message["level"] == "error" else None,
         }
-        bar = filter_bar(asked, facets, root) if kind in ("text", "similar") else None
         context.update(q=asked.q, kind=kind, hits=results, source=source, message=message, more_url=more_url,
-                       suggestions=SUGGESTIONS, initial=initial, upload_name=upload_name, state=state, bar=bar,
+                       suggestions=SUGGESTIONS, initial=initial, upload_name=upload_name, state=state,
+                       bar=filter_bar(asked, facets, root), show_bar=kind in ("text", "similar"),
                        by_date=kind != "image" and asked.sort in ("newest", "oldest"),
                        cutoff=initial["cutoff"], matches=initial["matches"])
         return render(request, "index.html", context, status)
@@ -364,7 +366,8 @@ def filter_bar(asked: Asked, facets: FacetsResponse | None, root: str) -> dict[s
     else:
         type_choices = choices(types, current_type)
     years = []
-    for y in sorted((v for v in (facets.year if facets else []) if v.value), key=lambda v: v.value, reverse=True):
+    dated = sorted((v for v in (facets.year if facets else []) if v.value), key=lambda v: v.value, reverse=True)
+    for y in dated if len(dated) > 1 else []:  # one year alone says nothing worth the room
         start, end = f"{y.value}-01-01", f"{y.value}-12-31"
         active = asked.after == start and asked.before == end
         params = asked.params(after="" if active else start, before="" if active else end)
@@ -383,6 +386,14 @@ def filter_bar(asked: Asked, facets: FacetsResponse | None, root: str) -> dict[s
                                                           orientation="", min_pixels="")),
         "filtered": asked.filtered,
     }
+
+
+def _sentence(message: str) -> str:
+    """An error message as a sentence; one about a URL parameter names it as written ("“after” must be ...")."""
+    first, _, rest = message.partition(" ")
+    if first.rstrip(":") in PARAMETERS:
+        return f"“{first.rstrip(':')}”{first[len(first.rstrip(':')):]} {rest}."
+    return message[:1].upper() + message[1:] + "."
 
 
 def _nothing_found(kind: str, asked: Asked) -> tuple[str, str]:

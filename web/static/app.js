@@ -23,13 +23,31 @@
   const dialog = $('detail');
   const welcome = $('welcome');
 
-  // What is on screen now.
-  let view = { kind: null, query: '', similar: null, source: null, upload: null, uploadName: null, results: [], next: null };
+  const filterBar = $('filters');
+  const controls = {
+    after: $('f-after'), before: $('f-before'), camera: $('f-camera'), folder: $('f-folder'), type: $('f-type'),
+    orientation: $('f-orientation'), sort: $('f-sort'), good: $('f-good'),
+  };
+  const refineInput = $('detail-refine');
+
+  // A search, as its URL holds it: the names of GET /api/search, so the page's URL, the API's and the
+  // server-rendered page (which works without JavaScript) all read the same.
+  const NO_SEARCH = Object.freeze({
+    q: '', similar: null, after: '', before: '', camera: '', folder: '', types: [], orientation: '', min_pixels: '',
+    sort: 'relevance', min_score: '',
+  });
+  const SORTS = ['relevance', 'newest', 'oldest'];
+  const FILTERS = ['after', 'before', 'camera', 'folder', 'orientation', 'min_pixels'];
+
+  // What is on screen now: the kind of search, its state, and what it found.
+  let view = { kind: null, state: NO_SEARCH, source: null, upload: null, uploadName: null, results: [], next: null, cutoff: null, matches: null };
   let seq = 0; // guards against answers to superseded requests
+  let facetSeq = 0;
   let loadingMore = false;
   let detailIndex = -1;
   const uploads = new Map(); // upload key -> {blob, url}
   const cache = new Map(); // view key -> view (for the back button)
+  const facetCache = new Map();
 
   // -- helpers -------------------------------------------------------------------------------
 
@@ -75,12 +93,59 @@
     return i === 0 ? `${size} bytes` : `${size.toFixed(1)} ${units[i]}`;
   }
 
-  function formatDate(iso) {
+  function formatDate(iso, exif) {
     if (!iso) return '—';
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return iso;
-    return date.toLocaleString(undefined, { year: 'numeric', month: 'long', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+    return date.toLocaleString(undefined, { year: 'numeric', month: 'long', day: 'numeric', hour: '2-digit', minute: '2-digit', ...(exif ? { timeZone: 'UTC' } : {}) });
   }
+
+  function formatDay(iso, exif) {
+    // EXIF records the camera's clock with no time zone (the API gives it as UTC): show it as it was.
+    if (!iso) return '—';
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return iso;
+    return date.toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric', ...(exif ? { timeZone: 'UTC' } : {}) });
+  }
+
+  // -- the search state and its URL ----------------------------------------------------------
+
+  function stateFromUrl(search) {
+    const params = new URLSearchParams(search);
+    const last = (name) => { const all = params.getAll(name); return all.length ? all[all.length - 1].trim() : ''; };
+    const similar = last('similar');
+    const types = [];
+    for (const value of params.getAll('type')) {
+      for (const t of value.split(',')) { const k = t.trim().toLowerCase(); if (k && !types.includes(k)) types.push(k); }
+    }
+    const state = { ...NO_SEARCH, q: last('q').replace(/\s+/g, ' ').trim(), similar: /^\d+$/.test(similar) ? Number(similar) : null, types };
+    for (const name of FILTERS) state[name] = last(name);
+    state.orientation = state.orientation.toLowerCase();
+    const sort = last('sort').toLowerCase();
+    state.sort = SORTS.includes(sort) ? sort : 'relevance';
+    state.min_score = last('min_score');
+    return state;
+  }
+
+  function paramsFor(s, { forFacets = false } = {}) {
+    // One order, defaults left out: the same search always has the same URL (and cache key).
+    const p = new URLSearchParams();
+    const cut = s.sort !== 'relevance' || s.min_score !== '';
+    if (s.q && (!forFacets || cut)) p.set('q', s.q);
+    if (s.similar && (!forFacets || cut)) p.set('similar', s.similar);
+    for (const name of ['after', 'before', 'camera', 'folder']) if (s[name]) p.set(name, s[name]);
+    for (const t of s.types) p.append('type', t);
+    for (const name of ['orientation', 'min_pixels']) if (s[name]) p.set(name, s[name]);
+    if (!forFacets && s.sort !== 'relevance') p.set('sort', s.sort);
+    if (s.min_score !== '' && (!forFacets || cut)) p.set('min_score', s.min_score);
+    return p;
+  }
+
+  const keyOf = (s) => paramsFor(s).toString();
+  const kindOf = (s) => (s.similar ? 'similar' : s.q ? 'text' : null);
+  const byDate = (s) => s.sort !== 'relevance';
+  const filtered = (s) => FILTERS.some((name) => s[name]) || s.types.length > 0;
+  const withState = (changes) => ({ ...view.state, ...changes });
 
   // -- notices -------------------------------------------------------------------------------
 
@@ -110,6 +175,20 @@
     showNotice('error', title, capitalise(err.message) + '.', code);
   }
 
+  function showNothing() {
+    const s = view.state;
+    let title = view.kind === 'text' ? `No photos match “${s.q}”` : 'No similar photos found';
+    let text = 'Try other words, or search by a photo: drop one on the page, paste it, or pick a file.';
+    if (byDate(s) && s.min_score !== '-1') {
+      if (view.kind === 'text') title = `No good matches for “${s.q}”`;
+      text = 'Untick “only good matches” to see every photo by date, or try other words.';
+    } else if (filtered(s)) {
+      title += ' with these filters';
+      text = 'Try fewer filters, or other words.';
+    }
+    showNotice('info', title, text);
+  }
+
   // -- rendering -----------------------------------------------------------------------------
 
   function tile(hit, index) {
@@ -127,12 +206,19 @@
       openDetail(index, true);
     });
     const similarBtn = el('button', { class: 'tile-similar', type: 'button', text: 'Similar', title: `Photos like ${photo.name}` });
-    similarBtn.addEventListener('click', () => searchSimilar(photo.id, photo, true));
+    similarBtn.addEventListener('click', () => searchSimilar(photo, '', true));
+    // Sorted by date, each photo says when it was taken (or, with no EXIF date, that it is the file's date).
+    const fileDate = photo.date_source === 'file';
+    const day = byDate(view.state) && photo.date
+      ? el('span', { class: `tile-date${fileDate ? ' file-date' : ''}`, title: fileDate ? 'No date in the photo: the file’s date' : 'Taken' },
+        formatDay(photo.date, !fileDate), fileDate ? el('span', { class: 'file-note', text: ' · file date' }) : null)
+      : null;
     const figure = el('figure', { class: 'tile', 'data-index': index, 'data-id': photo.id },
       link,
       el('figcaption', { class: 'tile-caption' },
         el('span', { class: 'tile-name', text: photo.name }),
         el('span', { class: 'score', text: score })),
+      day,
       similarBtn);
     // Justified rows: each tile grows in proportion to its aspect ratio (CSSOM, allowed by the CSP).
     const ratio = Math.min(3, Math.max(0.4, (photo.width || 1) / (photo.height || 1)));
@@ -142,23 +228,34 @@
 
   function renderSummary() {
     summary.replaceChildren();
-    const clear = () => {
-      const a = el('a', { class: 'chip-clear', href: ROOT + '/', 'aria-label': 'Clear search', text: '×' });
-      a.addEventListener('click', (event) => { event.preventDefault(); goHome(true); });
+    const s = view.state;
+    const clear = (label, onClick) => {
+      const a = el('a', { class: 'chip-clear', href: ROOT + '/', 'aria-label': label, title: label, text: '×' });
+      a.addEventListener('click', (event) => { event.preventDefault(); onClick(); });
       return a;
     };
     if (view.kind === 'similar' && view.source) {
       const chip = el('a', { class: 'chip', href: view.source.page_url },
         el('img', { src: view.source.thumbnail_url, alt: '' }), view.source.name);
       chip.addEventListener('click', (event) => { event.preventDefault(); openSourceDetail(); });
-      summary.append(el('span', { class: 'summary-label', text: 'Photos like' }), chip, clear());
+      // The photo is one term of the search: its × drops it (what the box says stays).
+      summary.append(el('span', { class: 'summary-label', text: 'Photos like' }), chip,
+        clear(s.q ? 'Search by the words alone' : 'Clear search', () => (s.q ? search(withState({ similar: null }), true) : goHome(true))));
+      if (s.q) summary.append(el('span', { class: 'summary-label' }, 'and ', el('strong', { text: s.q })));
     } else if (view.kind === 'image') {
       const entry = view.upload && uploads.get(view.upload);
       const chip = el('span', { class: 'chip' },
         entry ? el('img', { src: entry.url, alt: '' }) : null, view.uploadName || 'your image');
-      summary.append(el('span', { class: 'summary-label', text: 'Photos like' }), chip, clear());
+      summary.append(el('span', { class: 'summary-label', text: 'Photos like' }), chip, clear('Clear search', () => goHome(true)));
     } else if (view.kind === 'text' && view.results.length) {
-      summary.append(el('span', { class: 'summary-label' }, 'Best matches for ', el('strong', { text: view.query })));
+      const good = view.cutoff !== null && view.cutoff !== undefined && s.min_score !== '-1';
+      const label = !byDate(s) ? 'Best matches' : good ? 'Good matches' : 'Matches';
+      summary.append(el('span', { class: 'summary-label' }, `${label} for `, el('strong', { text: s.q }),
+        byDate(s) ? `, ${s.sort} first` : ''));
+    }
+    if (view.kind && view.kind !== 'image' && byDate(s) && view.matches && view.results.length) {
+      const good = view.cutoff !== null && view.cutoff !== undefined && s.min_score !== '-1';
+      summary.append(el('span', { class: 'summary-count', text: `${view.matches} photo${view.matches === 1 ? '' : 's'}${good ? ` scoring ${view.cutoff.toFixed(2)} or more` : ''}` }));
     }
     summary.hidden = !summary.childElementCount;
   }
@@ -166,49 +263,174 @@
   function render() {
     grid.replaceChildren(...view.results.map((hit, i) => tile(hit, i)));
     renderSummary();
+    renderBar();
     if (welcome) welcome.hidden = view.kind !== null;
     updateMore();
-    if (view.kind && !view.results.length) {
-      showNotice('info', view.kind === 'text' ? `No photos match “${view.query}”` : 'No similar photos found',
-        'Try other words, or search by a photo: drop one on the page, paste it, or pick a file.');
-    }
-    document.title = view.kind === 'text' ? `${view.query} · photoseek`
+    if (view.kind && !view.results.length) showNothing();
+    input.placeholder = view.kind === 'similar' ? 'Refine: “in winter” (optional)' : 'Search your photos: “a dog on the beach”';
+    document.title = view.kind === 'text' ? `${view.state.q} · photoseek`
       : view.kind === 'similar' && view.source ? `Like ${view.source.name} · photoseek` : 'photoseek';
   }
 
   function updateMore() {
     const canMore = view.next !== null && view.next !== undefined && (view.kind !== 'image' || uploads.has(view.upload));
     moreWrap.hidden = !canMore;
-    moreBtn.href = canMore && view.kind === 'text' ? `${ROOT}/?q=${encodeURIComponent(view.query)}` : '#';
+    moreBtn.href = canMore && view.kind !== 'image' ? urlFor(view) : '#';
+  }
+
+  // -- the filter bar ------------------------------------------------------------------------
+
+  function setOptions(select, choices, current, anyLabel) {
+    // Choices from /api/facets, each with how many photos it keeps; the current value stays
+    // listed even when no photo has it (a bookmark's camera=canon, a folder deeper down).
+    const options = [el('option', { value: '', text: anyLabel })];
+    let found = !current;
+    for (const c of choices) {
+      const selected = c.value === current;
+      found = found || selected;
+      options.push(el('option', { value: c.value, title: c.title || null, selected, text: c.count === null || c.count === undefined ? c.label : `${c.label} (${c.count})` }));
+    }
+    if (!found) options.splice(1, 0, el('option', { value: current, selected: true, text: current }));
+    select.replaceChildren(...options);
+    select.value = current;
+  }
+
+  function facetChoices(facets) {
+    const folders = (facets && facets.folder || []).filter((f) => f.value);
+    const base = (path) => path.replace(/[/\\]+$/, '').split(/[/\\]/).pop() || path;
+    const unique = new Set(folders.map((f) => base(f.value))).size === folders.length;
+    return {
+      camera: (facets && facets.camera || []).filter((c) => c.value),
+      folder: folders.map((f) => ({ value: f.value, label: unique ? base(f.value) : f.value, title: f.value, count: f.count })),
+      type: (facets && facets.type || []).filter((t) => t.value),
+      year: (facets && facets.year || []).filter((y) => y.value).sort((a, b) => b.value.localeCompare(a.value)),
+    };
+  }
+
+  let shownFacets = null;
+  function renderBar(facets) {
+    if (!filterBar) return;
+    if (facets !== undefined) shownFacets = facets;
+    const s = view.state;
+    filterBar.hidden = !(view.kind === 'text' || view.kind === 'similar' || view.kind === 'image');
+    filterBar.disabled = filterBar.hidden;
+    const choices = facetChoices(shownFacets);
+    controls.after.value = s.after;
+    controls.before.value = s.before;
+    setOptions(controls.camera, choices.camera, s.camera, 'Any camera');
+    setOptions(controls.folder, choices.folder, s.folder, 'Any folder');
+    const typeValue = s.types.join(',');
+    setOptions(controls.type, choices.type, typeValue, 'Any type');
+    if (s.types.length > 1) controls.type.selectedOptions[0].textContent = s.types.map((t) => t.toUpperCase()).join(', ');
+    controls.orientation.value = s.orientation;
+    if (controls.orientation.value !== s.orientation) controls.orientation.value = '';
+    controls.sort.value = s.sort;
+    controls.good.checked = s.min_score !== '-1';
+    for (const [name, on] of [['after', s.after], ['before', s.before], ['camera', s.camera], ['folder', s.folder], ['type', typeValue], ['orientation', s.orientation]]) {
+      controls[name].closest('.filter').classList.toggle('on', Boolean(on));
+    }
+    // "only good matches" is about sorting by date: sorted by relevance the best come first anyway.
+    $('f-good-wrap').hidden = !byDate(s);
+    // Years as shortcuts for the date range; one year alone says nothing worth the room.
+    const years = choices.year.length < 2 ? [] : choices.year.map((y) => {
+      const after = `${y.value}-01-01`;
+      const before = `${y.value}-12-31`;
+      const on = s.after === after && s.before === before;
+      const next = withState(on ? { after: '', before: '' } : { after, before });
+      const a = el('a', { class: `year${on ? ' on' : ''}`, href: `${ROOT}/?${keyOf(next)}`, 'aria-current': on ? 'true' : null },
+        y.label, ' ', el('span', { class: 'count', text: String(y.count) }));
+      a.addEventListener('click', (event) => { event.preventDefault(); applyFilters(next); });
+      return a;
+    });
+    $('f-years').replaceChildren(...years);
+    const clearLink = $('f-clear');
+    const cleared = withState({ after: '', before: '', camera: '', folder: '', types: [], orientation: '', min_pixels: '' });
+    clearLink.hidden = !filtered(s);
+    clearLink.href = `${ROOT}/?${keyOf(cleared)}`;
+  }
+
+  async function loadFacets() {
+    // Counts for the bar, for this search and the other filters: fetched after the results, so
+    // they never hold the results back.
+    // (An upload's own matches cannot be counted by GET: its counts are of the photos the filters keep.)
+    if (!filterBar || !view.kind) { renderBar(null); return; }
+    const key = paramsFor(view.state, { forFacets: true }).toString();
+    const mine = ++facetSeq;
+    let facets = facetCache.get(key);
+    if (!facets) {
+      try { facets = await api(`/api/facets?${key}`); } catch (err) { return; } // the bar still works without counts
+      facetCache.set(key, facets);
+    }
+    if (mine === facetSeq) renderBar(facets);
+  }
+
+  function applyFilters(next) {
+    // A change in the bar: a new search (a new history entry), by the same words, photo or upload.
+    if (view.kind === 'image' && uploads.has(view.upload)) return searchUpload(null, view.uploadName, true, next);
+    return search(next, true);
+  }
+
+  function barChanged(event) {
+    const c = controls;
+    const changes = {};
+    const name = event.target.id.replace(/^f-/, '');
+    if (name === 'type') changes.types = c.type.value ? c.type.value.split(',') : [];
+    else if (name === 'good') changes.min_score = c.good.checked ? '' : '-1';
+    else if (name === 'sort') {
+      changes.sort = c.sort.value;
+      // Sorted by relevance, "all matches" is what one gets anyway: keep the URL plain.
+      if (c.sort.value === 'relevance' && view.state.min_score === '-1') changes.min_score = '';
+    } else changes[name] = event.target.value;
+    applyFilters(withState(changes));
+  }
+
+  // A date typed with the keyboard changes with every digit of its year (0002, 0020, 0201, 2019):
+  // wait for a pause, and for a four-digit year, before searching.
+  let dateTimer = 0;
+  function dateChanged() {
+    clearTimeout(dateTimer);
+    const whole = (value) => value === '' || /^[1-9]\d{3}-\d{2}-\d{2}$/.test(value);
+    const after = controls.after.value;
+    const before = controls.before.value;
+    if (!whole(after) || !whole(before)) return;
+    dateTimer = setTimeout(() => {
+      if (after !== view.state.after || before !== view.state.before) applyFilters(withState({ after, before }));
+    }, 450);
+  }
+
+  if (filterBar) {
+    for (const [name, control] of Object.entries(controls)) {
+      control.addEventListener('change', name === 'after' || name === 'before' ? dateChanged : barChanged);
+    }
+    $('f-clear').addEventListener('click', (event) => {
+      event.preventDefault();
+      applyFilters(withState({ after: '', before: '', camera: '', folder: '', types: [], orientation: '', min_pixels: '' }));
+    });
   }
 
   // -- history -------------------------------------------------------------------------------
 
   function viewKey(v) {
-    return v.kind === 'text' ? `text:${v.query}` : v.kind === 'similar' ? `similar:${v.similar}` : v.kind === 'image' ? `image:${v.upload}` : 'home';
+    return v.kind === 'image' ? `image:${v.upload}:${keyOf(v.state)}` : v.kind ? keyOf(v.state) : 'home';
   }
 
   function urlFor(v) {
-    if (v.kind === 'text') return `${ROOT}/?q=${encodeURIComponent(v.query).replace(/%20/g, '+')}`;
-    if (v.kind === 'similar') return `${ROOT}/?similar=${v.similar}`;
-    return `${ROOT}/`;
+    if (v.kind === 'image' || !v.kind) return `${ROOT}/`;
+    return `${ROOT}/?${keyOf(v.state)}`;
   }
 
   function stateFor(v, detail) {
-    // Enough to show the view again after back/forward, even after a reload.
-    return { kind: v.kind, query: v.query, similar: v.similar, upload: v.upload, uploadName: v.uploadName, detail: detail ?? null };
+    // Enough to show the view again after back/forward, even after a reload (the URL holds the rest).
+    return { kind: v.kind, search: v.state, upload: v.upload, uploadName: v.uploadName, detail: detail ?? null };
   }
 
   function commit(push) {
     cache.set(viewKey(view), view);
-    if (view.kind === 'image') {
+    const state = view.kind === 'image'
       // Uploads cannot be put in a URL: keep their results in the history entry instead.
-      const state = { ...stateFor(view), results: view.results, next: view.next };
-      if (push) history.pushState(state, '', urlFor(view)); else history.replaceState(state, '', urlFor(view));
-      return;
-    }
-    if (push) history.pushState(stateFor(view), '', urlFor(view));
-    else history.replaceState(stateFor(view), '', urlFor(view));
+      ? { ...stateFor(view), results: view.results, next: view.next }
+      : stateFor(view);
+    if (push) history.pushState(state, '', urlFor(view)); else history.replaceState(state, '', urlFor(view));
   }
 
   // -- searches ------------------------------------------------------------------------------
@@ -220,9 +442,13 @@
       const data = await fetcher();
       if (mine !== seq) return false;
       noticeSlot.replaceChildren();
-      view = { ...next, source: data.source || next.source || null, results: data.results, next: data.next_offset };
+      view = {
+        ...next, source: data.source || next.source || null, results: data.results, next: data.next_offset,
+        cutoff: data.cutoff ?? null, matches: data.matches ?? null,
+      };
       commit(push);
       render();
+      loadFacets();
       window.scrollTo({ top: 0 });
       return true;
     } catch (err) {
@@ -234,57 +460,93 @@
     }
   }
 
-  function searchText(query, push) {
-    query = query.trim().replace(/\s+/g, ' ');
-    if (!query) { goHome(push); return Promise.resolve(false); }
-    if (query.length > MAX_QUERY) {
+  function fromCache(key) {
+    const cached = cache.get(key);
+    if (!cached) return false;
+    seq += 1;
+    setBusy(false);
+    view = cached;
+    commit(false);
+    noticeSlot.replaceChildren();
+    render();
+    loadFacets();
+    return true;
+  }
+
+  function search(next, push) {
+    // Any search the URL can hold: words, a photo, both; with filters, sort and cutoff.
+    next = { ...next, q: next.q.trim().replace(/\s+/g, ' ') };
+    const kind = kindOf(next);
+    if (!kind) { goHome(push); return Promise.resolve(false); }
+    if (next.q.length > MAX_QUERY) {
       showNotice('error', 'That query is too long', `Keep it under ${MAX_QUERY} characters.`);
       return Promise.resolve(false);
     }
-    input.value = query;
-    const cached = !push && cache.get(`text:${query}`);
-    if (cached) { view = cached; commit(false); noticeSlot.replaceChildren(); render(); return Promise.resolve(true); }
-    return run({ kind: 'text', query, similar: null, upload: null },
-      () => api(`/api/search?q=${encodeURIComponent(query)}&limit=${PAGE}`), push);
+    input.value = next.q;
+    if (!push && fromCache(keyOf(next))) return Promise.resolve(true);
+    const source = kind === 'similar' && view.source && view.source.id === next.similar ? view.source : null;
+    const key = keyOf(next);
+    return run({ kind, state: next, source, upload: null, uploadName: null },
+      () => api(`/api/search?${key}&limit=${PAGE}`), push);
   }
 
-  function searchSimilar(id, source, push) {
+  function searchSimilar(photo, words, push) {
+    // "Similar" on a tile or in the detail view: photos like this one, refined by words if given;
+    // the filters and the sort stay.
     closeDetailNow();
-    input.value = '';  // the box shows the search being answered: this one is by a photo (its chip), not by words
-    const cached = !push && cache.get(`similar:${id}`);
-    if (cached) { view = cached; commit(false); noticeSlot.replaceChildren(); render(); return Promise.resolve(true); }
-    return run({ kind: 'similar', query: '', similar: id, source: source || null, upload: null },
-      () => api(`/api/images/${id}/similar?limit=${PAGE}`), push);
-  }
-
-  function searchUpload(blob, name, push) {
-    closeDetailNow();
-    if (!blob) return Promise.resolve(false);
-    if (blob.size > MAX_UPLOAD) {
-      showError(new ApiError(413, `the limit is ${humanSize(MAX_UPLOAD)} and this file is ${humanSize(blob.size)}`), 'upload');
-      return Promise.resolve(false);
-    }
-    const key = `u${Date.now().toString(36)}${Math.random().toString(36).slice(2, 7)}`;
-    uploads.set(key, { blob, url: URL.createObjectURL(blob) });
-    input.value = '';
-    return run({ kind: 'image', query: '', similar: null, upload: key, uploadName: name || 'your image' },
-      () => postImage(blob, name, 0), push).then((ok) => {
-      if (!ok) { URL.revokeObjectURL(uploads.get(key).url); uploads.delete(key); }
+    return search(withState({ similar: photo.id, q: words || '' }), push).then((ok) => {
+      if (ok && view.kind === 'similar' && !view.source) { view.source = photo; renderSummary(); }
       return ok;
     });
   }
 
-  function postImage(blob, name, offset) {
-    const data = new FormData();
-    data.append('file', blob, name || 'image');
-    return api(`/api/search/image?limit=${PAGE}&offset=${offset}`, { method: 'POST', body: data });
+  function searchUpload(blob, name, push, nextState) {
+    closeDetailNow();
+    let key = null;
+    if (blob) {
+      if (blob.size > MAX_UPLOAD) {
+        showError(new ApiError(413, `the limit is ${humanSize(MAX_UPLOAD)} and this file is ${humanSize(blob.size)}`), 'upload');
+        return Promise.resolve(false);
+      }
+      key = `u${Date.now().toString(36)}${Math.random().toString(36).slice(2, 7)}`;
+      uploads.set(key, { blob, url: URL.createObjectURL(blob) });
+    } else if (view.kind === 'image' && uploads.has(view.upload)) {
+      key = view.upload; // the same upload, other filters
+    } else {
+      return Promise.resolve(false);
+    }
+    input.value = '';
+    const state = { ...(nextState || view.state), q: '', similar: null };
+    return run({ kind: 'image', state, upload: key, uploadName: name || 'your image' },
+      () => postImage(key, state, 0), push).then((ok) => {
+      if (!ok && blob) { URL.revokeObjectURL(uploads.get(key).url); uploads.delete(key); }
+      return ok;
+    });
+  }
+
+  async function postImage(key, s, offset) {
+    // POST /api/search with the image as a term: the filters and the sort apply to uploads too.
+    // The server embeds the same bytes once, however many pages are asked for.
+    const entry = uploads.get(key);
+    const image = await new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).replace(/^data:[^,]*,/, ''));
+      reader.onerror = () => reject(new ApiError(0, 'that file cannot be read'));
+      reader.readAsDataURL(entry.blob);
+    });
+    const filters = { type: s.types };
+    for (const name of ['after', 'before', 'camera', 'folder', 'orientation']) if (s[name]) filters[name] = s[name];
+    if (s.min_pixels) filters.min_pixels = Number(s.min_pixels);
+    const bodyJson = { terms: [{ image }], filters, sort: s.sort, limit: PAGE, offset };
+    if (s.min_score !== '') bodyJson.min_score = Number(s.min_score);
+    return api('/api/search', { method: 'POST', headers: { Accept: 'application/json', 'Content-Type': 'application/json' }, body: JSON.stringify(bodyJson) });
   }
 
   function goHome(push) {
     seq += 1;
     setBusy(false);
     closeDetailNow();
-    view = { kind: null, query: '', similar: null, source: null, upload: null, uploadName: null, results: [], next: null };
+    view = { kind: null, state: NO_SEARCH, source: null, upload: null, uploadName: null, results: [], next: null, cutoff: null, matches: null };
     input.value = '';
     noticeSlot.replaceChildren();
     commit(push);
@@ -297,9 +559,8 @@
     const current = view;
     const offset = view.next;
     let fetcher;
-    if (view.kind === 'text') fetcher = () => api(`/api/search?q=${encodeURIComponent(view.query)}&limit=${PAGE}&offset=${offset}`);
-    else if (view.kind === 'similar') fetcher = () => api(`/api/images/${view.similar}/similar?limit=${PAGE}&offset=${offset}`);
-    else if (view.kind === 'image' && uploads.has(view.upload)) fetcher = () => postImage(uploads.get(view.upload).blob, view.uploadName, offset);
+    if (view.kind === 'text' || view.kind === 'similar') fetcher = () => api(`/api/search?${keyOf(current.state)}&limit=${PAGE}&offset=${offset}`);
+    else if (view.kind === 'image' && uploads.has(view.upload)) fetcher = () => postImage(current.upload, current.state, offset);
     else return false;
     loadingMore = true;
     moreBtn.classList.add('loading');
@@ -339,7 +600,9 @@
     $('detail-name').textContent = photo.name;
     $('detail-path').textContent = photo.path;
     $('detail-path').title = photo.path;
-    $('detail-taken').textContent = formatDate(photo.taken_at);
+    // With no date in the photo itself, the file's date stands in: filters and sorting use it, so say so.
+    $('detail-taken').textContent = photo.taken_at ? formatDate(photo.taken_at, true)
+      : photo.date && photo.date_source === 'file' ? `${formatDate(photo.date)} (file date)` : '—';
     $('detail-camera').textContent = photo.camera || '—';
     $('detail-size').textContent = humanSize(photo.size_bytes);
     $('detail-dims').textContent = `${photo.width} × ${photo.height}`;
@@ -414,24 +677,32 @@
   $('detail-close').addEventListener('click', closeDetail);
   $('detail-prev').addEventListener('click', () => step(-1));
   $('detail-next').addEventListener('click', () => step(1));
-  $('detail-similar').addEventListener('click', () => {
+  $('detail-similar-form').addEventListener('submit', (event) => {
+    // "Find similar", refined by the words next to it if any: similar=ID&q=WORDS.
+    event.preventDefault();
     if (!detailPhoto) return;
     const photo = detailPhoto;
+    const words = refineInput.value.trim().replace(/\s+/g, ' ');
+    if (words.length > MAX_QUERY) { refineInput.focus(); return; }
     // Replace the detail entry rather than stacking the search on top of it.
     const hadEntry = history.state && history.state.detail;
     closeDetailNow();
     if (hadEntry) history.replaceState(stateFor(view), '', urlFor(view));
-    searchSimilar(photo.id, photo, true);
+    searchSimilar(photo, words, true);
   });
 
   // -- input: typing, picking, dropping, pasting ---------------------------------------------
 
   form.addEventListener('submit', (event) => {
+    // The box holds the words of the search; a photo searched by (its chip) stays, refined by
+    // them, and so do the filters and the sort.
     event.preventDefault();
-    const query = input.value.trim();
-    if (!query) { input.focus(); return; }
-    if (view.kind === 'text' && view.query === query && !noticeSlot.childElementCount) return;
-    searchText(query, true);
+    const query = input.value.trim().replace(/\s+/g, ' ');
+    const similar = view.kind === 'similar' ? view.state.similar : null;
+    if (!query && !similar) { input.focus(); return; }
+    const next = view.kind === 'image' || !view.kind ? { ...view.state, q: query, similar: null } : withState({ q: query, similar });
+    if (view.kind && keyOf(next) === keyOf(view.state) && view.kind !== 'image' && !noticeSlot.childElementCount) return;
+    search(next, true);
   });
 
   fileInput.addEventListener('change', () => {
@@ -472,7 +743,7 @@
     const match = uri && uri.match(/\/(?:photos|api\/images)\/(\d+)/);
     if (match) {
       try {
-        if (new URL(uri, location.href).origin === location.origin) { searchSimilar(Number(match[1]), null, true); return; }
+        if (new URL(uri, location.href).origin === location.origin) { searchSimilar({ id: Number(match[1]) }, '', true); return; }
       } catch (err) { /* not a URL */ }
     }
     showNotice('error', 'Could not search by that', 'Drop an image file from your computer, or a photo from the results.');
@@ -509,32 +780,42 @@
 
   // -- back / forward --------------------------------------------------------------------------
 
-  async function show(state, fromUrl) {
-    const s = state || fromUrl;
+  async function show(entry) {
+    // A history entry again (back, forward): its URL says which search, its state what else.
     let ok = true;
-    if (!s.kind) { if (view.kind !== null) goHome(false); }
-    else if (s.kind === 'text') { if (!(view.kind === 'text' && view.query === s.query)) ok = await searchText(s.query, false); }
-    else if (s.kind === 'similar') { if (!(view.kind === 'similar' && view.similar === s.similar)) ok = await searchSimilar(s.similar, null, false); }
-    else if (s.kind === 'image' && view.upload !== s.upload) {
-      const cached = cache.get(`image:${s.upload}`);
-      view = cached || { kind: 'image', query: '', similar: null, source: null, upload: s.upload, uploadName: s.uploadName, results: s.results || [], next: s.next ?? null };
-      render();
+    if (entry && entry.kind === 'image') {
+      const search = entry.search || NO_SEARCH;
+      if (view.upload !== entry.upload || keyOf(view.state) !== keyOf(search)) {
+        seq += 1;
+        setBusy(false);
+        const cached = cache.get(`image:${entry.upload}:${keyOf(search)}`);
+        view = cached || {
+          kind: 'image', state: search, source: null, upload: entry.upload, uploadName: entry.uploadName,
+          results: entry.results || [], next: uploads.has(entry.upload) ? entry.next ?? null : null, cutoff: null, matches: null,
+        };
+        noticeSlot.replaceChildren();
+        render();
+        loadFacets();
+      }
+    } else {
+      const s = stateFromUrl(location.search);
+      if (!kindOf(s)) { if (view.kind !== null) goHome(false); }
+      else if (view.kind !== kindOf(s) || keyOf(s) !== keyOf(view.state)) ok = await search(s, false);
     }
-    if (ok && s.detail) {
-      const index = view.results.findIndex((hit) => hit.photo.id === s.detail);
-      if (index >= 0) { detailIndex = index; fillDetail(view.results[index].photo, view.results[index].score); if (!dialog.open) dialog.showModal(); }
+    if (ok && entry && entry.detail) {
+      const index = view.results.findIndex((hit) => hit.photo.id === entry.detail);
+      if (index >= 0) {
+        detailIndex = index;
+        fillDetail(view.results[index].photo, view.results[index].score);
+        if (!dialog.open) dialog.showModal();
+        history.replaceState({ ...(history.state || stateFor(view)), detail: entry.detail }, '', urlFor(view));
+      }
     } else if (dialog.open) {
       closeDetailNow();
     }
   }
 
-  window.addEventListener('popstate', (event) => {
-    const params = new URLSearchParams(location.search);
-    const fromUrl = params.get('q') ? { kind: 'text', query: params.get('q') }
-      : params.get('similar') && /^\d+$/.test(params.get('similar')) ? { kind: 'similar', similar: Number(params.get('similar')) }
-        : { kind: null };
-    show(event.state, fromUrl);
-  });
+  window.addEventListener('popstate', (event) => { show(event.state); });
 
   // -- start: take over what the server rendered ---------------------------------------------
 
@@ -545,34 +826,45 @@
     const restored = history.state;
     if (restored && restored.kind === 'image' && !initial.kind) {
       // A reload or return to an upload's results: the image is gone, its results are not.
-      view = { kind: 'image', query: '', similar: null, source: null, upload: restored.upload, uploadName: restored.uploadName, results: restored.results || [], next: null };
-      render();
-    } else {
       view = {
-        kind: initial.kind || null,
-        query: initial.query || '',
-        similar: initial.similar ?? null,
+        kind: 'image', state: restored.search || NO_SEARCH, source: null, upload: restored.upload, uploadName: restored.uploadName,
+        results: restored.results || [], next: null, cutoff: null, matches: null,
+      };
+      render();
+      loadFacets();
+    } else {
+      // The server answered this URL's search already (the same request as the API's): show its
+      // answer, with the state read from the URL as the server read it.
+      const kind = initial.kind || null;
+      view = {
+        kind,
+        state: kind === 'text' || kind === 'similar' ? stateFromUrl(location.search) : NO_SEARCH,
         source: initial.source || null,
         upload: null,
         uploadName: initial.upload_name || null,
         results: initial.results || [],
-        next: initial.kind === 'image' ? null : initial.next_offset ?? null,
+        next: kind === 'image' ? null : initial.next_offset ?? null,
+        cutoff: initial.cutoff ?? null,
+        matches: initial.matches ?? null,
       };
+      if (initial.facets) facetCache.set(paramsFor(view.state, { forFacets: true }).toString(), initial.facets);
       if (!initial.error) {
         grid.replaceChildren(...view.results.map((hit, i) => tile(hit, i)));
         updateMore();
-        if (view.kind === 'similar' || view.kind === 'text') renderSummary();
+        if (kind === 'similar' || kind === 'text') renderSummary();
       } else {
         grid.replaceChildren();
       }
-      if (view.kind === 'image') {
+      renderBar(initial.facets || null);
+      if (kind === 'image') {
         history.replaceState({ ...stateFor(view), results: view.results, next: null }, '', urlFor(view));
-      } else if (view.kind && !initial.error) {
+      } else if (kind && !initial.error) {
         cache.set(viewKey(view), view);
-        history.replaceState(stateFor(view, restored && restored.detail), '', location.pathname + location.search);
+        // One spelling per search (a plain form's empty fields and paging left out).
+        history.replaceState(stateFor(view, restored && restored.detail), '', urlFor(view));
       }
     }
-    if (restored && restored.detail) show(restored, null);
+    if (restored && restored.detail) show(restored);
     if (!view.kind && input && document.activeElement !== input) input.focus();
   }
 
