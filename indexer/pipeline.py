@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock, Timeout
-from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from photoseek import db
 from photoseek.encoders import Encoder, canonical_model_id, load_encoder, resolve_new_index_model
 from photoseek.errors import PhotoseekError
+from photoseek.files import is_under
 from photoseek.imaging import IMAGE_EXTENSIONS, DecodedPhoto, hash_file
 from photoseek.settings import Settings, usable_cores
 from photoseek.store import IndexFiles, VectorStore, load_vectors
@@ -197,7 +197,7 @@ class Indexer:
         engine = db.open_database(self.files.database, readonly=True)
         try:
             with engine.connect() as conn:
-                return [Path(p) for p in conn.execute(select(db.Root.path)).scalars()]
+                return [Path(p) for p in db.root_paths(conn)]
         except Exception:  # a database too damaged to read has no folders to keep
             return []
         finally:
@@ -215,13 +215,9 @@ class Indexer:
         try:
             with Session.begin() as session:
                 model_id, dim = self._settle_model(session, model, encoder, summary)
-                generation = int(db.get_meta(session, "generation") or 0)
+                generation = db.generation(session)
                 root_rows = self._settle_roots(session, roots)
-                session.execute(
-                    update(db.IndexRun).where(db.IndexRun.status == "running").values(status="interrupted")
-                )
-                run = db.IndexRun()
-                session.add(run)
+                run = db.start_run(session)
             summary.model_id = model_id
             self._encoder = encoder
             vectors = load_vectors(self.files, engine, dim=dim, generation=generation, persist=True,
@@ -251,14 +247,10 @@ class Indexer:
                     summary.interrupted = True
                 summary.seconds = time.perf_counter() - started
                 with session.begin():
-                    session.execute(
-                        update(db.IndexRun).where(db.IndexRun.id == run.id).values(
-                            status="interrupted" if summary.interrupted else "finished", finished_at=db.utcnow(),
-                            seconds=summary.seconds, **_counts(summary),
-                        )
-                    )
+                    db.update_run(session, run.id, status="interrupted" if summary.interrupted else "finished",
+                                  finished_at=db.utcnow(), seconds=summary.seconds, **_counts(summary))
             with engine.connect() as conn:
-                summary.photos = conn.execute(select(func.count()).select_from(db.ImageRow)).scalar_one()
+                summary.photos = db.photo_count(conn)
             if vectors is not None and not (summary.interrupted and generation == first_generation):
                 if not summary.interrupted:
                     # Exact search while the collection is small, clusters once it is large (see store).
@@ -294,7 +286,7 @@ class Indexer:
         return model_id, 0
 
     def _settle_roots(self, session: Session, roots: Sequence[Path]) -> list[db.Root]:
-        known = {r.path: r for r in session.scalars(select(db.Root))}
+        known = {r.path: r for r in db.roots(session)}
         if not roots:
             if not known:
                 raise IndexingError("no folder to index: name one, e.g. 'photoseek index ~/Pictures'")
@@ -306,16 +298,13 @@ class Indexer:
                 raise IndexingError(f"not a folder: {root}")
             row = known.get(path)
             if row is None:
-                row = db.Root(path=path)
-                session.add(row)
-                session.flush()
-                known[path] = row
+                row = known[path] = db.add_root(session, path)
             chosen.append(row)
         return chosen
 
     def _plan(self, session: Session, root_rows: list[db.Root], exclude, include_hidden) -> _Plan:
         plan = _Plan()
-        all_roots = [Path(r.path) for r in session.scalars(select(db.Root))]
+        all_roots = [Path(r.path) for r in db.roots(session)]
         root_paths = [r.path for r in root_rows]
         live_roots = [p for p in root_paths if os.path.isdir(p)]
         for missing in set(root_paths) - set(live_roots):
@@ -335,16 +324,10 @@ class Indexer:
         plan.found_paths = set(found)
         plan.live_roots = live_roots
 
-        known = {
-            path: (row_id, size, mtime, chash)
-            for row_id, path, size, mtime, chash, in session.execute(
-                select(db.ImageRow.id, db.ImageRow.path, db.ImageRow.size_bytes, db.ImageRow.mtime_ns, db.ImageRow.content_hash)
-            )
-        }
-        skipped = {path: (size, mtime) for path, size, mtime in session.execute(
-            select(db.SkippedFile.path, db.SkippedFile.size_bytes, db.SkippedFile.mtime_ns))}
+        known = db.known_files(session)
+        skipped = db.skipped_signatures(session)
 
-        under_roots = [p for p in known if _under(p, live_roots)]
+        under_roots = [p for p in known if is_under(p, live_roots)]
         gone = {p: known[p] for p in under_roots if p not in found}
         gone_by_size: dict[int, list[str]] = defaultdict(list)
         for p, (_, size, _, _) in gone.items():
@@ -383,25 +366,21 @@ class Indexer:
         """Moves, touches, deletions and unreadable entries: no model needed."""
         with session.begin():
             for row_id, f in plan.touched:
-                session.execute(update(db.ImageRow).where(db.ImageRow.id == row_id).values(**_new_mtime(f)))
+                db.touch(session, row_id, f.mtime_ns)
             for row_id, f in plan.moves:
-                session.execute(update(db.ImageRow).where(db.ImageRow.id == row_id).values(
-                    path=f.path, root_id=self._root_id(session, f.path), **_new_mtime(f)))
-            if plan.removed_ids:
-                session.execute(delete(db.ImageRow).where(db.ImageRow.id.in_(plan.removed_ids)))
+                db.touch(session, row_id, f.mtime_ns, path=f.path, root_id=self._root_id(session, f.path))
+            db.remove_photos(session, plan.removed_ids)
             # Skipped entries of files that are gone (or now found fine) are dropped; unreadable ones recorded.
-            stale = [p for p in session.scalars(select(db.SkippedFile.path))
-                     if _under(p, plan.live_roots) and p not in plan.found_paths]
-            for path in stale:
-                session.execute(delete(db.SkippedFile).where(db.SkippedFile.path == path))
+            db.forget_skips(session, [p for p in db.skipped_paths(session)
+                                      if is_under(p, plan.live_roots) and p not in plan.found_paths])
             for item in plan.unreadable:
-                _record_skip(session, item.path, 0, 0, item.reason)
+                db.record_skip(session, item.path, 0, 0, item.reason)
                 summary.note_skip(item.path, item.reason)
             summary.moved, summary.removed = len(plan.moves), len(plan.removed_ids)
             summary.unchanged += len(plan.touched)
             generation += 1
-            db.set_meta(session, "generation", str(generation))
-            session.execute(update(db.IndexRun).where(db.IndexRun.id == run_id).values(**_counts(summary)))
+            db.set_generation(session, generation)
+            db.update_run(session, run_id, **_counts(summary))
         if vectors is not None and plan.removed_ids:
             vectors.remove(plan.removed_ids)
         return generation
@@ -418,24 +397,16 @@ class Indexer:
 
         def write(done: list[tuple[FoundFile, DecodedPhoto]], embeddings: np.ndarray) -> None:
             nonlocal generation, last_vector_save
-            with session.begin():
-                # A few statements per batch, not per photo: old versions out, new rows in (one
-                # multi-row INSERT), their "skipped" entries cleared.
+            with session.begin():  # one checkpoint
                 replaced = [i for i in (plan.replaced_ids.get(f.path) for f, _ in done) if i is not None]
-                if replaced:
-                    session.execute(delete(db.ImageRow).where(db.ImageRow.id.in_(replaced)))
                 summary.updated += len(replaced)
                 summary.added += len(done) - len(replaced)
-                rows = [_image_row(f, photo, vector, self._root_id(session, f.path))
-                        for (f, photo), vector in zip(done, embeddings)]
-                session.add_all(rows)
-                session.flush()
-                session.execute(delete(db.SkippedFile).where(db.SkippedFile.path.in_([f.path for f, _ in done])))
-                new_ids = [row.id for row in rows]
+                rows = [db.new_photo(f.path, self._root_id(session, f.path), f.mtime_ns, photo.info, photo.size_bytes,
+                                     photo.content_hash, vector) for (f, photo), vector in zip(done, embeddings)]
+                new_ids = db.write_batch(session, rows, replaced)
                 generation += 1
-                db.set_meta(session, "generation", str(generation))
-                session.execute(update(db.IndexRun).where(db.IndexRun.id == run_id).values(
-                    **_counts(summary), seconds=time.perf_counter() - started))
+                db.set_generation(session, generation)
+                db.update_run(session, run_id, **_counts(summary), seconds=time.perf_counter() - started)
             vectors.remove(replaced)
             if new_ids:
                 vectors.add(np.asarray(new_ids), np.asarray(embeddings))
@@ -487,10 +458,10 @@ class Indexer:
 
     def _skip(self, session: Session, f: FoundFile, reason: str, plan: _Plan, vectors: VectorStore, summary: RunSummary) -> None:
         with session.begin():
-            _record_skip(session, f.path, f.size, f.mtime_ns, reason)
+            db.record_skip(session, f.path, f.size, f.mtime_ns, reason)
             old_id = plan.replaced_ids.pop(f.path, None)
             if old_id is not None:  # it was a good photo once; its changed content is not
-                session.execute(delete(db.ImageRow).where(db.ImageRow.id == old_id))
+                db.remove_photos(session, [old_id])
                 summary.removed += 1
         if old_id is not None:
             vectors.remove([old_id])
@@ -525,13 +496,8 @@ class Indexer:
 
     def _root_id(self, session: Session, path: str) -> int | None:
         if self._root_cache is None:
-            rows = session.execute(select(db.Root.path, db.Root.id)).all()
-            self._root_cache = sorted(((p, i) for p, i in rows), key=lambda r: -len(r[0]))
-        return next((i for p, i in self._root_cache if _under(path, [p])), None)
-
-
-def _under(path: str, roots: Sequence[str]) -> bool:
-    return any(path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+            self._root_cache = sorted(db.root_ids(session), key=lambda r: -len(r[0]))
+        return next((i for p, i in self._root_cache if is_under(path, [p])), None)
 
 
 def _hash_or_none(path: str) -> str | None:
@@ -539,32 +505,6 @@ def _hash_or_none(path: str) -> str | None:
         return hash_file(Path(path))
     except OSError:
         return None
-
-
-def _record_skip(session: Session, path: str, size: int, mtime_ns: int, reason: str) -> None:
-    existing = session.scalars(select(db.SkippedFile).where(db.SkippedFile.path == path)).one_or_none()
-    if existing is None:
-        session.add(db.SkippedFile(path=path, size_bytes=size, mtime_ns=mtime_ns, reason=reason[:500]))
-    else:
-        existing.size_bytes, existing.mtime_ns, existing.reason, existing.seen_at = size, mtime_ns, reason[:500], db.utcnow()
-
-
-def _new_mtime(f: FoundFile) -> dict:
-    """Column values for a file whose modification time changed but whose content did not: a photo
-    dated by its file (no EXIF date) moves with it."""
-    file_date, _ = db.photo_date(None, f.mtime_ns)
-    return dict(mtime_ns=f.mtime_ns, photo_date=case((db.ImageRow.date_source == "file", file_date),
-                                                     else_=db.ImageRow.photo_date))
-
-
-def _image_row(f: FoundFile, photo: DecodedPhoto, vector: np.ndarray, root_id: int | None) -> db.ImageRow:
-    info = photo.info
-    return db.ImageRow(
-        path=f.path, root_id=root_id, size_bytes=photo.size_bytes, mtime_ns=f.mtime_ns, content_hash=photo.content_hash,
-        width=info.width, height=info.height, taken_at=info.taken_at, camera_make=info.camera_make,
-        camera_model=info.camera_model, embedding=db.vector_to_blob(vector), file_type=info.file_type,
-        **dict(zip(("photo_date", "date_source"), db.photo_date(info.taken_at, f.mtime_ns))),
-    )
 
 
 def _counts(summary: RunSummary) -> dict[str, int]:

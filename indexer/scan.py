@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from photoseek.files import is_under
 from photoseek.imaging import looks_like_image
 
 
@@ -30,10 +31,6 @@ class Unreadable:
 
 def _excluded(rel: str, name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
-
-
-def _inside(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
 def walk(
@@ -90,7 +87,7 @@ def walk(
             try:
                 if entry.is_symlink():
                     target = os.path.realpath(entry.path)
-                    if not _inside(target, real_roots):
+                    if not is_under(target, real_roots, or_equal=True):
                         if os.path.isdir(target) or looks_like_image(Path(entry.path)):
                             yield Unreadable(entry.path, "symbolic link points outside the indexed folders")
                         continue

@@ -213,8 +213,13 @@ def _print_page(response, as_json: bool) -> None:
         return
     if not response.results:
         typer.echo("no results")
+    by_date = response.sort != "relevance"
     for hit in response.results:
-        typer.echo(f"{hit.rank:3d}  {hit.score:.3f}  {hit.photo.id:>6}  {_show(hit.photo.path)}")
+        when = ""
+        if by_date:  # the date the order follows, and whether it is only the file's
+            p = hit.photo
+            when = f"{p.date:%Y-%m-%d %H:%M}{' (file)' if p.date_source == 'file' else '       '}  " if p.date else " " * 25
+        typer.echo(f"{hit.rank:3d}  {hit.score:.3f}  {hit.photo.id:>6}  {when}{_show(hit.photo.path)}")
     if response.cutoff is not None and response.matches is not None:
         typer.echo(f"{response.matches} photos scored {response.cutoff:.3f} or more (--min-score)", err=True)
     if response.next_offset is not None:

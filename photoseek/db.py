@@ -28,6 +28,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     create_engine,
+    delete,
     event,
     case,
     func,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
@@ -362,7 +364,7 @@ def facet_counts(conn: Connection, filters: Filters, *, ids: np.ndarray | None =
                  year: int | None = None) -> dict[str, list[tuple[Any, int]]]:
     """How many photos each choice of a filter would keep, for the filter bar: per camera
     (make, model), per year (per month of ``year`` when given), per top-level folder of each
-    indexed folder, per file type. Each facet counts with every other filter applied but not its
+    indexed folder, per file type, per orientation. Each facet counts with every other filter applied but not its
     own, so the bar shows the alternatives to what is chosen. ``ids``: only these photos (the
     matches of a query with a cutoff)."""
     img = ImageRow
@@ -378,9 +380,11 @@ def facet_counts(conn: Connection, filters: Filters, *, ids: np.ndarray | None =
 
     when = func.strftime("%Y", img.photo_date) if year is None else func.strftime("%m", img.photo_date)
     dates = replace(filters, after=None, before=None)
+    shape = case((img.width > img.height, "landscape"), (img.height > img.width, "portrait"), else_="square")
     out = {
         "camera": count((img.camera_make, img.camera_model), dict(camera=None)),
         "type": count((img.file_type,), dict(types=())),
+        "orientation": count((shape,), dict(orientation=None)),
     }
     if year is None:
         out["year"] = count((when,), dict(after=None, before=None))
@@ -415,6 +419,117 @@ def photo_dates(conn: Connection, ids: Iterable[int], chunk: int = 900) -> dict[
         part = ids[start:start + chunk]
         out.update(conn.execute(select(ImageRow.id, ImageRow.photo_date).where(ImageRow.id.in_(part))).all())
     return out
+
+
+# -- what the writer does (indexer.pipeline); named for what callers do ------------------------
+# Each takes the caller's session: the caller decides what one transaction (one checkpoint) holds.
+
+
+def generation(session) -> int:
+    return int(get_meta(session, "generation") or 0)
+
+
+def set_generation(session, value: int) -> None:
+    set_meta(session, "generation", str(value))
+
+
+def roots(session) -> list[Root]:
+    return list(session.scalars(select(Root)))
+
+
+def add_root(session, path: str) -> Root:
+    row = Root(path=path)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def root_ids(session) -> list[tuple[str, int]]:
+    return [(p, i) for p, i in session.execute(select(Root.path, Root.id)).all()]
+
+
+def start_run(session) -> IndexRun:
+    """A new run; any run still marked running died without saying so (its lock is gone)."""
+    session.execute(update(IndexRun).where(IndexRun.status == "running").values(status="interrupted"))
+    run = IndexRun()
+    session.add(run)
+    return run
+
+
+def update_run(session, run_id: int, **values) -> None:
+    session.execute(update(IndexRun).where(IndexRun.id == run_id).values(**values))
+
+
+def known_files(session) -> dict[str, tuple[int, int, int, str]]:
+    """``path -> (id, size, mtime_ns, content_hash)`` of every indexed photo."""
+    rows = session.execute(select(ImageRow.id, ImageRow.path, ImageRow.size_bytes, ImageRow.mtime_ns,
+                                  ImageRow.content_hash))
+    return {path: (row_id, size, mtime, chash) for row_id, path, size, mtime, chash in rows}
+
+
+def skipped_signatures(session) -> dict[str, tuple[int, int]]:
+    """``path -> (size, mtime_ns)`` of every skipped file (retried only when it changes)."""
+    return {path: (size, mtime) for path, size, mtime in session.execute(
+        select(SkippedFile.path, SkippedFile.size_bytes, SkippedFile.mtime_ns))}
+
+
+def skipped_paths(session) -> list[str]:
+    return list(session.scalars(select(SkippedFile.path)))
+
+
+def record_skip(session, path: str, size: int, mtime_ns: int, reason: str) -> None:
+    existing = session.scalars(select(SkippedFile).where(SkippedFile.path == path)).one_or_none()
+    if existing is None:
+        session.add(SkippedFile(path=path, size_bytes=size, mtime_ns=mtime_ns, reason=reason[:500]))
+    else:
+        existing.size_bytes, existing.mtime_ns, existing.reason, existing.seen_at = size, mtime_ns, reason[:500], utcnow()
+
+
+def forget_skips(session, paths: list[str], chunk: int = 900) -> None:
+    for start in range(0, len(paths), chunk):  # older SQLite builds allow 999 parameters a statement
+        session.execute(delete(SkippedFile).where(SkippedFile.path.in_(paths[start:start + chunk])))
+
+
+def touch(session, row_id: int, mtime_ns: int, *, path: str | None = None, root_id: int | None = None) -> None:
+    """A file whose modification time (and, for a move, path) changed but whose content did not: a
+    photo dated by its file (no EXIF date) moves with the new time."""
+    file_date, _ = photo_date(None, mtime_ns)
+    values = dict(mtime_ns=mtime_ns, photo_date=case((ImageRow.date_source == "file", file_date),
+                                                     else_=ImageRow.photo_date))
+    if path is not None:
+        values.update(path=path, root_id=root_id)
+    session.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
+
+
+def remove_photos(session, ids: list[int], chunk: int = 900) -> None:
+    for start in range(0, len(ids), chunk):
+        session.execute(delete(ImageRow).where(ImageRow.id.in_(ids[start:start + chunk])))
+
+
+def new_photo(path: str, root_id: int | None, mtime_ns: int, info, size_bytes: int, content_hash: str,
+              vector: np.ndarray) -> ImageRow:
+    """A row for a freshly embedded photo (``info``: :class:`photoseek.imaging.PhotoInfo`)."""
+    when, source = photo_date(info.taken_at, mtime_ns)
+    return ImageRow(
+        path=path, root_id=root_id, size_bytes=size_bytes, mtime_ns=mtime_ns, content_hash=content_hash,
+        width=info.width, height=info.height, taken_at=info.taken_at, camera_make=info.camera_make,
+        camera_model=info.camera_model, embedding=vector_to_blob(vector), file_type=info.file_type,
+        photo_date=when, date_source=source,
+    )
+
+
+def write_batch(session, rows: list[ImageRow], replaced: list[int]) -> list[int]:
+    """A batch of embedded photos in a few statements, not a few per photo: old versions out, new
+    rows in (one multi-row INSERT), their "skipped" entries cleared. Returns the new ids."""
+    remove_photos(session, replaced)
+    session.add_all(rows)
+    session.flush()
+    forget_skips(session, [r.path for r in rows])
+    return [r.id for r in rows]
+
+
+def photo_count(conn) -> int:
+    return conn.execute(select(func.count()).select_from(ImageRow)).scalar_one()
 
 
 # -- what readers ask (search.engine); named for what callers do ------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,34 +20,6 @@ from photoseek.store import IndexFiles, VectorStore
 
 
 photoseek = run_cli
-
-
-def test_cli_index_search_status(tmp_path, samples_dir):
-    photos = tmp_path / "photos"
-    shutil.copytree(samples_dir, photos)
-    index = str(tmp_path / "index")
-    first = photoseek("index", str(photos), "--index", index, "--model", "offline")
-    assert "added 34" in first.stdout
-
-    out = photoseek("search", "a cup of coffee", "--index", index, "-k", "3", "--json").stdout
-    results = json.loads(out)["results"]
-    assert len(results) == 3 and results[0]["photo"]["path"].endswith("coffee.png") and results[0]["rank"] == 1
-
-    text = photoseek("search", "--image", str(samples_dir / "rocket.jpg"), "--index", index, "-k", "1").stdout
-    assert text.strip().endswith("rocket.jpg")
-
-    queries = tmp_path / "queries.txt"
-    queries.write_text("a rocket\n\na guitar\n")
-    lines = photoseek("search", "--queries", str(queries), "--json", "--index", index, "-k", "2").stdout.splitlines()
-    answers = [json.loads(line) for line in lines]
-    assert [a["query"] for a in answers] == ["a rocket", "a guitar"]
-    assert answers[1]["results"][0]["photo"]["path"].endswith("guitar.jpg")
-
-    status = json.loads(photoseek("status", "--index", index, "--json").stdout)
-    assert status["image_count"] == 34 and status["model"].startswith("offline")
-
-    second = photoseek("index", "--index", index)
-    assert "added 0" in second.stdout and "unchanged 34" in second.stdout
 
 
 def test_cli_errors_are_clear(tmp_path):

@@ -242,6 +242,7 @@ def test_facets_count_each_choice_with_the_other_filters_applied(collection):
     assert dict(counts["year"]) == {"2021": 4, "2019": 3, "2020": 3, "2018": 1}
     assert dict(counts["folder"]) == {str(photos / "trips"): 7, str(photos / "home"): 4}
     assert dict(counts["type"]) == {"jpeg": 8, "png": 3}
+    assert dict(counts["orientation"]) == {"landscape": 5, "portrait": 3, "square": 3}
 
     # A camera is chosen: the camera facet still offers the others; every other facet narrows to it.
     pixel = searcher.facets(Filters(camera="pixel 7"))

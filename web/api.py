@@ -7,7 +7,6 @@ clients exactly what is accepted; bad input is a 400 that names the parameter.
 from __future__ import annotations
 
 import base64
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 

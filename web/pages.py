@@ -365,6 +365,7 @@ def filter_bar(asked: Asked, facets: FacetsResponse | None, root: str) -> dict[s
                         *choices(types, "")]
     else:
         type_choices = choices(types, current_type)
+    shape_counts = {v.value: v.count for v in (facets.orientation if facets else [])}
     years = []
     dated = sorted((v for v in (facets.year if facets else []) if v.value), key=lambda v: v.value, reverse=True)
     for y in dated if len(dated) > 1 else []:  # one year alone says nothing worth the room
@@ -378,7 +379,8 @@ def filter_bar(asked: Asked, facets: FacetsResponse | None, root: str) -> dict[s
         "folder": choices(folders, asked.folder, label=folder_label, title=lambda v: v.value),
         "type": type_choices,
         "years": years,
-        "shapes": [{"value": v, "label": label, "selected": v == asked.orientation} for v, label in SHAPES],
+        "shapes": [{"value": v, "label": f"{label} ({shape_counts[v]})" if v in shape_counts else label,
+                    "selected": v == asked.orientation} for v, label in SHAPES],
         "sorts": [{"value": v, "label": label, "selected": v == asked.sort} for v, label in SORT_LABELS],
         "good": asked.min_score != "-1",
         "good_value": asked.min_score if asked.min_score not in ("", "-1") else "",

@@ -211,6 +211,7 @@ class FacetsResponse(BaseModel):
     month: list[FacetValue] = Field(default=[], description="Per month of the chosen year (?year=).")
     folder: list[FacetValue] = Field(description="Per top-level folder inside each indexed folder.")
     type: list[FacetValue]
+    orientation: list[FacetValue] = Field(default=[], description="Per shape: landscape, portrait, square.")
 
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -232,6 +233,7 @@ def facets_out(counts: dict[str, list]) -> FacetsResponse:
         month=values("month", lambda v: MONTHS[int(v) - 1] if v else "no date"),
         folder=values("folder", lambda v: v),
         type=values("type", lambda v: (v or "unknown").upper()),
+        orientation=values("orientation", lambda v: v.capitalize()),
     )
 
 

@@ -304,6 +304,7 @@
       folder: folders.map((f) => ({ value: f.value, label: unique ? base(f.value) : f.value, title: f.value, count: f.count })),
       type: (facets && facets.type || []).filter((t) => t.value),
       year: (facets && facets.year || []).filter((y) => y.value).sort((a, b) => b.value.localeCompare(a.value)),
+      orientation: (facets && facets.orientation || []).filter((o) => o.value),
     };
   }
 
@@ -322,8 +323,12 @@
     const typeValue = s.types.join(',');
     setOptions(controls.type, choices.type, typeValue, 'Any type');
     if (s.types.length > 1) controls.type.selectedOptions[0].textContent = s.types.map((t) => t.toUpperCase()).join(', ');
-    controls.orientation.value = s.orientation;
-    if (controls.orientation.value !== s.orientation) controls.orientation.value = '';
+    // Shapes are a fixed list; the counts say how many photos each keeps.
+    const shapes = ['landscape', 'portrait', 'square'].map((v) => {
+      const found = choices.orientation.find((o) => o.value === v);
+      return { value: v, label: v[0].toUpperCase() + v.slice(1), count: found ? found.count : (shownFacets ? 0 : null) };
+    });
+    setOptions(controls.orientation, shapes, s.orientation, 'Any shape');
     controls.sort.value = s.sort;
     controls.good.checked = s.min_score !== '-1';
     for (const [name, on] of [['after', s.after], ['before', s.before], ['camera', s.camera], ['folder', s.folder], ['type', typeValue], ['orientation', s.orientation]]) {
