@@ -8,11 +8,11 @@ restart. Results carry their metadata, fetched with one SQL query per page.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,6 +34,7 @@ from photoseek.search.batching import Coalescer
 from photoseek.search.query import Filters, SearchRequest, Term
 
 TEXT_CACHE_SIZE = 1024
+IMAGE_CACHE_SIZE = 32
 # A filter that keeps at most this share of the photos is answered by scoring just those photos
 # (one matrix product over their vectors) instead of a FAISS search that skips the others.
 DIRECT_SCORING_SHARE = 0.05
@@ -129,6 +130,33 @@ class IndexStatus:
     writable: bool  # False: a read-only index (searchable, not updatable here)
 
 
+class _Lru:
+    """A small thread-safe least-recently-used map of query embeddings."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value):
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
 @contextmanager
 def _single_threaded_openmp():
     """One thread per search: FAISS's OpenMP threads only spin against each other and against
@@ -182,8 +210,10 @@ class Searcher:
         self._encoder = encoder
         self._encoder_lock = threading.Lock()  # guards loading/swapping the encoder
         self._inference_lock = threading.Lock()  # one forward pass at a time: two would only fight over the cores
-        self._cache_lock = threading.Lock()
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        # Query embeddings already made: a repeated text query, or the next page of an uploaded photo,
+        # costs no model call.
+        self._text_cache = _Lru(TEXT_CACHE_SIZE)
+        self._image_cache = _Lru(IMAGE_CACHE_SIZE)
         self._embed_texts = Coalescer(lambda texts: self._encode(lambda enc: enc.encode_texts(texts)),
                                       max_batch=TEXT_BATCH_MAX)
         self._vectors: VectorStore | None = None
@@ -223,9 +253,10 @@ class Searcher:
                 store = load_vectors(self.files, self._engine, dim=dim, generation=generation, persist=False,
                                      exact_up_to=self.settings.exact_search_up_to)
             if model_id != self.model_id:  # rebuilt with another model
-                with self._encoder_lock, self._cache_lock:
+                with self._encoder_lock:
                     self.model_id, self._encoder = model_id, None
                     self._text_cache.clear()
+                    self._image_cache.clear()
             self._vectors, self._loaded_generation = store, generation
             return True
 
@@ -250,23 +281,21 @@ class Searcher:
             raise ValueError("empty query")
         if len(query) > self.settings.max_query_chars:
             raise ValueError(f"query too long (over {self.settings.max_query_chars} characters)")
-        with self._cache_lock:
-            cached = self._text_cache.get(query)
-            if cached is not None:
-                self._text_cache.move_to_end(query)
-                return cached
-        vector = self._embed_texts(query)
-        with self._cache_lock:
-            self._text_cache[query] = vector
-            if len(self._text_cache) > TEXT_CACHE_SIZE:
-                self._text_cache.popitem(last=False)
+        vector = self._text_cache.get(query)
+        if vector is None:
+            vector = self._text_cache.put(query, self._embed_texts(query))
         return vector
 
     def embed_image(self, image: Image.Image | bytes) -> np.ndarray:
-        if isinstance(image, (bytes, bytearray)):
-            image, _ = open_image(bytes(image), draft_size=self.encoder.input_spec.size,
-                                  max_pixels=self.settings.max_image_pixels)
-        return self._encode(lambda enc: enc.encode_images([image]))[0]
+        if not isinstance(image, (bytes, bytearray)):
+            return self._encode(lambda enc: enc.encode_images([image]))[0]
+        key = hashlib.blake2b(image, digest_size=16).digest()
+        vector = self._image_cache.get(key)
+        if vector is None:
+            decoded, _ = open_image(bytes(image), draft_size=self.encoder.input_spec.size,
+                                    max_pixels=self.settings.max_image_pixels)
+            vector = self._image_cache.put(key, self._encode(lambda enc: enc.encode_images([decoded]))[0])
+        return vector
 
     def _encode(self, fn) -> np.ndarray:
         encoder = self.encoder
@@ -296,15 +325,14 @@ class Searcher:
 
     # -- the one search ---------------------------------------------------------------------
 
-    def search(self, request: SearchRequest, *, embed_image: Callable[[bytes], np.ndarray] | None = None) -> Page:
+    def search(self, request: SearchRequest) -> Page:
         """Answer any search: weighted terms, filters, a cutoff, sorted by relevance or by date.
 
         Filters are part of the search, not applied after it: the page holds the best matches
         among the photos that pass them, exactly as a search over only those photos would.
-        ``embed_image``: how to embed an uploaded image term (a server passes its cache).
         Raises :class:`~photoseek.errors.BadInput` / :class:`~photoseek.errors.NotFound`."""
         store = self._vectors
-        vector = self.query_vector(request.terms, embed_image=embed_image)
+        vector = self.query_vector(request.terms)
         exclude = {t.photo_id for t in request.terms if t.photo_id is not None and t.weight > 0}
         allowed = None
         if request.filters.active:
@@ -351,15 +379,14 @@ class Searcher:
         with self._engine.connect() as conn:
             return db.facet_counts(conn, filters, ids=ids, year=year)
 
-    def query_vector(self, terms: tuple[Term, ...] | list[Term], *,
-                     embed_image: Callable[[bytes], np.ndarray] | None = None) -> np.ndarray:
+    def query_vector(self, terms: tuple[Term, ...] | list[Term]) -> np.ndarray:
         """The normalised weighted sum of the terms' unit embeddings."""
         total = None
         for term in terms:
             if term.text is not None:
                 unit = self.embed_text(term.text)
             elif term.image is not None:
-                unit = (embed_image or self.embed_image)(term.image)
+                unit = self.embed_image(term.image)
             else:
                 unit = self.vector(term.photo_id)
                 if unit is None:

@@ -69,9 +69,10 @@ def browser():
         b.close()
 
 
-@pytest.fixture()
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=server)
+def open_page(browser, base_url: str, **context_options):
+    """A page in a fresh browser context that collects page errors and console errors in ``.problems``;
+    yields it, then closes the context (for fixtures)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=base_url, **context_options)
     pg = context.new_page()
     pg.set_default_timeout(10_000)
     pg.problems = []
@@ -79,6 +80,11 @@ def page(browser, server):
     pg.on("console", lambda msg: pg.problems.append(msg.text) if msg.type == "error" else None)
     yield pg
     context.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    yield from open_page(browser, server)
 
 
 def first_name(pg) -> str:
@@ -391,15 +397,7 @@ def dated_server(tmp_path_factory, samples_dir, offline_encoder, settings_factor
 
 @pytest.fixture()
 def dated_page(browser, dated_server):
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=dated_server, locale="en-US",
-                                  timezone_id="UTC")
-    pg = context.new_page()
-    pg.set_default_timeout(10_000)
-    pg.problems = []
-    pg.on("pageerror", lambda exc: pg.problems.append(f"page error: {exc}"))
-    pg.on("console", lambda msg: pg.problems.append(msg.text) if msg.type == "error" else None)
-    yield pg
-    context.close()
+    yield from open_page(browser, dated_server, locale="en-US", timezone_id="UTC")
 
 
 def names_shown(pg) -> list[str]:

@@ -8,17 +8,13 @@ the HTTP status it answers with; the app turns it into JSON or an error page in 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import asyncio
-import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from photoseek.errors import BadInput, NotFound, PhotoseekError, Unavailable
@@ -34,7 +30,6 @@ from .thumbnails import ThumbnailCache, thumbnail_dir
 log = logging.getLogger("photoseek.web")
 
 REFRESH_INTERVAL = 1.0
-IMAGE_CACHE_SIZE = 32
 NO_INDEX = "no index yet: run 'photoseek index FOLDER' to create one, then search again"
 EMPTY_INDEX = "the index is empty: run 'photoseek index FOLDER' to add photos"
 T = TypeVar("T")
@@ -53,8 +48,6 @@ class Service:
         self._db_id = self._db_identity()
         self._checked = time.monotonic()
         self._lock = asyncio.Lock()
-        self._vectors: OrderedDict[tuple[str | None, str], np.ndarray] = OrderedDict()
-        self._vectors_lock = threading.Lock()
 
     def _db_identity(self) -> tuple[int, int] | None:
         try:
@@ -126,21 +119,6 @@ class Service:
             raise Unavailable(EMPTY_INDEX, kind="empty_index")
         return searcher
 
-    def image_vector(self, searcher: Searcher, data: bytes) -> np.ndarray:
-        """Embed an uploaded image; the same bytes again (its next page) cost nothing."""
-        key = (searcher.model_id, hashlib.blake2b(data, digest_size=16).hexdigest())
-        with self._vectors_lock:
-            vector = self._vectors.get(key)
-            if vector is not None:
-                self._vectors.move_to_end(key)
-                return vector
-        vector = searcher.embed_image(data)
-        with self._vectors_lock:
-            self._vectors[key] = vector
-            while len(self._vectors) > IMAGE_CACHE_SIZE:
-                self._vectors.popitem(last=False)
-        return vector
-
     def close(self) -> None:
         for searcher in self.owned:
             searcher.close()
@@ -192,8 +170,8 @@ def search_request(settings: Settings, *, q: str | None, similar: int | None, fi
     return SearchRequest(terms=tuple(terms), filters=filters, **rest)
 
 
-def answer(searcher: Searcher, search_request: SearchRequest, **options) -> tuple[Page, Photo | None]:
-    page = searcher.search(search_request, **options)
+def answer(searcher: Searcher, search_request: SearchRequest) -> tuple[Page, Photo | None]:
+    page = searcher.search(search_request)
     similar = search_request.similar_to
     return page, searcher.photo(similar) if similar is not None else None
 
@@ -210,7 +188,7 @@ def answer_images(service: Service, searcher: Searcher, search_request: SearchRe
                                      "bytes", status=413, kind="too_large")
             sniff(term.image)
     try:
-        return answer(searcher, search_request, embed_image=lambda data: service.image_vector(searcher, data))
+        return answer(searcher, search_request)
     except DecodeError as exc:
         raise decode_error(exc) from None
 
@@ -224,7 +202,7 @@ def text_search(searcher: Searcher, q: str, limit: int, offset: int) -> tuple[li
 
 def image_search(service: Service, searcher: Searcher, data: bytes, limit: int, offset: int):
     try:
-        vector = service.image_vector(searcher, data)
+        vector = searcher.embed_image(data)
     except DecodeError as exc:
         raise decode_error(exc) from None
     return page_of(searcher.search_vector(vector, limit + 1, offset), limit, offset)
