@@ -183,7 +183,7 @@ def _check_similar(index_dir: Path, image_id: int) -> None:
     finally:
         engine.dispose()
     if found is None:
-        raise NotFound(f"no indexed photo has id {image_id} (ids are in the third column of 'photoseek search')")
+        raise NotFound(f"no photo has id {image_id} (ids are in the third column of 'photoseek search')")
 
 
 def _filters(after: str | None, before: str | None, camera: str | None, folder: Path | None,

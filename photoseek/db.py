@@ -329,7 +329,8 @@ def _too_new(version: int) -> str:
 
 def filter_ids(conn: Connection, filters: Filters) -> np.ndarray:
     """Ids of the photos that pass ``filters`` (see :class:`photoseek.search.query.Filters`), sorted.
-    Every value goes in as a bound parameter."""
+    Every value goes in as a bound parameter. Searches use the same filter in memory
+    (:mod:`photoseek.search.filters`), which a test holds equal to this one."""
     ids = conn.execute(select(ImageRow.id).where(*_filter_clauses(filters)).order_by(ImageRow.id)).scalars()
     return np.fromiter(ids, dtype=np.int64)
 
@@ -554,6 +555,13 @@ def embedding(conn: Connection, image_id: int) -> np.ndarray | None:
 def photo_rows(conn: Connection, ids: list[int]) -> list:
     """The rows of PHOTO_COLUMNS for ``ids`` (any order; unknown ids are left out)."""
     return conn.execute(select(*PHOTO_COLUMNS).where(ImageRow.id.in_(ids))).all() if ids else []
+
+
+def filter_columns(conn: Connection) -> list:
+    """(id, photo_date, width, height, file_type, camera_make, camera_model, path) of every photo:
+    what :class:`photoseek.search.filters.FilterColumns` keeps in memory."""
+    return conn.execute(select(ImageRow.id, ImageRow.photo_date, ImageRow.width, ImageRow.height, ImageRow.file_type,
+                               ImageRow.camera_make, ImageRow.camera_model, ImageRow.path)).all()
 
 
 def photo_path(conn: Connection, image_id: int) -> str | None:

@@ -225,7 +225,7 @@ class VectorStore:
         if not available:
             n = len(queries)
             return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64)) if allowed is not None else None
+        selector = _selector(allowed) if allowed is not None else None
         if not self.approximate:
             return self.index.search(queries, k, params=faiss.SearchParameters(sel=selector) if selector else None)
         # The nearest lists may hold fewer than k photos (a deep page of results, a narrow filter): visit more.
@@ -233,6 +233,10 @@ class VectorStore:
         params.nprobe = self.index.nprobe
         if selector is not None:
             params.sel = selector
+            # A filter thins every list alike: visit as many more lists as it leaves fewer photos in each,
+            # so that a filtered search finds what an unfiltered one would among those photos.
+            share = max(len(allowed) / max(len(self), 1), 1e-9)
+            params.nprobe = min(self.index.nlist, int(np.ceil(self.index.nprobe / share)))
         while True:
             scores, ids = self.index.search(queries, k, params=params)
             if params.nprobe >= self.index.nlist or (ids >= 0).sum(axis=1).min() >= k:
@@ -309,6 +313,25 @@ class VectorStore:
         """This store if it suits its size, else the database's vectors in one that does.
         Call it when the database holds what this store holds (after a run's last commit)."""
         return self if self.fits(exact_up_to) else VectorStore.from_database(engine, self.dim, exact_up_to=exact_up_to)
+
+
+class _BitmapSelector(faiss.IDSelectorBitmap):
+    """FAISS's bitmap selector, keeping its bitmap alive as long as itself (FAISS only points at it)."""
+
+    def __init__(self, bitmap: np.ndarray):
+        super().__init__(len(bitmap) * 8, faiss.swig_ptr(bitmap))
+        self.bits = bitmap
+
+
+def _selector(allowed: np.ndarray) -> faiss.IDSelector:
+    """The ids a search may return. A bitmap over the id range costs one bit a photo and no hashing
+    (ids are dense: row ids), so building it for 50,000 ids is far cheaper than a hash set."""
+    allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+    if len(allowed) < 1024:
+        return faiss.IDSelectorBatch(allowed)
+    mask = np.zeros(int(allowed.max()) + 1, dtype=bool)
+    mask[allowed] = True
+    return _BitmapSelector(np.packbits(mask, bitorder="little"))
 
 
 def _unpack(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,13 +31,14 @@ from photoseek.imaging import open_image
 from photoseek.settings import Settings
 from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
+from photoseek.search.filters import FilterColumns
 from photoseek.search.query import Filters, SearchRequest, Term
 
 TEXT_CACHE_SIZE = 1024
 IMAGE_CACHE_SIZE = 32
 # A filter that keeps at most this share of the photos is answered by scoring just those photos
 # (one matrix product over their vectors) instead of a FAISS search that skips the others.
-DIRECT_SCORING_SHARE = 0.05
+DIRECT_SCORING_SHARE = 0.01
 # Sorting by date keeps only good matches: by default those whose score stands this many standard
 # deviations above the query's mean score over the whole collection (see Searcher.cutoff_for).
 CUTOFF_SIGMAS = 1.5
@@ -217,6 +218,7 @@ class Searcher:
         self._embed_texts = Coalescer(lambda texts: self._encode(lambda enc: enc.encode_texts(texts)),
                                       max_batch=TEXT_BATCH_MAX)
         self._vectors: VectorStore | None = None
+        self._filters: FilterColumns | None = None  # loaded with the vectors: they describe the same photos
         self._loaded_generation = -1
         self._reload_lock = threading.Lock()
         self.refresh()
@@ -257,7 +259,9 @@ class Searcher:
                     self.model_id, self._encoder = model_id, None
                     self._text_cache.clear()
                     self._image_cache.clear()
-            self._vectors, self._loaded_generation = store, generation
+            with self._engine.connect() as conn:
+                columns = FilterColumns.load(conn)
+            self._vectors, self._filters, self._loaded_generation = store, columns, generation
             return True
 
     @property
@@ -278,9 +282,9 @@ class Searcher:
     def embed_text(self, query: str) -> np.ndarray:
         query = " ".join(query.split())
         if not query:
-            raise ValueError("empty query")
+            raise BadInput("the query is empty: say what to look for")
         if len(query) > self.settings.max_query_chars:
-            raise ValueError(f"query too long (over {self.settings.max_query_chars} characters)")
+            raise BadInput(f"the query is too long (over {self.settings.max_query_chars} characters)")
         vector = self._text_cache.get(query)
         if vector is None:
             vector = self._text_cache.put(query, self._embed_texts(query))
@@ -302,18 +306,19 @@ class Searcher:
         with self._inference_lock:
             return fn(encoder)
 
-    def search_text(self, query: str, limit: int = 20, offset: int = 0) -> list[Hit]:
-        return self.search_vector(self.embed_text(query), limit, offset)
+    # Shorthands for one-term searches (scripts, tests, the benchmark): each is a search() like any other.
 
-    def search_image(self, image: Image.Image | bytes, limit: int = 20, offset: int = 0) -> list[Hit]:
-        return self.search_vector(self.embed_image(image), limit, offset)
+    def search_text(self, query: str, limit: int = 20, offset: int = 0) -> list[Hit]:
+        return self.search(SearchRequest(terms=(Term(text=query),), limit=limit, offset=offset)).hits
+
+    def search_image(self, image: bytes, limit: int = 20, offset: int = 0) -> list[Hit]:
+        return self.search(SearchRequest(terms=(Term(image=bytes(image)),), limit=limit, offset=offset)).hits
 
     def similar(self, image_id: int, limit: int = 20, offset: int = 0) -> list[Hit] | None:
         """Photos like an indexed one, itself left out; None if the id is unknown."""
-        vector = self.vector(image_id)
-        if vector is None:
+        if self.vector(image_id) is None:
             return None
-        return self.search_vector(vector, limit, offset, exclude=image_id)
+        return self.search(SearchRequest(terms=(Term(photo_id=image_id),), limit=limit, offset=offset)).hits
 
     def vector(self, image_id: int) -> np.ndarray | None:
         store = self._vectors
@@ -331,13 +336,12 @@ class Searcher:
         Filters are part of the search, not applied after it: the page holds the best matches
         among the photos that pass them, exactly as a search over only those photos would.
         Raises :class:`~photoseek.errors.BadInput` / :class:`~photoseek.errors.NotFound`."""
-        store = self._vectors
+        store, columns = self._vectors, self._filters
         vector = self.query_vector(request.terms)
         exclude = {t.photo_id for t in request.terms if t.photo_id is not None and t.weight > 0}
         allowed = None
-        if request.filters.active:
-            with self._engine.connect() as conn:
-                allowed = db.filter_ids(conn, request.filters)
+        if request.filters.active and columns is not None:
+            allowed = columns.select(request.filters)
         if store is None or not len(store):
             return Page(request, [], None, request.min_score, None)
         if request.sort == "relevance":
@@ -390,7 +394,7 @@ class Searcher:
             else:
                 unit = self.vector(term.photo_id)
                 if unit is None:
-                    raise NotFound(f"no indexed photo has id {term.photo_id}")
+                    raise NotFound(f"no photo has id {term.photo_id}")
             part = term.weight * np.asarray(unit, dtype=np.float32)
             total = part if total is None else total + part
         norm = float(np.linalg.norm(total))
@@ -433,19 +437,6 @@ class Searcher:
     def _score_ids(self, store: VectorStore, vector: np.ndarray, ids: np.ndarray):
         vectors, found = store.vectors(ids)
         return vectors @ vector, found
-
-    def search_vector(self, vector: np.ndarray, limit: int = 20, offset: int = 0, *, exclude: int | None = None) -> list[Hit]:
-        store = self._vectors
-        if store is None or limit <= 0:
-            return []
-        # Ask for a little more than the page: removed rows and the excluded id are dropped after the lookup.
-        want = offset + limit + 1 + (8 if self._loaded_generation >= 0 else 0)
-        with _single_threaded_openmp():
-            scores, ids = store.search(vector, want)
-        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != exclude]
-        photos = self._photos([i for i, _ in pairs])
-        hits = [Hit(photos[i], s) for i, s in pairs if i in photos]
-        return hits[offset: offset + limit]
 
     def _photos(self, ids: list[int]) -> dict[int, Photo]:
         if not ids:

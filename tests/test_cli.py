@@ -56,7 +56,7 @@ def test_help_keeps_its_bracketed_notes_and_shows_no_type_noise():
 @pytest.mark.parametrize("args, code, message", [
     (["search", "--image", "nope.jpg"], 2, "no such file: nope.jpg"),
     (["search", "   "], 2, "the query is empty"),
-    (["search", "--similar", "99999"], 1, "no indexed photo has id 99999"),
+    (["search", "--similar", "99999"], 1, "no photo has id 99999"),
     (["search", "--queries", "missing.txt"], 2, "no such file: missing.txt"),
 ])
 def test_input_mistakes_are_answered_before_any_model_is_loaded(cli_index, args, code, message):

@@ -195,7 +195,7 @@ def test_subtracting_a_word_pushes_its_photos_down(demo_searcher):
 
 
 def test_arithmetic_errors(demo_searcher):
-    with pytest.raises(NotFound, match="no indexed photo has id 999999"):
+    with pytest.raises(NotFound, match="no photo has id 999999"):
         demo_searcher.search(SearchRequest(terms=(Term(photo_id=999999),)))
     with pytest.raises(BadInput, match="cancel each other out"):
         demo_searcher.search(SearchRequest(terms=(Term(text="a cat"), Term(weight=-1, text="a cat"))))
@@ -294,3 +294,17 @@ def test_the_api_takes_filters_sort_and_cutoff_and_says_what_it_applied(collecti
         assert facets["year"] == [{"value": "2019", "label": "2019", "count": 3}]
         bad = c.get("/api/facets", params={"year": "soon"})
         assert bad.status_code == 400 and "year" in bad.json()["message"]
+
+
+def test_filters_in_memory_select_exactly_what_the_sql_filter_selects(collection):
+    from photoseek import db
+    from photoseek.search.filters import FilterColumns
+
+    searcher, made, photos = collection
+    with searcher._engine.connect() as conn:
+        columns = FilterColumns.load(conn)
+        cases = [Filters(**kwargs) for kwargs, _ in FILTER_CASES] + [
+            Filters(folder=str(photos / "trips")), Filters(folder=str(photos / "trips" / "2019")),
+            Filters(folder=str(photos / "trip")), Filters(camera="canon eos", types=("jpeg", "png")), Filters()]
+        for f in cases:
+            assert list(columns.select(f)) == list(db.filter_ids(conn, f)), f

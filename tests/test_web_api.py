@@ -191,7 +191,7 @@ def test_post_search_takes_weighted_terms_photos_and_filters(api, ids, samples_d
     ({"terms": [{"text": "a cat", "weight": "heavy"}]}, 400, "weight"),
     ({"terms": [{"image": "not base64!"}]}, 400, "base64"),
     ({"terms": [{"image": "aGVsbG8gd29ybGQ="}]}, 415, "not an image"),
-    ({"terms": [{"photo_id": 999999}]}, 404, "no indexed photo has id 999999"),
+    ({"terms": [{"photo_id": 999999}]}, 404, "no photo has id 999999"),
     ({"q": "a cat", "filters": {"after": "2022-01-01", "before": "2021-01-01"}}, 400, "later than before"),
     ({"q": "a cat", "sort": "random"}, 400, "sort"),
 ])

@@ -22,12 +22,11 @@ from photoseek.settings import Settings
 
 from . import security
 from .schemas import (
-    ErrorResponse, FacetsResponse, PhotoOut, SearchResponse, StatusResponse, facets_out, hits_out, page_out, photo_out,
+    ErrorResponse, FacetsResponse, PhotoOut, SearchResponse, StatusResponse, facets_out, page_out, photo_out,
     photo_version, search_body_model, status_out,
 )
-from .service import NO_INDEX, Service, answer, answer_images, image_search, run
+from .service import NO_INDEX, Service, answer, run
 from .service import search_request as build_request
-from .service import similar as similar_to
 from .uploads import read_upload
 
 DEFAULT_LIMIT = 24
@@ -102,7 +101,7 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         searcher = service.need(await service.current())
         search_request = build_request(settings, q=q, similar=similar, filters=filters, sort=sort, min_score=min_score,
                                        limit=limit, offset=offset)
-        page, source = await run(answer, searcher, search_request)
+        page, source = await run(answer, searcher, search_request, settings)
         return page_out(page, source=source, root=root_path(request))
 
     SearchBody = search_body_model(settings.max_query_chars, settings.max_upload_bytes)
@@ -121,7 +120,7 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
                           types=tuple(t.lower() for t in f.type), orientation=f.orientation, min_pixels=f.min_pixels)
         search = SearchRequest(terms=tuple(terms), filters=filters, sort=body.sort, min_score=body.min_score,
                                limit=body.limit, offset=body.offset)
-        page, source = await run(answer_images, service, searcher, search)
+        page, source = await run(answer, searcher, search, settings)
         return page_out(page, source=source, root=root_path(request))
 
     # The body's model is made here (its limits follow the settings), so it is given as an object: a
@@ -165,9 +164,9 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         it. The upload is kept in memory only, up to `max_upload_bytes`."""
         searcher = service.need(await service.current())
         upload = await read_upload(request, settings.max_upload_bytes)
-        hits, next_offset = await run(image_search, service, searcher, upload.data, limit, offset)
-        return SearchResponse(kind="image", query=None, offset=offset, limit=limit, next_offset=next_offset,
-                              results=hits_out(hits, offset, root_path(request)))
+        search = SearchRequest(terms=(Term(image=upload.data),), limit=limit, offset=offset)
+        page, _ = await run(answer, searcher, search, settings)
+        return page_out(page, root=root_path(request))
 
     @api.get("/images/{image_id}/similar", response_model=SearchResponse, tags=["images"],
              summary="Photos like an indexed one", responses={404: errors[404]})
@@ -175,10 +174,9 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
                       offset: Offset = 0) -> SearchResponse:
         """The photo itself is left out."""
         searcher = service.need(await service.current())
-        photo, hits, next_offset = await run(similar_to, searcher, image_id, limit, offset)
-        root = root_path(request)
-        return SearchResponse(kind="similar", query=None, source=photo_out(photo, root), offset=offset, limit=limit,
-                              next_offset=next_offset, results=hits_out(hits, offset, root))
+        search = SearchRequest(terms=(Term(photo_id=image_id),), limit=limit, offset=offset)
+        page, source = await run(answer, searcher, search, settings)
+        return page_out(page, source=source, root=root_path(request))
 
     async def _photo(image_id: int) -> tuple[Searcher, Photo]:
         searcher = service.need(await service.current())

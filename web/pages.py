@@ -22,13 +22,13 @@ from starlette.datastructures import QueryParams
 
 from photoseek.errors import BadInput, NotFound, PhotoseekError
 from photoseek.search import Searcher
-from photoseek.search.query import SORTS, Filters, SearchRequest, parse_date
+from photoseek.search.query import SORTS, Filters, SearchRequest, Term, parse_date
 from photoseek.settings import Settings
 
 from . import security
 from .api import ImageId, root_path
 from .schemas import FacetsResponse, FacetValue, facets_out, hits_out, photo_out
-from .service import Service, answer, image_search, run, search_request
+from .service import Service, answer, run, search_request
 from .uploads import UploadError, read_body, read_upload
 
 HERE = Path(__file__).resolve().parent
@@ -107,8 +107,9 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
                 raise upload_error
             if upload is not None:
                 kind, upload_name = "image", upload[1]
-                hits, next_offset = await run(image_search, service, service.need(searcher), upload[0], shown, 0)
-                next_offset = None  # a plain-HTML upload cannot be paged; the JS page re-sends the image
+                search = SearchRequest(terms=(Term(image=upload[0]),), limit=shown)
+                page, _ = await run(answer, service.need(searcher), search, settings)
+                hits = page.hits  # a plain-HTML upload cannot be paged; the JS page re-sends the image
             else:
                 if asked.similar or asked.q:
                     kind = "similar" if asked.similar else "text"
@@ -118,7 +119,7 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
                     search = search_request(settings, q=asked.q or None, similar=similar_id, filters=filters,
                                             sort=sort, min_score=min_score, limit=shown, offset=0)
                     ready = service.need(searcher)
-                    page, found = await run(answer, ready, search)
+                    page, found = await run(answer, ready, search, settings)
                     if similar_id is not None and found is None:
                         raise NotFound(f"no photo has id {similar_id}")
                     hits, next_offset = page.hits, page.next_offset

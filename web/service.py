@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 import asyncio
 from starlette.concurrency import run_in_threadpool
 
-from photoseek.errors import BadInput, NotFound, PhotoseekError, Unavailable
+from photoseek.errors import BadInput, PhotoseekError, Unavailable
 from photoseek.imaging import DecodeError
-from photoseek.search import Hit, IndexNotFound, Photo, Searcher
+from photoseek.search import IndexNotFound, Photo, Searcher
 from photoseek.search.engine import Page
 from photoseek.search.query import Filters, SearchRequest, Term, parse_query
 from photoseek.settings import Settings, usable_cores
@@ -146,19 +146,6 @@ def worker_threads(settings: Settings) -> int:
 # -- searching (shared by the page and the API) ------------------------------------------------
 
 
-def page_of(hits: list[Hit], limit: int, offset: int) -> tuple[list[Hit], int | None]:
-    """Searches ask for one extra hit to learn whether there is a next page."""
-    return hits[:limit], (offset + limit if len(hits) > limit else None)
-
-
-def check_query(q: str, settings: Settings) -> str:
-    if len(q) > settings.max_query_chars:
-        raise BadInput(f"the query is too long ({len(q)} characters; the limit is {settings.max_query_chars})")
-    if not q.strip():
-        raise BadInput("the query is empty: say what to look for, e.g. ?q=a+dog+on+the+beach")
-    return q
-
-
 def search_request(settings: Settings, *, q: str | None, similar: int | None, filters: Filters, **rest) -> SearchRequest:
     """The API's parameters as a search request. Raises BadInput (400) with the parameter's name."""
     terms: list[Term] = [Term(photo_id=similar)] if similar is not None else []
@@ -170,50 +157,24 @@ def search_request(settings: Settings, *, q: str | None, similar: int | None, fi
     return SearchRequest(terms=tuple(terms), filters=filters, **rest)
 
 
-def answer(searcher: Searcher, search_request: SearchRequest) -> tuple[Page, Photo | None]:
-    page = searcher.search(search_request)
-    similar = search_request.similar_to
-    return page, searcher.photo(similar) if similar is not None else None
-
-
-def answer_images(service: Service, searcher: Searcher, search_request: SearchRequest) -> tuple[Page, Photo | None]:
-    """:func:`answer` for a request that may hold uploaded images: each must be an image we read
-    (415 otherwise), and is embedded once however many pages are asked for."""
+def answer(searcher: Searcher, search_request: SearchRequest, settings: Settings) -> tuple[Page, Photo | None]:
+    """The page for a search (every kind: the page, the API and uploads come through here), and the
+    indexed photo it is about, if any. A photo sent to search by must be an image we read (415
+    otherwise), of at most ``max_upload_bytes``; it is embedded once however many pages are asked."""
     from .uploads import sniff
 
     for term in search_request.terms:
         if term.image is not None:
-            if len(term.image) > service.settings.max_upload_bytes:
-                raise PhotoseekError(f"an image term is too large: the limit is {service.settings.max_upload_bytes} "
-                                     "bytes", status=413, kind="too_large")
+            if len(term.image) > settings.max_upload_bytes:
+                raise PhotoseekError(f"an image term is too large: the limit is {settings.max_upload_bytes} bytes",
+                                     status=413, kind="too_large")
             sniff(term.image)
     try:
-        return answer(searcher, search_request)
+        page = searcher.search(search_request)
     except DecodeError as exc:
         raise decode_error(exc) from None
-
-
-def text_search(searcher: Searcher, q: str, limit: int, offset: int) -> tuple[list[Hit], int | None]:
-    try:
-        return page_of(searcher.search_text(q, limit + 1, offset), limit, offset)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
-
-
-def image_search(service: Service, searcher: Searcher, data: bytes, limit: int, offset: int):
-    try:
-        vector = searcher.embed_image(data)
-    except DecodeError as exc:
-        raise decode_error(exc) from None
-    return page_of(searcher.search_vector(vector, limit + 1, offset), limit, offset)
-
-
-def similar(searcher: Searcher, image_id: int, limit: int, offset: int) -> tuple[Photo, list[Hit], int | None]:
-    photo = searcher.photo(image_id)
-    hits = searcher.similar(image_id, limit + 1, offset) if photo is not None else None
-    if photo is None or hits is None:
-        raise NotFound(f"no photo has id {image_id}")
-    return (photo, *page_of(hits, limit, offset))
+    similar = search_request.similar_to
+    return page, searcher.photo(similar) if similar is not None else None
 
 
 def decode_error(exc: DecodeError) -> PhotoseekError:
@@ -225,5 +186,3 @@ def decode_error(exc: DecodeError) -> PhotoseekError:
     else:
         message = f"that image cannot be read: {exc.reason}"
     return PhotoseekError(message, kind=exc.kind, status=exc.status)
-
-
