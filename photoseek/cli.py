@@ -427,6 +427,9 @@ def serve(
 
 
 def main() -> None:
+    from photoseek.interrupts import quit_on_signals
+
+    quit_on_signals()  # the 'photoseek' script comes here first (python -m photoseek has already)
     app()
 
 

@@ -122,3 +122,21 @@ class StopSignals:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+def quit_on_signals() -> None:
+    """For commands with nothing to save (search, status, facets, serve before it listens): the
+    first Ctrl-C or SIGTERM ends the process at once, quietly, with the shell's code. Without it a
+    KeyboardInterrupt raised inside an import is a traceback, or worse, reworded by the library
+    being imported (transformers reports it as a missing package). The index command replaces
+    these handlers with :class:`StopSignals`; uvicorn installs its own once it serves."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in StopSignals.SIGNALS:
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, _quit)
+
+
+def _quit(signum: int, frame: FrameType | None) -> None:
+    hard_exit(128 + signum)
+

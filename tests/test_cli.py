@@ -269,3 +269,19 @@ def test_filters_sort_arithmetic_and_facets_from_the_command_line(cli_index):
     assert bad.returncode == 2 and bad.stderr.startswith("error: --after must be a date as YYYY-MM-DD")
     counts = json.loads(run_cli("facets", "--json", *idx).stdout)
     assert {t["value"]: t["count"] for t in counts["type"]} == {"jpeg": 30, "png": 4}
+
+
+def test_ctrl_c_during_a_search_ends_it_quietly(cli_index):
+    """A search has nothing to save: Ctrl-C at any moment (imports, model loading) ends it at once with
+    the shell's code and no traceback, and never as a misleading error (transformers once reported a
+    KeyboardInterrupt inside its import as a missing package)."""
+    for delay in (0.2, 1.0, 2.5):
+        proc = subprocess.Popen(cli("search", "a cat", "--index", str(cli_index)), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:  # a fast machine finished first: nothing to check at this moment
+            continue
+        assert proc.returncode == 130, (delay, err)
+        assert err.strip() == "" and out == "", (delay, err)

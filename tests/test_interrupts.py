@@ -159,6 +159,13 @@ class TerminalJob:
         assert ready, f"photoseek index did not exit within {timeout:.0f} s of the signal:\n{self.text()[-3000:]}"
         self.code = json.loads(self._status.readline())["code"]
         self.exited_at = time.monotonic()
+        # The exit can be reported before the reader thread has taken the last output from the terminal:
+        # wait until it has been quiet for a moment.
+        size, quiet_since = len(self.output), time.monotonic()
+        while time.monotonic() - quiet_since < 0.3 and time.monotonic() - self.exited_at < 5:
+            time.sleep(0.02)
+            if len(self.output) != size:
+                size, quiet_since = len(self.output), time.monotonic()
         return self.code
 
     def leftovers(self) -> dict[int, str]:

@@ -424,6 +424,10 @@ def test_home_and_photo_pages(api, ids):
     assert home.status_code == 200 and "Search 34 photos" in home.text
     page = api.get(f"/photos/{ids['rocket.jpg']}")
     assert page.status_code == 200 and "rocket.jpg" in page.text and "Find similar" in page.text
+    # "Find similar" there takes optional words, as the detail view does: a plain form to /?similar=ID&q=...
+    assert f'name="similar" value="{ids["rocket.jpg"]}"' in page.text and 'name="q"' in page.text
+    refined = api.get("/", params={"similar": ids["black_cat.jpg"], "q": "2:a dog"})
+    assert refined.status_code == 200 and "puppy.jpg" in refined.text
     missing = api.get("/photos/999999", headers={"accept": "text/html"})
     assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
 
