@@ -412,16 +412,6 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def photo_dates(conn: Connection, ids: Iterable[int], chunk: int = 900) -> dict[int, datetime]:
-    """``id -> photo_date`` (taken, else file modification time) for sorting by date."""
-    ids = [int(i) for i in ids]
-    out: dict[int, datetime] = {}
-    for start in range(0, len(ids), chunk):
-        part = ids[start:start + chunk]
-        out.update(conn.execute(select(ImageRow.id, ImageRow.photo_date).where(ImageRow.id.in_(part))).all())
-    return out
-
-
 # -- what the writer does (indexer.pipeline); named for what callers do ------------------------
 # Each takes the caller's session: the caller decides what one transaction (one checkpoint) holds.
 

@@ -31,7 +31,7 @@ from photoseek.imaging import open_image
 from photoseek.settings import Settings
 from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
-from photoseek.search.filters import FilterColumns
+from photoseek.search.filters import NO_DATE, FilterColumns
 from photoseek.search.query import Filters, SearchRequest, Term
 
 TEXT_CACHE_SIZE = 1024
@@ -348,20 +348,19 @@ class Searcher:
             cutoff = request.min_score
             want = request.offset + request.limit + 1 + len(exclude) + (8 if allowed is None else 0)
             scores, ids = self._rank(store, vector, want, allowed)
-            matches = None
         else:
             cutoff = request.min_score if request.min_score is not None else self.cutoff_for(store, vector)
             scores, ids = self._above(store, vector, cutoff, allowed)
-            with self._engine.connect() as conn:
-                dates = db.photo_dates(conn, ids)
-            oldest = datetime.max if request.sort == "oldest" else datetime.min
-            # Newest first: date descending, then id, so every page follows the one before without gaps or repeats.
-            order = sorted((i for i in range(len(ids)) if int(ids[i]) in dates),
-                           key=lambda i: (dates[int(ids[i])] or oldest, int(ids[i])), reverse=request.sort == "newest")
+            # By date, then id, so that every page follows the one before without gaps or repeats; photos
+            # with no date at all come last either way.
+            dates = columns.dates_of(ids)
+            newest = request.sort == "newest"
+            undated = dates == NO_DATE
+            order = np.lexsort((-ids if newest else ids, -dates if newest else dates, undated))
             scores, ids = scores[order], ids[order]
-            matches = len(ids)
         pairs = [(int(i), float(s)) for i, s in zip(ids, scores)
                  if i >= 0 and int(i) not in exclude and (cutoff is None or s >= cutoff)]
+        matches = len(pairs) if request.sort != "relevance" else None
         window = pairs[request.offset: request.offset + request.limit + 1 + 8]
         photos = self._photos([i for i, _ in window])
         hits = [Hit(photos[i], s) for i, s in window if i in photos]

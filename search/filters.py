@@ -19,13 +19,13 @@ from photoseek import db
 from photoseek.files import is_under
 from photoseek.search.query import Filters
 
-_NO_DATE = np.iinfo(np.int64).min
+NO_DATE = np.iinfo(np.int64).min  # sorts first; callers put undated photos last explicitly
 
 
 @dataclass(frozen=True)
 class FilterColumns:
     ids: np.ndarray  # int64, sorted
-    dates: np.ndarray  # int64 seconds of photo_date (naive, as stored); _NO_DATE where unknown
+    dates: np.ndarray  # int64 seconds of photo_date (naive, as stored); NO_DATE where unknown
     widths: np.ndarray
     heights: np.ndarray
     type_codes: np.ndarray  # int32 index into types
@@ -53,6 +53,14 @@ class FilterColumns:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def dates_of(self, ids: np.ndarray) -> np.ndarray:
+        """The dates (seconds, NO_DATE where unknown or not loaded) of ``ids``, in their order."""
+        ids = np.asarray(ids, dtype=np.int64)
+        at = np.clip(np.searchsorted(self.ids, ids), 0, max(len(self.ids) - 1, 0))
+        if not len(self.ids):
+            return np.full(len(ids), NO_DATE, dtype=np.int64)
+        return np.where(self.ids[at] == ids, self.dates[at], NO_DATE)
+
     def select(self, filters: Filters) -> np.ndarray:
         """Ids (sorted) of the photos that pass ``filters``."""
         keep = np.ones(len(self.ids), dtype=bool)
@@ -60,7 +68,7 @@ class FilterColumns:
             keep &= self.dates >= _seconds(datetime.combine(filters.after, time.min))
         if filters.before is not None:
             keep &= (self.dates < _seconds(datetime.combine(filters.before + timedelta(days=1), time.min))) & (
-                self.dates != _NO_DATE)
+                self.dates != NO_DATE)
         if filters.camera:
             needle = filters.camera.lower().strip()
             keep &= np.isin(self.camera_codes, [i for i, c in enumerate(self.cameras) if needle in c])
@@ -82,7 +90,7 @@ class FilterColumns:
 
 def _seconds(value: datetime | None) -> int:
     if value is None:
-        return _NO_DATE
+        return NO_DATE
     return int((value - datetime(1970, 1, 1)).total_seconds())
 
 
