@@ -371,12 +371,12 @@ def status(
                                               help="List up to this many skipped files.")] = 20,
 ) -> None:
     """What the index holds: model, photo count, skipped files and why, recent runs."""
-    from photoseek.search import Searcher
+    from photoseek.search.engine import read_status
     from photoseek.web.schemas import status_out
 
     settings = _settings(index)
     try:
-        st = Searcher(settings.resolved_index_dir, settings).status(skipped_limit=show_skipped)
+        st = read_status(settings.resolved_index_dir, skipped_limit=show_skipped)
     except PhotoseekError as exc:
         raise _error(exc) from None
     if as_json:

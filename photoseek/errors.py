@@ -50,3 +50,11 @@ class NotWritable(PhotoseekError):
 
     kind = "not_writable"
     status = 503
+
+
+class EncoderUnavailable(Unavailable, RuntimeError):
+    """The encoder's weights or code cannot be had; the message tells the user what to do. (Here,
+    not beside the encoders, so that catching it imports no model code.)"""
+
+    kind = "encoder_unavailable"
+

@@ -36,6 +36,9 @@ from photoseek.settings import EXACT_SEARCH_UP_TO
 
 _MAGIC = b"PSKFAISS"
 _HEADER = struct.Struct("<8sQQI")  # magic, generation, vector count, dimension
+# FAISS's own header of an IVF index (fourcc, d, ntotal, 2 unused, is_trained, metric, nlist), packed:
+# what `status` reads instead of loading the whole file.
+_IVF_HEADER = struct.Struct("<4siqqqBiQ")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,10 @@ _MIN_TRAINING_PER_LIST = 39  # FAISS warns below this many training vectors per 
 _TRAINING_PER_LIST = 64
 
 
+def _describe_ivf(nlist: int, nprobe: int) -> str:
+    return f"approximate: IVF, {nlist} cluster{'s' if nlist != 1 else ''}, the nearest {nprobe} searched per query"
+
+
 def new_flat_index(dim: int) -> faiss.Index:
     """Brute-force inner product over every vector, stored as float16.
 
@@ -192,9 +199,7 @@ class VectorStore:
         """How a query is answered, for people (``photoseek status``, ``/api/status``)."""
         if not self.approximate:
             return EXACT_SEARCH
-        nlist = self.index.nlist
-        return (f"approximate: IVF, {nlist} cluster{'s' if nlist != 1 else ''}, the nearest "
-                f"{self.index.nprobe} searched per query")
+        return _describe_ivf(self.index.nlist, self.index.nprobe)
 
     def fits(self, exact_up_to: int = EXACT_SEARCH_UP_TO) -> bool:
         """Whether this kind of index still suits the number of photos it holds: exact up to
@@ -269,6 +274,28 @@ class VectorStore:
         payload = faiss.serialize_index(self.index)
         header = _HEADER.pack(_MAGIC, generation, len(self), self.dim)
         atomic_write(path, lambda fh: (fh.write(header), fh.write(payload.tobytes())), durable=True)
+
+    @staticmethod
+    def describe_file(path: Path, *, generation: int, dim: int) -> str | None:
+        """:meth:`describe` for the vector file at ``path``, from its header alone (a few bytes, not the
+        whole index); None when it is missing or not built from ``generation`` (searches rebuild it)."""
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(_HEADER.size + _IVF_HEADER.size + 16)
+        except OSError:
+            return None
+        if len(head) < _HEADER.size + 4:
+            return None
+        magic, file_generation, _, file_dim = _HEADER.unpack_from(head)
+        if magic != _MAGIC or file_generation != generation or file_dim != dim:
+            return None
+        fourcc = head[_HEADER.size:_HEADER.size + 4]
+        if fourcc == b"IxM2":
+            return EXACT_SEARCH
+        if fourcc == b"IwSq" and len(head) >= _HEADER.size + _IVF_HEADER.size:
+            nlist = _IVF_HEADER.unpack_from(head, _HEADER.size)[-1]
+            return _describe_ivf(nlist, probes_for(nlist))
+        return None
 
     @classmethod
     def load(cls, path: Path, *, dim: int, generation: int) -> VectorStore | None:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -24,7 +25,6 @@ from PIL import Image
 from sqlalchemy import event
 
 from photoseek import db
-from photoseek.encoders import Encoder, load_encoder
 from photoseek.errors import BadInput, NotFound, Unavailable
 from photoseek.files import is_under
 from photoseek.imaging import open_image
@@ -33,6 +33,9 @@ from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
 from photoseek.search.filters import NO_DATE, FilterColumns
 from photoseek.search.query import Filters, SearchRequest, Term
+
+if TYPE_CHECKING:
+    from photoseek.encoders import Encoder
 
 TEXT_CACHE_SIZE = 1024
 IMAGE_CACHE_SIZE = 32
@@ -129,6 +132,52 @@ class IndexStatus:
     generation: int
     search: str  # exact or approximate (see VectorStore.describe)
     writable: bool  # False: a read-only index (searchable, not updatable here)
+
+
+def read_status(index_dir: Path, skipped_limit: int = 100) -> IndexStatus:
+    """What ``photoseek status`` shows, read without a :class:`Searcher`: no vectors loaded, no model,
+    so it answers at once at any size (the kind of vector index is read from the file's header)."""
+    files = IndexFiles(Path(index_dir).expanduser().resolve())
+    if not files.exists():
+        raise IndexNotFound(f"no index at {files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)")
+    engine = db.open_database(files.database, readonly=True)
+    try:
+        with engine.connect() as conn:
+            generation, dim, model_id = db.index_state(conn)
+        search = VectorStore.describe_file(files.vectors, generation=generation, dim=dim) or EXACT_SEARCH
+        return _status(files, db.make_session_factory(engine), model_id, search, skipped_limit)
+    finally:
+        engine.dispose()
+
+
+def _status(files: IndexFiles, sessions, model_id: str | None, search: str, skipped_limit: int) -> IndexStatus:
+    with sessions() as session:
+        counts = db.counts(session, skipped_limit)
+        generation, dim, _ = db.index_state(session)
+        roots = [db.display_path(p) for p in db.root_paths(session)]
+    run, previous = (counts.recent_runs + [None, None])[:2]
+    writer_alive = files.writer_alive()
+
+    def last(row: db.IndexRun | None) -> LastRun | None:
+        if row is None:
+            return None
+        status = row.status
+        if status == "running" and not writer_alive:
+            status = "interrupted"  # its process is gone (the lock dies with it); the next run marks it so too
+        return LastRun(_utc(row.started_at), _utc(row.finished_at), status, row.added, row.updated, row.moved,
+                       row.removed, row.skipped, row.seconds)
+
+    return IndexStatus(str(files.root), model_id, dim, counts.photos, counts.skipped,
+                       [Skipped(p, r) for p, r in counts.skipped_files], roots, last(run), last(previous),
+                       last(counts.last_change), counts.runs, generation, search, files.writable())
+
+
+def load_encoder(model_id: str, precision: str = "auto") -> Encoder:
+    """:func:`photoseek.encoders.load_encoder`, imported when a model is first needed (it brings torch:
+    seconds that a status or a filter-only answer need not pay)."""
+    from photoseek.encoders import load_encoder as load
+
+    return load(model_id, precision=precision)
 
 
 class _Lru:
@@ -469,25 +518,8 @@ class Searcher:
         return Path(real)
 
     def status(self, skipped_limit: int = 100) -> IndexStatus:
-        with self._sessions() as session:
-            counts = db.counts(session, skipped_limit)
-            generation, dim, _ = db.index_state(session)
-            roots = [db.display_path(p) for p in db.root_paths(session)]
-        run, previous = (counts.recent_runs + [None, None])[:2]
         search = self._vectors.describe() if self._vectors is not None else EXACT_SEARCH
-        return IndexStatus(str(self.files.root), self.model_id, dim, counts.photos, counts.skipped,
-                           [Skipped(p, r) for p, r in counts.skipped_files], roots, self._last_run(run),
-                           self._last_run(previous), self._last_run(counts.last_change), counts.runs, generation,
-                           search, self.files.writable())
-
-    def _last_run(self, run: db.IndexRun | None) -> LastRun | None:
-        if run is None:
-            return None
-        status = run.status
-        if status == "running" and not self.files.writer_alive():
-            status = "interrupted"  # its process is gone (the lock dies with it); the next run marks it so too
-        return LastRun(_utc(run.started_at), _utc(run.finished_at), status, run.added, run.updated, run.moved,
-                       run.removed, run.skipped, run.seconds)
+        return _status(self.files, self._sessions, self.model_id, search, skipped_limit)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -147,3 +147,18 @@ def test_a_run_that_dies_while_clustering_costs_a_rebuild_not_a_wrong_answer(tmp
     Indexer(index_dir, clustered, show_progress=False).run([photos], encoder=offline_encoder)
     assert VectorStore.load(IndexFiles(index_dir).vectors, dim=offline_encoder.dim,
                             generation=generation(index_dir)).approximate
+
+
+def test_status_reads_the_kind_of_index_from_the_file_header_alone(large, tmp_path):
+    """`photoseek status` describes the vector index without loading it: the header must say the same
+    as the loaded index does, and nothing for a file of another generation (it will be rebuilt)."""
+    store, ids, vectors = large
+    flat = VectorStore(DIM)
+    flat.add(ids[:100], vectors[:100])
+    for kind, s in (("ivf", store), ("flat", flat)):
+        path = tmp_path / f"{kind}.faiss"
+        s.save(path, generation=7)
+        assert VectorStore.describe_file(path, generation=7, dim=DIM) == s.describe()
+        assert VectorStore.describe_file(path, generation=8, dim=DIM) is None
+    assert "approximate: IVF" in store.describe()
+    assert VectorStore.describe_file(tmp_path / "missing.faiss", generation=7, dim=DIM) is None

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from photoseek.errors import Unavailable
+from photoseek.errors import EncoderUnavailable  # noqa: F401 - re-exported: its old home
 from photoseek.imaging import fit_square, to_rgb
 
 
@@ -23,10 +23,6 @@ class ImageInputSpec:
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-
-
-class EncoderUnavailable(Unavailable, RuntimeError):
-    """The encoder's weights or code cannot be had; the message tells the user what to do."""
 
 
 class Encoder(ABC):
