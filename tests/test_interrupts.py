@@ -108,6 +108,11 @@ class TerminalJob:
     def __init__(self, args: list[str], env: dict):
         master, slave = os.openpty()
         termios.tcsetwinsize(master, (24, 100))  # a terminal has a size (the progress bar fits itself to it)
+        # A terminal throws away output not yet read when Ctrl-C makes its SIGINT (unless NOFLSH): a line
+        # printed a moment before the Ctrl-C could vanish before this test read it. Keep everything.
+        attrs = termios.tcgetattr(slave)
+        attrs[3] |= termios.NOFLSH
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
         status_r, status_w = os.pipe()
         release_r, self._release = os.pipe()
         # The shell: session leader, the terminal as its controlling terminal (TIOCSCTTY on its stdin).
@@ -378,7 +383,7 @@ def test_ctrl_c_at_many_moments_and_sigterm_then_resume(tmp_path, photos):
         if job.code == 130:  # the signal came before the command was done: say so, and exit as interrupted
             assert len(lines) == 1 and FINISHED_LINE.match(lines[0]), lines
         else:  # it came after: the run had ended normally
-            assert job.code == 0 and lines[0].startswith("added "), lines
+            assert job.code == 0 and lines and lines[0].startswith("added "), (job.code, job.text()[-2000:])
         moments.append(f"as the run finished: exit {job.code} in {job.exited_at - sent:.1f} s")
     finally:
         job.close()
