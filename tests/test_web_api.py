@@ -194,6 +194,10 @@ def test_post_search_takes_weighted_terms_photos_and_filters(api, ids, samples_d
     ({"terms": [{"photo_id": 999999}]}, 404, "no photo has id 999999"),
     ({"q": "a cat", "filters": {"after": "2022-01-01", "before": "2021-01-01"}}, 400, "later than before"),
     ({"q": "a cat", "sort": "random"}, 400, "sort"),
+    # Exactly the JSON types the schema declares (the contract fuzzer found true taken for a number):
+    ({"q": "a cat", "filters": {"min_pixels": True}}, 400, "min_pixels"),
+    ({"q": "a cat", "limit": "5"}, 400, "limit"),
+    ({"q": "a cat", "filters": {"after": 0}}, 400, "after"),
 ])
 def test_post_search_bad_requests_say_what_is_wrong(api, body, status, needle):
     r = api.post("/api/search", json=body)

@@ -23,7 +23,7 @@ from photoseek.settings import Settings
 from . import security
 from .schemas import (
     ErrorResponse, FacetsResponse, PhotoOut, SearchResponse, StatusResponse, facets_out, page_out, photo_out,
-    photo_version, search_body_model, status_out,
+    DATE_PATTERN, photo_version, search_body_model, status_out,
 )
 from .service import NO_INDEX, Service, answer, run
 from .service import search_request as build_request
@@ -37,10 +37,6 @@ MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GIF": "i
 ImageId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="A photo's id, as returned by a search.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many results.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="How many results to skip (paging).")]
-
-
-# Dates as the schema says: ISO calendar dates only (a bare number is not a day).
-DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
 
 def root_path(request: Request) -> str:
@@ -116,7 +112,8 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         if body.q is not None and body.q.strip():
             terms += parse_query(body.q, max_chars=settings.max_query_chars)
         f = body.filters
-        filters = Filters(after=f.after, before=f.before, camera=f.camera, folder=f.folder,
+        filters = Filters(after=parse_date(f.after, "filters.after"), before=parse_date(f.before, "filters.before"),
+                          camera=f.camera, folder=f.folder,
                           types=tuple(t.lower() for t in f.type), orientation=f.orientation, min_pixels=f.min_pixels)
         search = SearchRequest(terms=tuple(terms), filters=filters, sort=body.sort, min_score=body.min_score,
                                limit=body.limit, offset=body.offset)

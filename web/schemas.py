@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from photoseek.search import Hit, IndexStatus, Photo
 from photoseek.search.engine import Page
@@ -78,6 +78,10 @@ class FiltersOut(BaseModel):
     min_pixels: int | None = Field(default=None, ge=1, le=10**12)
 
 
+# Dates as the schema says: ISO calendar dates only (a bare number is not a day).
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+
 def search_body_model(max_query_chars: int, max_upload_bytes: int) -> type[BaseModel]:
     """The body of ``POST /api/search``, with the limits this server enforces declared in it."""
     from base64 import b64decode
@@ -89,6 +93,8 @@ def search_body_model(max_query_chars: int, max_upload_bytes: int) -> type[BaseM
 
     class TermIn(BaseModel):
         """One term: exactly one of text, photo_id, image."""
+
+        model_config = ConfigDict(strict=True)  # exactly the JSON types the schema declares: no true for 1
 
         weight: float = Field(default=1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT,
                               description="How much it counts; negative subtracts it. Not 0.")
@@ -116,12 +122,28 @@ def search_body_model(max_query_chars: int, max_upload_bytes: int) -> type[BaseM
                     raise ValueError("image must be base64 (RFC 4648, no line breaks)") from None
             return value
 
+    class FiltersIn(BaseModel):
+        """Filters, as asked for."""
+
+        model_config = ConfigDict(strict=True)
+
+        after: str | None = Field(default=None, pattern=DATE_PATTERN, json_schema_extra={"format": "date"},
+                                  description="Taken on or after this day (YYYY-MM-DD).")
+        before: str | None = Field(default=None, pattern=DATE_PATTERN, json_schema_extra={"format": "date"},
+                                   description="Taken on or before this day (YYYY-MM-DD).")
+        camera: str | None = Field(default=None, max_length=100, description="Make or model contains this (any case).")
+        folder: str | None = Field(default=None, max_length=4096, description="Under this folder.")
+        type: list[str] = Field(default=[], max_length=16, description="File types: jpeg, png, heif, ...")
+        orientation: Literal["landscape", "portrait", "square"] | None = None
+        min_pixels: int | None = Field(default=None, ge=1, le=10**12)
+
     return create_model(
         "SearchBody",
+        __config__=ConfigDict(strict=True),
         q=(str | None, Field(default=None, max_length=max_query_chars,
                              description="Text with the +/- and weight syntax, added to the terms.")),
         terms=(list[TermIn], Field(default=[], max_length=MAX_TERMS, description="Weighted terms.")),
-        filters=(FiltersOut, Field(default_factory=FiltersOut)),
+        filters=(FiltersIn, Field(default_factory=FiltersIn)),
         sort=(Literal["relevance", "newest", "oldest"], "relevance"),
         min_score=(float | None, Field(default=None, ge=-1, le=1)),
         limit=(int, Field(default=24, ge=1, le=200)),
