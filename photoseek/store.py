@@ -124,6 +124,17 @@ _MIN_TRAINING_PER_LIST = 39  # FAISS warns below this many training vectors per 
 _TRAINING_PER_LIST = 64
 
 
+def _header_count(raw: bytes, *, generation: int, dim: int) -> int | None:
+    """The vector count in photoseek's header of a vector file, if it is one built from ``generation``
+    with ``dim``-d vectors; else None (the file is rebuilt from the database)."""
+    if len(raw) < _HEADER.size:
+        return None
+    magic, file_generation, count, file_dim = _HEADER.unpack_from(raw)
+    if magic != _MAGIC or file_generation != generation or file_dim != dim:
+        return None
+    return count
+
+
 def _describe_ivf(nlist: int, nprobe: int) -> str:
     return f"approximate: IVF, {nlist} cluster{'s' if nlist != 1 else ''}, the nearest {nprobe} searched per query"
 
@@ -284,10 +295,7 @@ class VectorStore:
                 head = fh.read(_HEADER.size + _IVF_HEADER.size + 16)
         except OSError:
             return None
-        if len(head) < _HEADER.size + 4:
-            return None
-        magic, file_generation, _, file_dim = _HEADER.unpack_from(head)
-        if magic != _MAGIC or file_generation != generation or file_dim != dim:
+        if len(head) < _HEADER.size + 4 or _header_count(head, generation=generation, dim=dim) is None:
             return None
         fourcc = head[_HEADER.size:_HEADER.size + 4]
         if fourcc == b"IxM2":
@@ -304,10 +312,8 @@ class VectorStore:
             raw = path.read_bytes()
         except OSError:
             return None
-        if len(raw) < _HEADER.size:
-            return None
-        magic, file_generation, count, file_dim = _HEADER.unpack_from(raw)
-        if magic != _MAGIC or file_generation != generation or file_dim != dim:
+        count = _header_count(raw, generation=generation, dim=dim)
+        if count is None:
             return None
         try:
             index = faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8, offset=_HEADER.size))

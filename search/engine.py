@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -164,7 +164,7 @@ def _status(files: IndexFiles, sessions, model_id: str | None, search: str, skip
         status = row.status
         if status == "running" and not writer_alive:
             status = "interrupted"  # its process is gone (the lock dies with it); the next run marks it so too
-        return LastRun(_utc(row.started_at), _utc(row.finished_at), status, row.added, row.updated, row.moved,
+        return LastRun(db.as_utc(row.started_at), db.as_utc(row.finished_at), status, row.added, row.updated, row.moved,
                        row.removed, row.skipped, row.seconds)
 
     return IndexStatus(str(files.root), model_id, dim, counts.photos, counts.skipped,
@@ -228,13 +228,8 @@ def _photo(row) -> Photo:
     return Photo(
         id=row.id, path=db.display_path(row.path), width=row.width, height=row.height, size_bytes=row.size_bytes,
         taken_at=row.taken_at, camera_make=row.camera_make, camera_model=row.camera_model,
-        indexed_at=_utc(row.indexed_at), file_type=row.file_type, photo_date=row.photo_date, date_source=row.date_source,
+        indexed_at=db.as_utc(row.indexed_at), file_type=row.file_type, photo_date=row.photo_date, date_source=row.date_source,
     )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """The index stores UTC without an offset; people and clients get it with one."""
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 class Searcher:
@@ -249,8 +244,8 @@ class Searcher:
             )
         # One connection per thread that may query at once (the server's pool: web.app.worker_threads;
         # callers of their own may use more). Read-only: a searcher never writes, so an index on a
-        # read-only mount or in another user's folder can be searched (and an old schema is
-        # migrated by the next 'photoseek index', not by a search).
+        # read-only mount or in another user's folder can be searched (an older schema is upgraded
+        # on opening when the file can be written; see db.open_database).
         self._engine = db.open_database(self.files.database, readonly=True, connections=SEARCH_CONNECTIONS)
         self._sessions = db.make_session_factory(self._engine)
         with self._engine.connect() as conn:

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import QueryParams
 
+from photoseek.db import as_utc
 from photoseek.errors import BadInput, NotFound, PhotoseekError
 from photoseek.search import Searcher
 from photoseek.search.query import SORTS, Filters, SearchRequest, Term, parse_date
@@ -431,9 +432,7 @@ def when(value: datetime | None) -> str:
 def ago(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)  # the index stores UTC
-    seconds = max(0.0, (datetime.now(timezone.utc) - value).total_seconds())
+    seconds = max(0.0, (datetime.now(timezone.utc) - as_utc(value)).total_seconds())
     for span, unit in ((86400 * 365, "year"), (86400 * 30, "month"), (86400, "day"), (3600, "hour"), (60, "minute")):
         if seconds >= span:
             n = int(seconds // span)

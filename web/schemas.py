@@ -7,24 +7,19 @@ these at the edge, with the URLs a client needs to show a result.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from photoseek.search import Hit, IndexStatus, Photo
+from photoseek.db import as_utc
 from photoseek.search.engine import Page
 from photoseek.search.query import format_query
 
 
-def _with_offset(value):
-    """RFC 3339 wants an offset: the index keeps UTC times without one."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_with_offset)]
+# RFC 3339 wants an offset: the index keeps UTC times without one.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(as_utc)]
 
 
 class PhotoOut(BaseModel):
