@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock, Timeout
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from photoseek import db
 from photoseek.encoders import Encoder, canonical_model_id, load_encoder, resolve_new_index_model
 from photoseek.errors import PhotoseekError
 from photoseek.files import is_under
 from photoseek.imaging import IMAGE_EXTENSIONS, DecodedPhoto, hash_file
 from photoseek.settings import Settings, usable_cores
+from photoseek.storage import Catalogue, IndexLocked, open_catalogue
+from photoseek.storage.schema import Root, utcnow
 from photoseek.store import IndexFiles, VectorStore, load_vectors
 
 from .decode_pool import DecodeJob, decode_all
@@ -53,10 +53,6 @@ class IndexingError(PhotoseekError, RuntimeError):
     """A run that cannot start; the message says why and what to do."""
 
     kind = "cannot_index"
-
-
-class IndexLocked(IndexingError):
-    pass
 
 
 class ModelMismatch(IndexingError):
@@ -145,9 +141,16 @@ class Indexer:
     """
 
     def __init__(self, index_dir: Path, settings: Settings | None = None, *, show_progress: bool | None = None,
-                 echo: Callable[[str], None] | None = None, stop: threading.Event | None = None):
+                 echo: Callable[[str], None] | None = None, stop: threading.Event | None = None,
+                 ray_address: str | None = None):
         self.stop = stop if stop is not None else threading.Event()
         self.settings = settings or Settings()
+        # Decode and embed on Ray ('local', 'auto' or an address; see indexer.ray_runner) instead of here.
+        self.ray_address = ray_address or self.settings.ray_address
+        if self.ray_address:
+            from .ray_runner import check_available
+
+            check_available()  # no Ray installed: one line now, not after the scan
         self.files = IndexFiles(Path(index_dir).expanduser().resolve())
         self.show_progress = show_progress
         self.echo = echo or (lambda msg: log.warning(msg))
@@ -169,102 +172,99 @@ class Indexer:
         for root in roots:  # before anything is created or loaded: a mistyped folder costs nothing
             if not os.path.isdir(os.path.expanduser(root)):
                 raise IndexingError(f"not a folder: {root}")
-        self.files.ensure_writable()  # a read-only index is refused in one line, before anything starts
-        lock = FileLock(str(self.files.lock))
+        # A read-only index is refused in one line, before anything starts (the index folder holds the
+        # SQLite catalogue and the vector file; with another back end, only thumbnails).
+        self.files.ensure_writable()
+        catalogue = open_catalogue(self.files.root, self.settings.database_url)
         try:
-            lock.acquire(timeout=2)  # readers probe this lock for an instant
-        except Timeout:
-            raise IndexLocked(
-                f"another 'photoseek index' is already writing {self.files.root}; wait for it to finish"
-            ) from None
-        try:
-            if self.stop.is_set():  # stopped before it began (e.g. while the command line started up)
-                return RunSummary(interrupted=True)
-            if rebuild:
-                # Without folders, --rebuild re-indexes the index's own folders: read them before the
-                # wipe, or it loses them and the run stops ("no folder to index") on an emptied index.
-                roots = list(roots) or self._known_roots()
-                self._wipe()
-            return self._run_locked(roots, model, exclude, include_hidden, encoder)
+            with catalogue.writer_lock():
+                if self.stop.is_set():  # stopped before it began (e.g. while the command line started up)
+                    return RunSummary(interrupted=True)
+                if rebuild:
+                    # Without folders, --rebuild re-indexes the index's own folders: read them before the
+                    # wipe, or it loses them and the run stops ("no folder to index") on an emptied index.
+                    roots = list(roots) or self._known_roots(catalogue)
+                    catalogue = self._wipe(catalogue)
+                self.catalogue = catalogue
+                return self._run_locked(catalogue, roots, model, exclude, include_hidden, encoder)
         finally:
-            lock.release()
+            catalogue.close()
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _known_roots(self) -> list[Path]:
-        if not self.files.exists():
-            return []
-        engine = db.open_database(self.files.database, readonly=True)
+    def _known_roots(self, catalogue: Catalogue) -> list[Path]:
         try:
-            with engine.connect() as conn:
-                return [Path(p) for p in db.root_paths(conn)]
+            with catalogue.engine.connect() as conn:
+                return [Path(p) for p in catalogue.root_paths(conn)]
         except Exception:  # a database too damaged to read has no folders to keep
             return []
-        finally:
-            engine.dispose()
 
-    def _wipe(self) -> None:
-        for path in (self.files.database, self.files.vectors, Path(f"{self.files.database}-wal"), Path(f"{self.files.database}-shm")):
-            path.unlink(missing_ok=True)
+    def _wipe(self, catalogue: Catalogue) -> Catalogue:
+        """An empty catalogue in place of ``catalogue`` (under the writer's lock)."""
+        self.files.vectors.unlink(missing_ok=True)
+        catalogue.wipe()
+        if catalogue.uses_vector_file:  # its file is gone: a new one
+            return open_catalogue(self.files.root, self.settings.database_url)
+        return catalogue
 
-    def _run_locked(self, roots, model, exclude, include_hidden, encoder) -> RunSummary:
+    def _run_locked(self, cat: Catalogue, roots, model, exclude, include_hidden, encoder) -> RunSummary:
         started = time.perf_counter()
-        engine = db.open_database(self.files.database)
-        Session = db.make_session_factory(engine)
+        Session = cat.sessions
         summary = RunSummary()
-        try:
-            with Session.begin() as session:
-                model_id, dim = self._settle_model(session, model, encoder, summary)
-                generation = db.generation(session)
-                root_rows = self._settle_roots(session, roots)
-                run = db.start_run(session)
-            summary.model_id = model_id
-            self._encoder = encoder
-            vectors = load_vectors(self.files, engine, dim=dim, generation=generation, persist=True,
-                                   exact_up_to=self.settings.exact_search_up_to) if dim else None
-            first_generation = generation
+        with Session.begin() as session:
+            model_id, dim = self._settle_model(session, model, encoder, summary)
+            generation = cat.generation(session)
+            root_rows = self._settle_roots(session, roots)
+            run = cat.start_run(session)
+        summary.model_id = model_id
+        self._encoder = encoder
+        # The back end's own search needs no vector file; VectorStore-less runs only write rows.
+        vectors = load_vectors(self.files, cat, dim=dim, generation=generation, persist=True,
+                               exact_up_to=self.settings.exact_search_up_to) if dim and cat.uses_vector_file else None
+        first_generation = generation
 
-            with Session() as session:
-                try:
-                    with session.begin():
-                        plan = self._plan(session, root_rows, exclude, include_hidden)
-                    summary.unchanged = plan.unchanged
-                    summary.found = len(plan.found_paths) + len(plan.unreadable)
-                    self._check_stop()
-                    generation = self._apply_cheap_changes(session, plan, vectors, summary, generation, run.id)
-                    if plan.embed:
-                        self._check_stop()
-                        encoder = self._get_encoder(model_id)  # seconds for a large model: checked after, too
-                        self._check_stop()
-                        if vectors is None:
-                            dim = encoder.dim
-                            vectors = VectorStore(dim)
-                            with session.begin():
-                                db.set_meta(session, "dim", str(dim))
-                        generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id,
-                                                 started)  # returns early, summary.interrupted set, if stopped
-                except _Stopped:
-                    summary.interrupted = True
-                summary.seconds = time.perf_counter() - started
+        with Session() as session:
+            try:
                 with session.begin():
-                    db.update_run(session, run.id, status="interrupted" if summary.interrupted else "finished",
-                                  finished_at=db.utcnow(), seconds=summary.seconds, **_counts(summary))
-            with engine.connect() as conn:
-                summary.photos = db.photo_count(conn)
-            if vectors is not None and not (summary.interrupted and generation == first_generation):
-                if not summary.interrupted:
-                    # Exact search while the collection is small, clusters once it is large (see store).
-                    # A stopped run saves its vectors as they are (clustering can take a while):
-                    # correct, and the next run that finishes refits them.
-                    vectors = vectors.refit(engine, self.settings.exact_search_up_to)
-                vectors.save(self.files.vectors, generation)
+                    plan = self._plan(session, root_rows, exclude, include_hidden)
+                summary.unchanged = plan.unchanged
+                summary.found = len(plan.found_paths) + len(plan.unreadable)
+                self._check_stop()
+                generation = self._apply_cheap_changes(session, plan, vectors, summary, generation, run.id)
+                if plan.embed:
+                    self._check_stop()
+                    encoder = self._get_encoder(model_id)  # seconds for a large model: checked after, too
+                    self._check_stop()
+                    if not dim:
+                        dim = encoder.dim
+                        with session.begin():
+                            cat.set_meta(session, "dim", str(dim))
+                    if vectors is None and cat.uses_vector_file:
+                        vectors = VectorStore(dim)
+                    generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id,
+                                             started)  # returns early, summary.interrupted set, if stopped
+            except _Stopped:
+                summary.interrupted = True
             summary.seconds = time.perf_counter() - started
-            return summary
-        finally:
-            engine.dispose()
+            with session.begin():
+                cat.update_run(session, run.id, status="interrupted" if summary.interrupted else "finished",
+                               finished_at=utcnow(), seconds=summary.seconds, **_counts(summary))
+        with cat.engine.connect() as conn:
+            summary.photos = cat.photo_count(conn)
+        if vectors is not None and not (summary.interrupted and generation == first_generation):
+            if not summary.interrupted:
+                # Exact search while the collection is small, clusters once it is large (see store).
+                # A stopped run saves its vectors as they are (clustering can take a while):
+                # correct, and the next run that finishes refits them.
+                vectors = vectors.refit(cat, self.settings.exact_search_up_to)
+            vectors.save(self.files.vectors, generation)
+        if not summary.interrupted:
+            cat.prepare_search(dim, self.settings.exact_search_up_to)
+        summary.seconds = time.perf_counter() - started
+        return summary
 
     def _settle_model(self, session: Session, requested: str | None, encoder: Encoder | None, summary: RunSummary) -> tuple[str, int]:
-        recorded = db.get_meta(session, "model_id")
+        recorded = self.catalogue.get_meta(session, "model_id")
         if encoder is not None:
             requested = encoder.model_id
         if recorded is not None:
@@ -273,7 +273,7 @@ class Indexer:
                     f"this index was built with {recorded!r}; it cannot mix in embeddings from {requested!r}. "
                     f"Re-index with: photoseek index --model {requested} --rebuild"
                 )
-            return recorded, int(db.get_meta(session, "dim") or 0)
+            return recorded, int(self.catalogue.get_meta(session, "dim") or 0)
         if requested is not None:
             model_id, warning = canonical_model_id(requested), None
         else:
@@ -281,12 +281,12 @@ class Indexer:
         if warning:
             summary.warnings.append(warning)
             self.echo(warning)
-        db.set_meta(session, "model_id", model_id)
-        db.set_meta(session, "created_at", db.utcnow().isoformat())
+        self.catalogue.set_meta(session, "model_id", model_id)
+        self.catalogue.set_meta(session, "created_at", utcnow().isoformat())
         return model_id, 0
 
-    def _settle_roots(self, session: Session, roots: Sequence[Path]) -> list[db.Root]:
-        known = {r.path: r for r in db.roots(session)}
+    def _settle_roots(self, session: Session, roots: Sequence[Path]) -> list[Root]:
+        known = {r.path: r for r in self.catalogue.roots(session)}
         if not roots:
             if not known:
                 raise IndexingError("no folder to index: name one, e.g. 'photoseek index ~/Pictures'")
@@ -298,13 +298,13 @@ class Indexer:
                 raise IndexingError(f"not a folder: {root}")
             row = known.get(path)
             if row is None:
-                row = known[path] = db.add_root(session, path)
+                row = known[path] = self.catalogue.add_root(session, path)
             chosen.append(row)
         return chosen
 
-    def _plan(self, session: Session, root_rows: list[db.Root], exclude, include_hidden) -> _Plan:
+    def _plan(self, session: Session, root_rows: list[Root], exclude, include_hidden) -> _Plan:
         plan = _Plan()
-        all_roots = [Path(r.path) for r in db.roots(session)]
+        all_roots = [Path(r.path) for r in self.catalogue.roots(session)]
         root_paths = [r.path for r in root_rows]
         live_roots = [p for p in root_paths if os.path.isdir(p)]
         for missing in set(root_paths) - set(live_roots):
@@ -324,8 +324,8 @@ class Indexer:
         plan.found_paths = set(found)
         plan.live_roots = live_roots
 
-        known = db.known_files(session)
-        skipped = db.skipped_signatures(session)
+        known = self.catalogue.known_files(session)
+        skipped = self.catalogue.skipped_signatures(session)
 
         under_roots = [p for p in known if is_under(p, live_roots)]
         gone = {p: known[p] for p in under_roots if p not in found}
@@ -366,27 +366,27 @@ class Indexer:
         """Moves, touches, deletions and unreadable entries: no model needed."""
         with session.begin():
             for row_id, f in plan.touched:
-                db.touch(session, row_id, f.mtime_ns)
+                self.catalogue.touch(session, row_id, f.mtime_ns)
             for row_id, f in plan.moves:
-                db.touch(session, row_id, f.mtime_ns, path=f.path, root_id=self._root_id(session, f.path))
-            db.remove_photos(session, plan.removed_ids)
+                self.catalogue.touch(session, row_id, f.mtime_ns, path=f.path, root_id=self._root_id(session, f.path))
+            self.catalogue.remove_photos(session, plan.removed_ids)
             # Skipped entries of files that are gone (or now found fine) are dropped; unreadable ones recorded.
-            db.forget_skips(session, [p for p in db.skipped_paths(session)
+            self.catalogue.forget_skips(session, [p for p in self.catalogue.skipped_paths(session)
                                       if is_under(p, plan.live_roots) and p not in plan.found_paths])
             for item in plan.unreadable:
-                db.record_skip(session, item.path, 0, 0, item.reason)
+                self.catalogue.record_skip(session, item.path, 0, 0, item.reason)
                 summary.note_skip(item.path, item.reason)
             summary.moved, summary.removed = len(plan.moves), len(plan.removed_ids)
             summary.unchanged += len(plan.touched)
             generation += 1
-            db.set_generation(session, generation)
-            db.update_run(session, run_id, **_counts(summary))
+            self.catalogue.set_generation(session, generation)
+            self.catalogue.update_run(session, run_id, **_counts(summary))
         if vectors is not None and plan.removed_ids:
             vectors.remove(plan.removed_ids)
         return generation
 
-    def _embed(self, session: Session, plan: _Plan, encoder: Encoder, vectors: VectorStore, summary: RunSummary,
-               generation: int, run_id: int, started: float) -> int:
+    def _embed(self, session: Session, plan: _Plan, encoder: Encoder, vectors: VectorStore | None,
+               summary: RunSummary, generation: int, run_id: int, started: float) -> int:
         s = self.settings
         jobs = (DecodeJob(f.path, encoder.input_spec.size, s.max_image_pixels) for f in plan.embed)
         by_path = {f.path: f for f in plan.embed}
@@ -401,18 +401,19 @@ class Indexer:
                 replaced = [i for i in (plan.replaced_ids.get(f.path) for f, _ in done) if i is not None]
                 summary.updated += len(replaced)
                 summary.added += len(done) - len(replaced)
-                rows = [db.new_photo(f.path, self._root_id(session, f.path), f.mtime_ns, photo.info, photo.size_bytes,
+                rows = [self.catalogue.new_photo(f.path, self._root_id(session, f.path), f.mtime_ns, photo.info, photo.size_bytes,
                                      photo.content_hash, vector) for (f, photo), vector in zip(done, embeddings)]
-                new_ids = db.write_batch(session, rows, replaced)
+                new_ids = self.catalogue.write_batch(session, rows, replaced)
                 generation += 1
-                db.set_generation(session, generation)
-                db.update_run(session, run_id, **_counts(summary), seconds=time.perf_counter() - started)
-            vectors.remove(replaced)
-            if new_ids:
-                vectors.add(np.asarray(new_ids), np.asarray(embeddings))
+                self.catalogue.set_generation(session, generation)
+                self.catalogue.update_run(session, run_id, **_counts(summary), seconds=time.perf_counter() - started)
+            if vectors is not None:
+                vectors.remove(replaced)
+                if new_ids:
+                    vectors.add(np.asarray(new_ids), np.asarray(embeddings))
             summary.embedded += len(done)
             progress.update(len(done))
-            if time.perf_counter() - last_vector_save > SAVE_VECTORS_EVERY_SECONDS:
+            if vectors is not None and time.perf_counter() - last_vector_save > SAVE_VECTORS_EVERY_SECONDS:
                 vectors.save(self.files.vectors, generation)  # lets a running server see progress
                 last_vector_save = time.perf_counter()
 
@@ -422,6 +423,27 @@ class Indexer:
                 for done, embeddings in pool.submit(list(batch), pixels):
                     write(done, embeddings)
                 batch.clear()
+
+        if self.ray_address:
+            # Decoded and embedded on Ray (indexer.ray_runner); skipped and written here as below.
+            from .ray_runner import embed_on_ray
+
+            try:
+                with closing(embed_on_ray(self.ray_address, list(by_path), size=encoder.input_spec.size,
+                                          max_pixels=s.max_image_pixels, model_id=encoder.model_id,
+                                          precision=s.precision, batch_size=s.batch_size, cores=usable_cores(),
+                                          torch_threads=s.torch_threads, stop=self.stop)) as finished:
+                    for block in finished:  # returns after the block in hand once stopped, Ray work shut down
+                        for path, reason in block.skipped:
+                            self._skip(session, by_path[path], reason, plan, vectors, summary)
+                            progress.update(1)
+                        if block.photos:
+                            write([(by_path[p], photo) for p, photo in block.photos], block.embeddings)
+                if self.stop.is_set():
+                    summary.interrupted = True
+            finally:
+                progress.close()
+            return generation
 
         # Decoding and inference share the cores: decode processes, and one model thread per
         # core (see indexer.inference for why not one model call over all cores).
@@ -456,14 +478,15 @@ class Indexer:
             progress.close()
         return generation
 
-    def _skip(self, session: Session, f: FoundFile, reason: str, plan: _Plan, vectors: VectorStore, summary: RunSummary) -> None:
+    def _skip(self, session: Session, f: FoundFile, reason: str, plan: _Plan, vectors: VectorStore | None,
+              summary: RunSummary) -> None:
         with session.begin():
-            db.record_skip(session, f.path, f.size, f.mtime_ns, reason)
+            self.catalogue.record_skip(session, f.path, f.size, f.mtime_ns, reason)
             old_id = plan.replaced_ids.pop(f.path, None)
             if old_id is not None:  # it was a good photo once; its changed content is not
-                db.remove_photos(session, [old_id])
+                self.catalogue.remove_photos(session, [old_id])
                 summary.removed += 1
-        if old_id is not None:
+        if old_id is not None and vectors is not None:
             vectors.remove([old_id])
         summary.note_skip(f.path, reason)
 
@@ -496,7 +519,7 @@ class Indexer:
 
     def _root_id(self, session: Session, path: str) -> int | None:
         if self._root_cache is None:
-            self._root_cache = sorted(db.root_ids(session), key=lambda r: -len(r[0]))
+            self._root_cache = sorted(self.catalogue.root_ids(session), key=lambda r: -len(r[0]))
         return next((i for p, i in self._root_cache if is_under(path, [p])), None)
 
 

@@ -31,6 +31,11 @@ IndexOpt = Annotated[
     typer.Option("--index", metavar="DIR",
                  help="Index directory [env: PHOTOSEEK_INDEX_DIR; default: this user's data folder]."),
 ]
+DatabaseOpt = Annotated[
+    Optional[str],
+    typer.Option("--database", metavar="URL",
+                 help="The catalogue when not SQLite in the index directory: postgresql+psycopg://USER@HOST/DB "
+                      "(PostgreSQL with pgvector, shared by several machines) [env: PHOTOSEEK_DATABASE_URL].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output for scripts (the HTTP API's shape).")]
 # Filters, shared by search and facets:
 AfterOpt = Annotated[Optional[str], typer.Option(metavar="DATE", help="Only photos taken on or after this day "
@@ -60,8 +65,9 @@ def _main(
     """Find your photos by what is in them: index a folder, then search it by text or by example."""
 
 
-def _settings(index: Path | None) -> Settings:
-    return Settings(index_dir=index) if index is not None else Settings()
+def _settings(index: Path | None, database: str | None = None) -> Settings:
+    given = {k: v for k, v in dict(index_dir=index, database_url=database).items() if v is not None}
+    return Settings(**given)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -78,6 +84,7 @@ def index(
     # Arguments are described in the docstring: Typer would print a type label such as <list[Path]> beside them.
     folders: Annotated[Optional[list[Path]], typer.Argument(metavar="FOLDER", hidden=True, show_default=False)] = None,
     index: IndexOpt = None,
+    database: DatabaseOpt = None,
     model: Annotated[Optional[str], typer.Option(
         metavar="MODEL",
         help="Encoder for a new index: MODEL:PRETRAINED (open_clip), MODEL:/path/ckpt.pt, or 'offline'. "
@@ -88,6 +95,11 @@ def index(
     hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
     progress: Annotated[Optional[bool], typer.Option(help="Progress bar [default: on a terminal].",
                                                      show_default=False)] = None,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", metavar="ADDRESS",
+        help="Decode and embed on a Ray cluster: 'local' (start one on this machine), 'auto' (the cluster this "
+             "machine belongs to) or the cluster's address; needs pip install 'photoseek[ray]'. "
+             "[env: PHOTOSEEK_RAY_ADDRESS]")] = None,
 ) -> None:
     """Embed every photo in the FOLDERs; later runs only embed what is new or changed.
 
@@ -102,20 +114,26 @@ def index(
     # that a late Ctrl-C cannot become a traceback at interpreter shutdown either.
     resume = _show(shlex.join(["photoseek", "index", *map(str, folders or []),
                                *(["--index", str(index)] if index is not None else []),
+                               *(["--database", database] if database else []),
                                *(["--model", model] if model else []),
                                *[arg for glob in exclude or [] for arg in ("--exclude", glob)],
-                               *(["--hidden"] if hidden else [])]))
+                               *(["--hidden"] if hidden else []),
+                               *(["--ray", ray] if ray else [])]))
     stop = StopSignals(hard_exit_message="stopped at once: the index keeps every photo saved up to its last "
                                          f"checkpoint; run '{resume}' to continue").install()
     from sqlalchemy.exc import DBAPIError
 
     from photoseek.indexer import Indexer, no_images_message
 
-    settings = _settings(index)
+    settings = _settings(index, database)
     index_dir = settings.resolved_index_dir
     existed = (index_dir / "photoseek.db").is_file()
-    indexer = Indexer(index_dir, settings, show_progress=progress,
-                      echo=lambda msg: typer.secho(msg, fg=typer.colors.YELLOW, err=True), stop=stop.event)
+    try:
+        indexer = Indexer(index_dir, settings, show_progress=progress,
+                          echo=lambda msg: typer.secho(msg, fg=typer.colors.YELLOW, err=True), stop=stop.event,
+                          ray_address=ray)
+    except PhotoseekError as exc:  # --ray without Ray installed
+        raise _error(exc) from None
     try:
         summary = indexer.run(folders or [], model=model,
                               rebuild=rebuild, exclude=exclude or [], include_hidden=hidden)
@@ -168,21 +186,19 @@ def _write_failure(exc: BaseException, index_dir: Path, had_photos: bool) -> str
             + "run 'photoseek index' again" + (": it carries on from there." if had_photos else "."))
 
 
-def _check_similar(index_dir: Path, image_id: int) -> None:
-    """An unknown id is answered from the database alone, before the search loads anything."""
-    from photoseek import db
-    from photoseek.store import IndexFiles
+def _check_similar(settings: Settings, image_id: int) -> None:
+    """An unknown id is answered from the catalogue alone, before the search loads anything."""
+    from photoseek.storage import catalogue_exists, open_catalogue
 
-    files = IndexFiles(index_dir)
-    if not files.exists():
+    if not catalogue_exists(settings.resolved_index_dir, settings.database_url):
         return  # the searcher says there is no index, with what to do
-    engine = db.open_database(files.database, readonly=True)
+    catalogue = open_catalogue(settings.resolved_index_dir, settings.database_url, readonly=True)
     try:
-        with engine.connect() as conn:
-            found = conn.execute(db.select(db.ImageRow.id).where(db.ImageRow.id == image_id)).first()
+        with catalogue.engine.connect() as conn:
+            found = catalogue.has_photo(conn, image_id)
     finally:
-        engine.dispose()
-    if found is None:
+        catalogue.close()
+    if not found:
         raise NotFound(f"no photo has id {image_id} (ids are in the third column of 'photoseek search')")
 
 
@@ -252,6 +268,7 @@ def search(
     offset: Annotated[int, typer.Option(metavar="N", min=0, help="Skip this many results (paging).")] = 0,
     as_json: JsonOpt = False,
     index: IndexOpt = None,
+    database: DatabaseOpt = None,
 ) -> None:
     """Search the index by text (QUERY, in words), by an example image, by an indexed photo, or a mix.
 
@@ -266,14 +283,14 @@ def search(
         raise _fail("--queries FILE reads every query from the file: give no QUERY, --image or --similar with it", 2)
     if (query, image, similar, queries) == (None, None, None, None):
         raise _fail("say what to search for: QUERY, --image FILE, --similar ID or --queries FILE", 2)
-    settings = _settings(index)
+    settings = _settings(index, database)
     try:
         # Everything that can be checked without the index or a model, first.
         terms: list[Term] = []
         if image is not None:
             terms.append(Term(image=_read_query_image(image)))
         if similar is not None:
-            _check_similar(settings.resolved_index_dir, similar)
+            _check_similar(settings, similar)
             terms.append(Term(photo_id=similar))
         if query is not None:
             terms += parse_query(query, max_chars=settings.max_query_chars)
@@ -329,6 +346,7 @@ def facets(
                                                 help="Count per month of this year.")] = None,
     as_json: JsonOpt = False,
     index: IndexOpt = None,
+    database: DatabaseOpt = None,
 ) -> None:
     """How many photos each filter choice keeps: per camera, year (or month), folder and file type.
 
@@ -338,7 +356,7 @@ def facets(
     from photoseek.search.query import parse_query
     from photoseek.web.schemas import facets_out
 
-    settings = _settings(index)
+    settings = _settings(index, database)
     try:
         filters = _filters(after, before, camera, folder, file_type, orientation, min_pixels)
         terms = tuple(parse_query(query, max_chars=settings.max_query_chars)) if query is not None else ()
@@ -366,6 +384,7 @@ def _describe_run(r) -> str:
 @app.command()
 def status(
     index: IndexOpt = None,
+    database: DatabaseOpt = None,
     as_json: JsonOpt = False,
     show_skipped: Annotated[int, typer.Option("--skipped", metavar="N", min=0,
                                               help="List up to this many skipped files.")] = 20,
@@ -374,15 +393,17 @@ def status(
     from photoseek.search.engine import read_status
     from photoseek.web.schemas import status_out
 
-    settings = _settings(index)
+    settings = _settings(index, database)
     try:
-        st = read_status(settings.resolved_index_dir, skipped_limit=show_skipped)
+        st = read_status(settings.resolved_index_dir, skipped_limit=show_skipped, settings=settings)
     except PhotoseekError as exc:
         raise _error(exc) from None
     if as_json:
         typer.echo(status_out(st).model_dump_json(indent=2))
         return
     typer.echo(f"index:    {_show(st.index_dir)}{'' if st.writable else '  (read-only here: searchable, not updatable)'}")
+    if settings.database_url:
+        typer.echo(f"catalogue: {st.catalogue}")
     typer.echo(f"model:    {st.model_id} ({st.dim}-d)")
     typer.echo(f"photos:   {st.image_count}")
     typer.echo(f"search:   {st.search}")
@@ -406,6 +427,7 @@ def status(
 @app.command()
 def serve(
     index: IndexOpt = None,
+    database: DatabaseOpt = None,
     host: Annotated[Optional[str], typer.Option(metavar="ADDRESS",
                                                 help="Address to listen on [env: PHOTOSEEK_HOST; default: 127.0.0.1].")] = None,
     port: Annotated[Optional[int], typer.Option(metavar="PORT", min=1, max=65535,
@@ -416,7 +438,7 @@ def serve(
     """Serve the search page and JSON API."""
     from photoseek.web.main import run
 
-    settings = _settings(index)
+    settings = _settings(index, database)
     overrides = {k: v for k, v in dict(host=host, port=port, token=token).items() if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)

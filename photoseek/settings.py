@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PHOTOSEEK_", env_file=".env", extra="ignore")
 
     index_dir: Path = Field(default_factory=default_index_dir, description="Where the index lives.")
+    database_url: str | None = Field(
+        default=None,
+        description="The catalogue, when not SQLite in the index folder: postgresql+psycopg://user@host/db "
+        "(PostgreSQL with pgvector, shared by several machines).")
+    path_map: str | None = Field(
+        default=None,
+        description="Where indexed folders are mounted on this machine when it differs from where they were "
+        "indexed: 'INDEXED=HERE', several separated by ';' (e.g. '/mnt/archive=/Volumes/archive').")
     model: str | None = Field(
         default=None,
         description="Encoder for a new index: 'MODEL:PRETRAINED' (open_clip), 'MODEL:/path/to/checkpoint.pt', "
@@ -56,6 +64,9 @@ class Settings(BaseSettings):
         default=EXACT_SEARCH_UP_TO, ge=0,
         description="Up to this many photos searches are exact; above, an approximate (IVF) index answers.")
     checkpoint_every: int = Field(default=256, ge=1, description="Commit progress every N embedded images.")
+    ray_address: str | None = Field(
+        default=None, description="Decode and embed on Ray: 'local' (start one here), 'auto' (the cluster this "
+        "machine belongs to) or a cluster's address. Default: no Ray (indexer.ray_runner).")
 
     # Web service
     host: str = "127.0.0.1"

@@ -16,23 +16,24 @@ never a wrong answer.
 from __future__ import annotations
 
 import errno
-import fcntl
 import math
 import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
 
-from photoseek import db
 from photoseek.errors import NotWritable
 from photoseek.files import atomic_write
 from photoseek.settings import EXACT_SEARCH_UP_TO
+from photoseek.storage.sqlite import lock_held
+
+if TYPE_CHECKING:
+    from photoseek.storage import Catalogue
 
 _MAGIC = b"PSKFAISS"
 _HEADER = struct.Struct("<8sQQI")  # magic, generation, vector count, dimension
@@ -65,22 +66,8 @@ class IndexFiles:
         return self.database.is_file()
 
     def writer_alive(self) -> bool:
-        """Whether an indexer holds the writer's lock now. Works on a read-only index too:
-        a shared ``flock`` needs only a read-only descriptor, and conflicts with the
-        writer's exclusive one (filelock's, on Unix) however that process ended."""
-        try:
-            fd = os.open(self.lock, os.O_RDONLY)
-        except OSError:
-            return False  # no lock file: nobody ever wrote here, or it cannot be read
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        finally:
-            os.close(fd)
+        """Whether an indexer holds the writer's lock now (see :func:`photoseek.storage.sqlite.lock_held`)."""
+        return lock_held(self.lock)
 
     def writable(self) -> bool:
         try:
@@ -324,28 +311,27 @@ class VectorStore:
         return cls(dim, index)
 
     @classmethod
-    def from_database(cls, engine: Engine, dim: int, *, exact_up_to: int = EXACT_SEARCH_UP_TO,
+    def from_database(cls, catalogue: Catalogue, dim: int, *, exact_up_to: int = EXACT_SEARCH_UP_TO,
                       batch: int = 20_000) -> VectorStore:
-        """The database's vectors in the kind of index that suits their number (see :meth:`fits`).
+        """The catalogue's vectors in the kind of index that suits their number (see :meth:`fits`).
         Streams them in batches, so memory holds the index and one batch (plus a training
         sample for an IVF index), not every float32 vector at once."""
-        with engine.connect() as conn:
-            ids = np.fromiter(conn.execute(select(db.ImageRow.id)).scalars(), dtype=np.int64)
+        with catalogue.engine.connect() as conn:
+            ids = catalogue.photo_ids(conn)
             if len(ids) <= exact_up_to:
                 store = cls(dim)
             else:
                 sample_size = min(len(ids), _TRAINING_PER_LIST * clusters_for(len(ids)))
                 sample = np.sort(np.random.default_rng(0).choice(ids, sample_size, replace=False))
-                store = cls(dim, new_ivf_index(dim, _read_vectors(conn, dim, sample), len(ids)))
-            result = conn.execute(select(db.ImageRow.id, db.ImageRow.embedding).order_by(db.ImageRow.id)).yield_per(batch)
-            for rows in result.partitions(batch):
-                store.add(*_unpack(rows, dim))
+                store = cls(dim, new_ivf_index(dim, catalogue.embeddings_of(conn, sample)[1], len(ids)))
+            for batch_ids, vectors in catalogue.iter_embeddings(conn, batch):
+                store.add(batch_ids, vectors)
         return store
 
-    def refit(self, engine: Engine, exact_up_to: int = EXACT_SEARCH_UP_TO) -> VectorStore:
-        """This store if it suits its size, else the database's vectors in one that does.
-        Call it when the database holds what this store holds (after a run's last commit)."""
-        return self if self.fits(exact_up_to) else VectorStore.from_database(engine, self.dim, exact_up_to=exact_up_to)
+    def refit(self, catalogue: Catalogue, exact_up_to: int = EXACT_SEARCH_UP_TO) -> VectorStore:
+        """This store if it suits its size, else the catalogue's vectors in one that does.
+        Call it when the catalogue holds what this store holds (after a run's last commit)."""
+        return self if self.fits(exact_up_to) else VectorStore.from_database(catalogue, self.dim, exact_up_to=exact_up_to)
 
 
 class _BitmapSelector(faiss.IDSelectorBitmap):
@@ -367,33 +353,18 @@ def _selector(allowed: np.ndarray) -> faiss.IDSelector:
     return _BitmapSelector(np.packbits(mask, bitorder="little"))
 
 
-def _unpack(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    return ids, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
-
-
-def _read_vectors(conn, dim: int, ids: np.ndarray, chunk: int = 900) -> np.ndarray:
-    """The vectors of ``ids``, ``chunk`` ids a statement (older SQLite builds allow 999 parameters)."""
-    parts = []
-    for start in range(0, len(ids), chunk):
-        wanted = [int(i) for i in ids[start:start + chunk]]
-        rows = conn.execute(select(db.ImageRow.id, db.ImageRow.embedding).where(db.ImageRow.id.in_(wanted))).all()
-        parts.append(_unpack(rows, dim)[1])
-    return np.concatenate(parts)
-
-
-def load_vectors(files: IndexFiles, engine: Engine, *, dim: int, generation: int, persist: bool,
+def load_vectors(files: IndexFiles, catalogue: Catalogue, *, dim: int, generation: int, persist: bool,
                  exact_up_to: int = EXACT_SEARCH_UP_TO) -> VectorStore:
     """The vector index for the database's current state, rebuilt from it when needed.
 
     ``persist``: write a rebuilt index back (only the writer may; readers keep theirs in memory).
     """
     store = VectorStore.load(files.vectors, dim=dim, generation=generation)
-    with engine.connect() as conn:
-        count = conn.execute(select(func.count()).select_from(db.ImageRow)).scalar_one()
+    with catalogue.engine.connect() as conn:
+        count = catalogue.photo_count(conn)
     if store is not None and len(store) == count:
         return store
-    store = VectorStore.from_database(engine, dim, exact_up_to=exact_up_to)
+    store = VectorStore.from_database(catalogue, dim, exact_up_to=exact_up_to)
     if persist:
         store.save(files.vectors, generation)
     return store

@@ -13,25 +13,25 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 from PIL import Image
 from sqlalchemy import event
 
-from photoseek import db
 from photoseek.errors import BadInput, NotFound, Unavailable
 from photoseek.files import is_under
 from photoseek.imaging import open_image
 from photoseek.settings import Settings
+from photoseek.storage import Catalogue, catalogue_exists, open_catalogue
+from photoseek.storage.schema import as_utc, display_path
 from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
 from photoseek.search.filters import NO_DATE, FilterColumns
+from photoseek.search.local import LocalVectorSearch
 from photoseek.search.query import Filters, SearchRequest, Term
 
 if TYPE_CHECKING:
@@ -39,9 +39,6 @@ if TYPE_CHECKING:
 
 TEXT_CACHE_SIZE = 1024
 IMAGE_CACHE_SIZE = 32
-# A filter that keeps at most this share of the photos is answered by scoring just those photos
-# (one matrix product over their vectors) instead of a FAISS search that skips the others.
-DIRECT_SCORING_SHARE = 0.01
 # Sorting by date keeps only good matches: by default those whose score stands this many standard
 # deviations above the query's mean score over the whole collection (see Searcher.cutoff_for).
 CUTOFF_SIGMAS = 1.5
@@ -132,44 +129,57 @@ class IndexStatus:
     generation: int
     search: str  # exact or approximate (see VectorStore.describe)
     writable: bool  # False: a read-only index (searchable, not updatable here)
+    catalogue: str = ""  # where the catalogue lives (SQLite file, PostgreSQL server)
 
 
-def read_status(index_dir: Path, skipped_limit: int = 100) -> IndexStatus:
+def open_index(files: IndexFiles, settings: Settings, *, connections: int = 5) -> Catalogue:
+    """The index's catalogue, read-only; :class:`IndexNotFound` with what to do when there is none."""
+    if not catalogue_exists(files.root, settings.database_url):
+        raise IndexNotFound(f"no index at {files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)")
+    return open_catalogue(files.root, settings.database_url, readonly=True, connections=connections)
+
+
+def read_status(index_dir: Path, skipped_limit: int = 100, settings: Settings | None = None) -> IndexStatus:
     """What ``photoseek status`` shows, read without a :class:`Searcher`: no vectors loaded, no model,
     so it answers at once at any size (the kind of vector index is read from the file's header)."""
+    settings = settings or Settings()
     files = IndexFiles(Path(index_dir).expanduser().resolve())
-    if not files.exists():
-        raise IndexNotFound(f"no index at {files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)")
-    engine = db.open_database(files.database, readonly=True)
+    catalogue = open_index(files, settings)
     try:
-        with engine.connect() as conn:
-            generation, dim, model_id = db.index_state(conn)
-        search = VectorStore.describe_file(files.vectors, generation=generation, dim=dim) or EXACT_SEARCH
-        return _status(files, db.make_session_factory(engine), model_id, search, skipped_limit)
+        with catalogue.engine.connect() as conn:
+            generation, dim, model_id = catalogue.index_state(conn)
+        if catalogue.uses_vector_file:
+            search = VectorStore.describe_file(files.vectors, generation=generation, dim=dim) or EXACT_SEARCH
+        else:
+            search = catalogue.vector_search(dim, settings.exact_search_up_to).describe()
+        return _status(files, catalogue, model_id, search, skipped_limit)
     finally:
-        engine.dispose()
+        catalogue.close()
 
 
-def _status(files: IndexFiles, sessions, model_id: str | None, search: str, skipped_limit: int) -> IndexStatus:
-    with sessions() as session:
-        counts = db.counts(session, skipped_limit)
-        generation, dim, _ = db.index_state(session)
-        roots = [db.display_path(p) for p in db.root_paths(session)]
+def _status(files: IndexFiles, catalogue: Catalogue, model_id: str | None, search: str,
+            skipped_limit: int) -> IndexStatus:
+    with catalogue.sessions() as session:
+        counts = catalogue.counts(session, skipped_limit)
+        generation, dim, _ = catalogue.index_state(session)
+        roots = [display_path(p) for p in catalogue.root_paths(session)]
     run, previous = (counts.recent_runs + [None, None])[:2]
-    writer_alive = files.writer_alive()
+    writer_alive = catalogue.writer_alive()
 
-    def last(row: db.IndexRun | None) -> LastRun | None:
+    def last(row) -> LastRun | None:
         if row is None:
             return None
         status = row.status
         if status == "running" and not writer_alive:
             status = "interrupted"  # its process is gone (the lock dies with it); the next run marks it so too
-        return LastRun(db.as_utc(row.started_at), db.as_utc(row.finished_at), status, row.added, row.updated, row.moved,
+        return LastRun(as_utc(row.started_at), as_utc(row.finished_at), status, row.added, row.updated, row.moved,
                        row.removed, row.skipped, row.seconds)
 
     return IndexStatus(str(files.root), model_id, dim, counts.photos, counts.skipped,
                        [Skipped(p, r) for p, r in counts.skipped_files], roots, last(run), last(previous),
-                       last(counts.last_change), counts.runs, generation, search, files.writable())
+                       last(counts.last_change), counts.runs, generation, search,
+                       files.writable() if catalogue.can_write() is None else catalogue.can_write(),
+                       catalogue.describe())
 
 
 def load_encoder(model_id: str, precision: str = "auto") -> Encoder:
@@ -207,28 +217,11 @@ class _Lru:
             self._items.clear()
 
 
-@contextmanager
-def _single_threaded_openmp():
-    """One thread per search: FAISS's OpenMP threads only spin against each other and against
-    concurrent requests (10-20 ms instead of 0.5 ms for 10,000 photos on 2 busy cores);
-    requests run side by side in the server's thread pool instead.
-
-    The setting belongs to the calling thread and torch shares it (one OpenMP runtime), so it
-    is put back afterwards: left at 1, the next model call in this thread would run on one
-    core (a text query 15 -> 19 ms, an uploaded photo twice as slow)."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
 def _photo(row) -> Photo:
     return Photo(
-        id=row.id, path=db.display_path(row.path), width=row.width, height=row.height, size_bytes=row.size_bytes,
+        id=row.id, path=display_path(row.path), width=row.width, height=row.height, size_bytes=row.size_bytes,
         taken_at=row.taken_at, camera_make=row.camera_make, camera_model=row.camera_model,
-        indexed_at=db.as_utc(row.indexed_at), file_type=row.file_type, photo_date=row.photo_date, date_source=row.date_source,
+        indexed_at=as_utc(row.indexed_at), file_type=row.file_type, photo_date=row.photo_date, date_source=row.date_source,
     )
 
 
@@ -238,20 +231,17 @@ class Searcher:
     def __init__(self, index_dir: Path, settings: Settings | None = None, *, encoder: Encoder | None = None):
         self.settings = settings or Settings()
         self.files = IndexFiles(Path(index_dir).expanduser().resolve())
-        if not self.files.exists():
-            raise IndexNotFound(
-                f"no index at {self.files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)"
-            )
         # One connection per thread that may query at once (the server's pool: web.app.worker_threads;
         # callers of their own may use more). Read-only: a searcher never writes, so an index on a
         # read-only mount or in another user's folder can be searched (an older schema is upgraded
-        # on opening when the file can be written; see db.open_database).
-        self._engine = db.open_database(self.files.database, readonly=True, connections=SEARCH_CONNECTIONS)
-        self._sessions = db.make_session_factory(self._engine)
+        # on opening when it can be written; see photoseek.storage.migrations).
+        self.catalogue = open_index(self.files, self.settings, connections=SEARCH_CONNECTIONS)
+        self._engine = self.catalogue.engine
         with self._engine.connect() as conn:
-            self.model_id = db.get_meta(conn, "model_id")
-            self._index_uid = db.get_meta(conn, db.INDEX_UID)
-        event.listen(self._engine, "connect", self._check_same_database)
+            self.model_id = self.catalogue.get_meta(conn, "model_id")
+            self._index_uid = self.catalogue.identity(conn)
+        if self.catalogue.identity_per_connection:
+            event.listen(self._engine, "connect", self._check_same_database)
         self._encoder = encoder
         self._encoder_lock = threading.Lock()  # guards loading/swapping the encoder
         self._inference_lock = threading.Lock()  # one forward pass at a time: two would only fight over the cores
@@ -261,8 +251,7 @@ class Searcher:
         self._image_cache = _Lru(IMAGE_CACHE_SIZE)
         self._embed_texts = Coalescer(lambda texts: self._encode(lambda enc: enc.encode_texts(texts)),
                                       max_batch=TEXT_BATCH_MAX)
-        self._vectors: VectorStore | None = None
-        self._filters: FilterColumns | None = None  # loaded with the vectors: they describe the same photos
+        self._index = None  # LocalVectorSearch or the back end's own (PgVectorSearch); None: nothing indexed yet
         self._loaded_generation = -1
         self._reload_lock = threading.Lock()
         self.refresh()
@@ -272,14 +261,14 @@ class Searcher:
     def _check_same_database(self, dbapi_conn, _record) -> None:
         """Every connection opened later must reach the database we opened first: a rebuild
         replaces the file, and its rows would not match our vectors."""
-        if db.read_index_uid(dbapi_conn) != self._index_uid:
+        if self.catalogue.read_identity(dbapi_conn) != self._index_uid:
             dbapi_conn.close()
             raise IndexReplaced(f"the index at {self.files.root} was rebuilt or replaced; searching it again "
                                 "opens the new one")
 
     def _index_state(self) -> tuple[int, int, str | None]:
         with self._engine.connect() as conn:
-            return db.index_state(conn)
+            return self.catalogue.index_state(conn)
 
     def refresh(self) -> bool:
         """Load the newest state an indexer has finished writing. True if it changed.
@@ -292,21 +281,30 @@ class Searcher:
             generation, dim, model_id = self._index_state()
             if generation == self._loaded_generation or not dim:
                 return False
-            store = VectorStore.load(self.files.vectors, dim=dim, generation=generation)
-            if store is None:
-                if self._vectors is not None and self.files.writer_alive():
+            if self.catalogue.uses_vector_file:
+                index = self._load_vector_file(generation, dim)
+                if index is None:
                     return False  # an indexer is mid-run: keep answering from the state we have
-                store = load_vectors(self.files, self._engine, dim=dim, generation=generation, persist=False,
-                                     exact_up_to=self.settings.exact_search_up_to)
+            else:
+                index = self.catalogue.vector_search(dim, self.settings.exact_search_up_to)
             if model_id != self.model_id:  # rebuilt with another model
                 with self._encoder_lock:
                     self.model_id, self._encoder = model_id, None
                     self._text_cache.clear()
                     self._image_cache.clear()
-            with self._engine.connect() as conn:
-                columns = FilterColumns.load(conn)
-            self._vectors, self._filters, self._loaded_generation = store, columns, generation
+            self._index, self._loaded_generation = index, generation
             return True
+
+    def _load_vector_file(self, generation: int, dim: int) -> LocalVectorSearch | None:
+        store = VectorStore.load(self.files.vectors, dim=dim, generation=generation)
+        if store is None:
+            if self._index is not None and self.catalogue.writer_alive():
+                return None
+            store = load_vectors(self.files, self.catalogue, dim=dim, generation=generation, persist=False,
+                                 exact_up_to=self.settings.exact_search_up_to)
+        with self._engine.connect() as conn:
+            columns = FilterColumns.load(self.catalogue.filter_columns(conn))
+        return LocalVectorSearch(store, columns)
 
     @property
     def encoder(self) -> Encoder:
@@ -319,7 +317,7 @@ class Searcher:
         return self._encoder
 
     def __len__(self) -> int:
-        return len(self._vectors) if self._vectors is not None else 0
+        return len(self._index) if self._index is not None else 0
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -365,11 +363,11 @@ class Searcher:
         return self.search(SearchRequest(terms=(Term(photo_id=image_id),), limit=limit, offset=offset)).hits
 
     def vector(self, image_id: int) -> np.ndarray | None:
-        store = self._vectors
-        vector = store.vector(image_id) if store is not None else None
+        index = self._index
+        vector = index.vector(image_id) if index is not None else None
         if vector is None:
             with self._engine.connect() as conn:
-                vector = db.embedding(conn, image_id)
+                vector = self.catalogue.embedding(conn, image_id)
         return vector
 
     # -- the one search ---------------------------------------------------------------------
@@ -380,24 +378,21 @@ class Searcher:
         Filters are part of the search, not applied after it: the page holds the best matches
         among the photos that pass them, exactly as a search over only those photos would.
         Raises :class:`~photoseek.errors.BadInput` / :class:`~photoseek.errors.NotFound`."""
-        store, columns = self._vectors, self._filters
+        index = self._index
         vector = self.query_vector(request.terms)
         exclude = {t.photo_id for t in request.terms if t.photo_id is not None and t.weight > 0}
-        allowed = None
-        if request.filters.active and columns is not None:
-            allowed = columns.select(request.filters)
-        if store is None or not len(store):
+        filters = request.filters if request.filters.active else None
+        if index is None or not len(index):
             return Page(request, [], None, request.min_score, None)
         if request.sort == "relevance":
             cutoff = request.min_score
-            want = request.offset + request.limit + 1 + len(exclude) + (8 if allowed is None else 0)
-            scores, ids = self._rank(store, vector, want, allowed)
+            want = request.offset + request.limit + 1 + len(exclude) + (8 if filters is None else 0)
+            scores, ids = index.top(vector, want, filters)
         else:
-            cutoff = request.min_score if request.min_score is not None else self.cutoff_for(store, vector)
-            scores, ids = self._above(store, vector, cutoff, allowed)
+            cutoff = request.min_score if request.min_score is not None else self.cutoff_for(index, vector)
+            scores, ids, dates = index.above(vector, cutoff, filters)
             # By date, then id, so that every page follows the one before without gaps or repeats; photos
             # with no date at all come last either way.
-            dates = columns.dates_of(ids)
             newest = request.sort == "newest"
             undated = dates == NO_DATE
             order = np.lexsort((-ids if newest else ids, -dates if newest else dates, undated))
@@ -414,17 +409,17 @@ class Searcher:
 
     def facets(self, filters: Filters, *, terms: tuple[Term, ...] = (), min_score: float | None = None,
                year: int | None = None) -> dict[str, list]:
-        """Counts for the filter bar (see :func:`photoseek.db.facet_counts`). With ``terms``, over
-        the photos that match them: those scoring ``min_score`` or more (default: the calibrated
+        """Counts for the filter bar (see :meth:`photoseek.storage.Catalogue.facet_counts`). With ``terms``,
+        over the photos that match them: those scoring ``min_score`` or more (default: the calibrated
         cutoff that sorting by date uses)."""
         ids = None
-        store = self._vectors
-        if terms and store is not None and len(store):
+        index = self._index
+        if terms and index is not None and len(index):
             vector = self.query_vector(terms)
-            cutoff = min_score if min_score is not None else self.cutoff_for(store, vector)
-            _, ids = self._above(store, vector, cutoff, None)
+            cutoff = min_score if min_score is not None else self.cutoff_for(index, vector)
+            _, ids, _ = index.above(vector, cutoff, None)
         with self._engine.connect() as conn:
-            return db.facet_counts(conn, filters, ids=ids, year=year)
+            return self.catalogue.facet_counts(conn, filters, ids=ids, year=year)
 
     def query_vector(self, terms: tuple[Term, ...] | list[Term]) -> np.ndarray:
         """The normalised weighted sum of the terms' unit embeddings."""
@@ -445,47 +440,19 @@ class Searcher:
             raise BadInput("the terms cancel each other out: nothing is left to search for")
         return (total / norm).astype(np.float32)
 
-    def cutoff_for(self, store: VectorStore, vector: np.ndarray) -> float:
+    def cutoff_for(self, index, vector: np.ndarray) -> float:
         """The default cutoff when sorting by date, from this query's own scores over the whole
         collection: mean + CUTOFF_SIGMAS standard deviations. It adapts to each encoder's score
         scale (CLIP's text-image cosines sit near 0.3, the offline encoder's far higher) and to
         each query, with no constant in cosine units."""
-        all_scores, _ = self._rank(store, vector, len(store), None)
-        all_scores = all_scores[np.isfinite(all_scores)]
-        return float(all_scores.mean() + CUTOFF_SIGMAS * all_scores.std())
-
-    def _rank(self, store: VectorStore, vector: np.ndarray, k: int, allowed: np.ndarray | None):
-        """Best ``k`` (scores, ids) among ``allowed`` (None: every photo)."""
-        if allowed is not None and len(allowed) <= max(1, DIRECT_SCORING_SHARE * len(store)):
-            scores, ids = self._score_ids(store, vector, allowed)
-            top = np.argsort(-scores, kind="stable")[:k]
-            return scores[top], ids[top]
-        with _single_threaded_openmp():
-            scores, ids = store.search(vector, k, allowed=allowed)
-        return scores[0], ids[0]
-
-    def _above(self, store: VectorStore, vector: np.ndarray, cutoff: float, allowed: np.ndarray | None):
-        """Every (score, id) at or above ``cutoff`` among ``allowed``, best first."""
-        if allowed is not None:
-            scores, ids = self._score_ids(store, vector, allowed)
-        else:
-            with _single_threaded_openmp():
-                scores, ids = store.search(vector, len(store))
-            scores, ids = scores[0], ids[0]
-        keep = (ids >= 0) & (scores >= cutoff)
-        scores, ids = scores[keep], ids[keep]
-        order = np.argsort(-scores, kind="stable")
-        return scores[order], ids[order]
-
-    def _score_ids(self, store: VectorStore, vector: np.ndarray, ids: np.ndarray):
-        vectors, found = store.vectors(ids)
-        return vectors @ vector, found
+        mean, std = index.score_stats(vector)
+        return mean + CUTOFF_SIGMAS * std
 
     def _photos(self, ids: list[int]) -> dict[int, Photo]:
         if not ids:
             return {}
         with self._engine.connect() as conn:
-            return {row.id: _photo(row) for row in db.photo_rows(conn, ids)}
+            return {row.id: _photo(row) for row in self.catalogue.photo_rows(conn, ids)}
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -495,10 +462,10 @@ class Searcher:
     def file_path(self, image_id: int) -> Path | None:
         """The real file of an indexed photo, for serving it; None for anything else."""
         with self._engine.connect() as conn:
-            path = db.photo_path(conn, image_id)
+            path = self.catalogue.photo_path(conn, image_id)
             if path is None:
                 return None
-            roots = [os.path.realpath(p) for p in db.root_paths(conn)]
+            roots = [os.path.realpath(p) for p in self.catalogue.root_paths(conn)]
         # The path was inside an indexed folder when it was indexed; since then it may have been
         # replaced by a symbolic link to anywhere (or by a FIFO or device). Serve it only if it
         # still resolves to a regular file inside an indexed folder.
@@ -513,8 +480,8 @@ class Searcher:
         return Path(real)
 
     def status(self, skipped_limit: int = 100) -> IndexStatus:
-        search = self._vectors.describe() if self._vectors is not None else EXACT_SEARCH
-        return _status(self.files, self._sessions, self.model_id, search, skipped_limit)
+        search = self._index.describe() if self._index is not None else EXACT_SEARCH
+        return _status(self.files, self.catalogue, self.model_id, search, skipped_limit)
 
     def close(self) -> None:
-        self._engine.dispose()
+        self.catalogue.close()

@@ -4,7 +4,7 @@ A filter keeping half of 100,000 photos must cost a few milliseconds, not a tabl
 would read every row (each carries its embedding) to answer ``photo_date >= ?`` for half the
 table. So the few columns filters look at are loaded once with the vectors (same generation:
 they always describe the same photos), as NumPy arrays, and a filter is a vectorised mask.
-:func:`photoseek.db.filter_ids` is the same filter in SQL; a test holds the two equal.
+:meth:`photoseek.storage.Catalogue.filter_ids` is the same filter in SQL; a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from datetime import datetime, time, timedelta
 
 import numpy as np
 
-from photoseek import db
 from photoseek.files import is_under
 from photoseek.search.query import Filters
 
@@ -36,8 +35,8 @@ class FilterColumns:
     dirs: list[str]  # each photo's folder
 
     @classmethod
-    def load(cls, conn) -> FilterColumns:
-        rows = db.filter_columns(conn)
+    def load(cls, rows) -> FilterColumns:
+        """From :meth:`photoseek.storage.Catalogue.filter_columns`'s rows."""
         n = len(rows)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
         dates = np.fromiter((_seconds(r[1]) for r in rows), dtype=np.int64, count=n)

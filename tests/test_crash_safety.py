@@ -27,7 +27,7 @@ from PIL import Image
 
 import helpers
 from helpers import SMALL_RUN_ENV, cli, generation, last_run_status, query_index
-from photoseek import db
+from photoseek.storage import schema as db
 from photoseek.store import IndexFiles, VectorStore
 
 SEED = 5_2024
@@ -77,7 +77,7 @@ def index_state(index_dir: Path) -> dict:
         assert all(store.vector(i) is not None for i in ids)
         vectors = "current"
     # What a reader gets: the database's rows, one vector each.
-    engine = db.open_database(files.database, readonly=True)
+    engine = helpers.sqlite_engine(files.database, readonly=True)
     try:
         from photoseek.store import load_vectors
 

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from photoseek import db
+from sqlalchemy import select, text
+
+import helpers
+from photoseek.storage import schema as db
 from photoseek.imaging import DecodeError, load_photo, open_image
 from photoseek.indexer import Indexer
 from photoseek.store import IndexFiles
@@ -32,10 +35,10 @@ def test_every_edge_file_is_indexed_or_skipped_with_reason(tmp_path, edge_dir, o
     index_dir = tmp_path / "index"
     summary = Indexer(index_dir, settings_factory(index_dir), show_progress=False).run([photos], encoder=offline_encoder)
 
-    engine = db.open_database(IndexFiles(index_dir).database)
+    engine = helpers.sqlite_engine(IndexFiles(index_dir).database)
     with engine.connect() as conn:
-        indexed = {p.rsplit("/", 1)[1] for p in conn.execute(db.select(db.ImageRow.path)).scalars()}
-        skipped = {p.rsplit("/", 1)[1]: r for p, r in conn.execute(db.select(db.SkippedFile.path, db.SkippedFile.reason))}
+        indexed = {p.rsplit("/", 1)[1] for p in conn.execute(select(db.ImageRow.path)).scalars()}
+        skipped = {p.rsplit("/", 1)[1]: r for p, r in conn.execute(select(db.SkippedFile.path, db.SkippedFile.reason))}
     engine.dispose()
 
     all_files = {p.name for p in edge_dir.iterdir()}

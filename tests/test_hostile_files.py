@@ -28,7 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from photoseek import db
+from sqlalchemy import select, text
+
+import helpers
+from photoseek.storage import schema as db
 from photoseek.imaging import IMAGE_EXTENSIONS, DecodeError, decode_for_embedding, hash_file
 from photoseek.store import IndexFiles, VectorStore
 
@@ -239,10 +242,10 @@ def photoseek(*args: str, prefix: list[str] = (), timeout: float = 600, **env) -
 
 
 def read_index(index_dir: Path) -> tuple[dict[str, int], dict[str, str]]:
-    engine = db.open_database(IndexFiles(index_dir).database)
+    engine = helpers.sqlite_engine(IndexFiles(index_dir).database)
     with engine.connect() as conn:
-        images = dict(conn.execute(db.select(db.ImageRow.path, db.ImageRow.id)).all())
-        skipped = dict(conn.execute(db.select(db.SkippedFile.path, db.SkippedFile.reason)).all())
+        images = dict(conn.execute(select(db.ImageRow.path, db.ImageRow.id)).all())
+        skipped = dict(conn.execute(select(db.SkippedFile.path, db.SkippedFile.reason)).all())
     engine.dispose()
     return images, skipped
 
@@ -300,9 +303,9 @@ def test_hostile_tree_is_indexed_or_skipped_with_reasons(hostile):
 
     # Every vector has its row and vice versa.
     files = IndexFiles(index)
-    engine = db.open_database(files.database)
+    engine = helpers.sqlite_engine(files.database)
     with engine.connect() as conn:
-        generation = int(db.get_meta(conn, "generation"))
+        generation = int(helpers.meta(conn, "generation"))
     engine.dispose()
     store = VectorStore.load(files.vectors, dim=384, generation=generation)
     assert store is not None and len(store) == len(images)
@@ -417,9 +420,9 @@ def test_files_changed_between_scan_and_decode(tmp_path, samples_dir, offline_en
     assert skipped[str(root / "now-fifo.jpg")].startswith("not a file")
     assert str(root / "kept.jpg") in images and str(root / "replaced.jpg") in images
 
-    engine = db.open_database(IndexFiles(index).database)
+    engine = helpers.sqlite_engine(IndexFiles(index).database)
     with engine.connect() as conn:
-        replaced_hash = conn.execute(db.select(db.ImageRow.content_hash).where(
+        replaced_hash = conn.execute(select(db.ImageRow.content_hash).where(
             db.ImageRow.path == str(root / "replaced.jpg"))).scalar_one()
     engine.dispose()
     assert replaced_hash == hash_file(root / "replaced.jpg")  # indexed as it is now, not as it was scanned

@@ -12,7 +12,10 @@ import pytest
 from filelock import FileLock
 from PIL import Image
 
-from photoseek import db
+from sqlalchemy import select, text
+
+import helpers
+from photoseek.storage import schema as db
 from photoseek.indexer import Indexer, IndexLocked, ModelMismatch
 from photoseek.search import Searcher
 from photoseek.store import IndexFiles, VectorStore
@@ -44,19 +47,19 @@ def index_few(tmp_path, few_photos, offline_encoder, settings_factory):
 
 
 def _paths(index_dir: Path) -> dict[str, int]:
-    engine = db.open_database(IndexFiles(index_dir).database)
+    engine = helpers.sqlite_engine(IndexFiles(index_dir).database)
     with engine.connect() as conn:
-        rows = dict(conn.execute(db.select(db.ImageRow.path, db.ImageRow.id)).all())
+        rows = dict(conn.execute(select(db.ImageRow.path, db.ImageRow.id)).all())
     engine.dispose()
     return rows
 
 
 def _committed(index_dir: Path) -> tuple[int, dict[int, bytes]]:
     """The database's generation and its embeddings by photo id."""
-    engine = db.open_database(IndexFiles(index_dir).database)
+    engine = helpers.sqlite_engine(IndexFiles(index_dir).database)
     with engine.connect() as conn:
-        generation = int(db.get_meta(conn, "generation"))
-        rows = dict(conn.execute(db.select(db.ImageRow.id, db.ImageRow.embedding)).all())
+        generation = int(helpers.meta(conn, "generation"))
+        rows = dict(conn.execute(select(db.ImageRow.id, db.ImageRow.embedding)).all())
     engine.dispose()
     return generation, rows
 
@@ -151,7 +154,7 @@ def test_float32_vector_file_of_an_older_photoseek_is_rebuilt(index_few, offline
     searcher.close()
 
     old = VectorStore(384, faiss.IndexIDMap2(faiss.IndexFlatIP(384)))
-    old.add(np.array(list(rows)), np.stack([db.blob_to_vector(b) for b in rows.values()]))
+    old.add(np.array(list(rows)), np.stack([np.asarray(b) for b in rows.values()]))
     old.save(files.vectors, generation)
     assert VectorStore.load(files.vectors, dim=384, generation=generation) is None  # not taken as current
 
@@ -174,7 +177,7 @@ def test_vector_file_matches_database(index_few):
     assert store is not None and len(store) == len(rows)
     for image_id, blob in rows.items():
         # The file holds the database's vectors rounded to float16 (see store.new_flat_index).
-        np.testing.assert_array_equal(store.vector(image_id), db.blob_to_vector(blob).astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(store.vector(image_id), np.asarray(blob).astype(np.float16).astype(np.float32))
 
 
 def test_stale_vector_file_is_rebuilt_from_database(index_few, offline_encoder):
@@ -308,23 +311,23 @@ def test_each_database_gets_one_id_for_life(tmp_path):
     """The id a reader checks (see the rebuild test above): made with the database, kept
     across opens, given once to a database from before ids existed, different per database."""
     path = tmp_path / "photoseek.db"
-    first = db.open_database(path)
+    first = helpers.sqlite_engine(path)
     with first.connect() as conn:
-        uid = db.get_meta(conn, db.INDEX_UID)
+        uid = helpers.meta(conn, helpers.INDEX_UID)
     first.dispose()
     assert uid and len(uid) == 32
-    again = db.open_database(path)
+    again = helpers.sqlite_engine(path)
     with again.connect() as conn:
-        assert db.get_meta(conn, db.INDEX_UID) == uid
+        assert helpers.meta(conn, helpers.INDEX_UID) == uid
     with again.begin() as conn:  # as an index written before this id existed
-        conn.execute(db.text("DELETE FROM meta WHERE key = :k"), {"k": db.INDEX_UID})
+        conn.execute(text("DELETE FROM meta WHERE key = :k"), {"k": helpers.INDEX_UID})
     again.dispose()
-    older = db.open_database(path)
+    older = helpers.sqlite_engine(path)
     with older.connect() as conn:
-        given = db.get_meta(conn, db.INDEX_UID)
+        given = helpers.meta(conn, helpers.INDEX_UID)
     older.dispose()
     assert given and given != uid
-    other = db.open_database(tmp_path / "other.db")
+    other = helpers.sqlite_engine(tmp_path / "other.db")
     with other.connect() as conn:
-        assert db.get_meta(conn, db.INDEX_UID) not in (None, uid, given)
+        assert helpers.meta(conn, helpers.INDEX_UID) not in (None, uid, given)
     other.dispose()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from photoseek import db
+from photoseek.storage import schema as db
 from photoseek.indexer.inference import InferencePool, torch_threads_per_worker
 
 from helpers import embeddings_by

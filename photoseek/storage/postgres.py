@@ -1,0 +1,224 @@
+"""The shared back end: PostgreSQL with pgvector, for catalogues that outgrow one machine.
+
+Any number of search servers, on any machines, read one catalogue; indexers take turns (a
+PostgreSQL advisory lock, held by the run's own connection, so it goes when the run's process
+does). Embeddings are ``halfvec`` columns and are searched where they are: a search with
+filters is one SQL statement (the filters plus ``ORDER BY`` inner product), exact up to
+``exact_search_up_to`` photos, through an HNSW index above. Servers keep nothing but the
+catalogue's generation: each request compares it, so another machine's indexing shows at once,
+and every statement reads one committed state (MVCC), never a mix of two.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+
+import numpy as np
+from sqlalchemy import BigInteger, Float, LargeBinary, bindparam, cast, create_engine, delete, func, literal, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from photoseek.errors import PhotoseekError, Unavailable
+from photoseek.storage import migrations
+from photoseek.storage.catalogue import (
+    CREATED_AT, DIM, GENERATION, INDEX_UID, MODEL_ID, Catalogue, IndexLocked,
+)
+from photoseek.storage.schema import ImageRow, IndexRun, Meta, Root, SkippedFile
+
+# The advisory lock the writer holds ('PSK1'); one catalogue per database, so one key.
+WRITER_LOCK_KEY = 0x50534B31
+HNSW_INDEX = "ix_images_embedding_hnsw"
+HNSW_EF_SEARCH = 100  # candidates HNSW keeps per query (pgvector's default is 40); raised to k when larger
+
+
+def _normalise(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` as psycopg 3 URLs (SQLAlchemy's default driver is psycopg2)."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+class PostgresCatalogue(Catalogue):
+    backend = "postgresql"
+    uses_vector_file = False
+
+    def __init__(self, url: str, *, readonly: bool = False, connections: int = 5):
+        try:
+            engine = create_engine(_normalise(url), pool_size=connections, max_overflow=64, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:
+            raise PhotoseekError(f"a PostgreSQL catalogue needs {exc.name}: pip install 'photoseek[postgres]'",
+                                 kind="missing_dependency", status=503) from None
+        self.url = engine.url
+        super().__init__(engine, readonly=readonly)
+        try:
+            with engine.connect() as conn:
+                current = migrations.state(conn)
+            if current == migrations.TOO_NEW:
+                raise migrations.too_new()
+            if readonly and current == migrations.EMPTY:
+                raise Unavailable(f"no photoseek index in {self.describe()} yet; create one with "
+                                  "'photoseek index FOLDER' and the same --database", kind="no_index")
+            if current != migrations.CURRENT:
+                migrations.upgrade(engine)  # servers upgrade too: the database is shared, not a file of one user
+            if not readonly:
+                self._ensure_identity()
+        except OperationalError as exc:
+            engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise Unavailable(f"cannot reach the catalogue ({self.describe()}): {reason}. Check --database / "
+                              "PHOTOSEEK_DATABASE_URL", kind="database_unreachable") from None
+
+    def describe(self) -> str:
+        return f"PostgreSQL at {self.url.render_as_string(hide_password=True)}"
+
+    def _ensure_identity(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(Meta).values(key=INDEX_UID, value=uuid.uuid4().hex).on_conflict_do_nothing())
+
+    def wipe(self) -> None:
+        """``--rebuild``: every row goes in one transaction, with a new id and a later generation,
+        so servers drop what they hold. Ids are not reused: the sequences go on."""
+        with self.engine.begin() as conn:
+            generation = int(conn.execute(select(Meta.value).where(Meta.key == GENERATION)).scalar_one_or_none() or 0)
+            for table in (ImageRow, SkippedFile, IndexRun, Root):
+                conn.execute(delete(table))
+            conn.execute(delete(Meta).where(Meta.key.in_((MODEL_ID, DIM, CREATED_AT, INDEX_UID, GENERATION))))
+            conn.execute(text(f"DROP INDEX IF EXISTS {HNSW_INDEX}"))
+            conn.execute(insert(Meta).values([dict(key=INDEX_UID, value=uuid.uuid4().hex),
+                                               dict(key=GENERATION, value=str(generation + 1))]))
+
+    def can_write(self) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.execute(text("SELECT has_table_privilege('images', 'INSERT')")).scalar_one())
+
+    # -- the writer's lock -----------------------------------------------------------------
+
+    @contextmanager
+    def writer_lock(self):
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(select(func.pg_try_advisory_lock(WRITER_LOCK_KEY))).scalar_one()
+            conn.commit()
+            if not got:
+                raise IndexLocked(f"another 'photoseek index' is already writing {self.describe()}; "
+                                  "wait for it to finish")
+            try:
+                yield
+            finally:
+                conn.execute(select(func.pg_advisory_unlock(WRITER_LOCK_KEY)))
+                conn.commit()
+        finally:
+            conn.close()
+
+    def writer_alive(self) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.execute(text(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database() "
+                "AND l.classid = 0 AND l.objid = :key AND l.objsubid = 1)"), {"key": WRITER_LOCK_KEY}).scalar_one())
+
+    # -- dialect -----------------------------------------------------------------------------
+
+    def _ids_clause(self, column, ids):
+        return column == func.any(bindparam("facet_ids", [int(i) for i in ids], type_=ARRAY(BigInteger)))
+
+    def _year(self, column):
+        return func.to_char(column, "YYYY")
+
+    def _month(self, column):
+        return func.to_char(column, "MM")
+
+    def _find_bytes(self, haystack, needle: bytes):
+        return func.position(literal(needle, LargeBinary).op("IN")(haystack))
+
+    # -- vectors -----------------------------------------------------------------------------
+
+    def vector_search(self, dim: int, exact_up_to: int):
+        return PgVectorSearch(self, dim, exact_up_to)
+
+    def prepare_search(self, dim: int, exact_up_to: int) -> None:
+        """After a run: an HNSW index once the collection is larger than exact search suits (built
+        once; PostgreSQL keeps it up to date as rows come and go)."""
+        with self.engine.connect() as conn:
+            count = self.photo_count(conn)
+        if count <= exact_up_to or not dim:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(text(f"CREATE INDEX IF NOT EXISTS {HNSW_INDEX} ON images USING hnsw "
+                              f"((embedding::halfvec({int(dim)})) halfvec_ip_ops)"))
+
+
+class PgVectorSearch:
+    """Searches the catalogue's own vectors in SQL; the same answers as the vector file's search
+    (exact float16 vectors, float32 query) up to ``exact_up_to`` photos, then HNSW."""
+
+    def __init__(self, catalogue: PostgresCatalogue, dim: int, exact_up_to: int):
+        self.catalogue, self.dim, self.exact_up_to = catalogue, dim, exact_up_to
+        with catalogue.engine.connect() as conn:
+            self.count = catalogue.photo_count(conn)
+            self.hnsw = conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": HNSW_INDEX}).scalar_one()
+        self.approximate = bool(self.hnsw) and self.count > exact_up_to
+
+    def __len__(self) -> int:
+        return self.count
+
+    def describe(self) -> str:
+        if self.approximate:
+            return f"approximate: PostgreSQL HNSW (pgvector), {HNSW_EF_SEARCH} candidates per query"
+        return "exact: every photo is compared with the query (PostgreSQL)"
+
+    def _score(self, vector: np.ndarray, *, approximate: bool):
+        from pgvector.sqlalchemy import HALFVEC, VECTOR
+
+        if approximate:
+            query = bindparam("q", np.asarray(vector, np.float32), type_=HALFVEC(self.dim))
+            return -cast(ImageRow.embedding, HALFVEC(self.dim)).op("<#>", return_type=Float)(query)
+        query = bindparam("q", np.asarray(vector, np.float32), type_=VECTOR(self.dim))
+        return -cast(ImageRow.embedding, VECTOR(self.dim)).op("<#>", return_type=Float)(query)
+
+    def top(self, vector: np.ndarray, k: int, filters) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` (scores, ids) among the photos that pass ``filters``, best first."""
+        where = self.catalogue.filter_clauses(filters)
+        with self.catalogue.engine.begin() as conn:
+            if self.approximate:
+                # Filters thin out HNSW's candidates: iterative scans go on until k pass (pgvector 0.8).
+                conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, min(int(k), 1000))}"))
+                conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            score = self._score(vector, approximate=self.approximate).label("score")
+            rows = conn.execute(select(ImageRow.id, score).where(*where).order_by(score.desc(), ImageRow.id)
+                                .limit(int(k))).all()
+        return _arrays(rows)
+
+    def above(self, vector: np.ndarray, cutoff: float, filters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (score, id, photo date in seconds) at or above ``cutoff`` among ``filters``, best first."""
+        score = self._score(vector, approximate=False).label("score")
+        seconds = func.extract("epoch", ImageRow.photo_date).label("seconds")
+        with self.catalogue.engine.connect() as conn:
+            rows = conn.execute(select(ImageRow.id, score, seconds)
+                                .where(*self.catalogue.filter_clauses(filters), score >= float(cutoff))
+                                .order_by(score.desc(), ImageRow.id)).all()
+        scores, ids = _arrays(rows)
+        from photoseek.search.filters import NO_DATE
+
+        dates = np.fromiter((NO_DATE if r[2] is None else int(r[2]) for r in rows), dtype=np.int64, count=len(rows))
+        return scores, ids, dates
+
+    def score_stats(self, vector: np.ndarray) -> tuple[float, float]:
+        """Mean and (population) standard deviation of the query's score over every photo."""
+        score = self._score(vector, approximate=False)
+        with self.catalogue.engine.connect() as conn:
+            mean, std = conn.execute(select(func.avg(score), func.stddev_pop(score))).one()
+        return float(mean or 0.0), float(std or 0.0)
+
+    def vector(self, image_id: int) -> np.ndarray | None:
+        with self.catalogue.engine.connect() as conn:
+            return self.catalogue.embedding(conn, image_id)
+
+
+def _arrays(rows) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.fromiter((r[1] for r in rows), dtype=np.float32, count=len(rows))
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return scores, ids

@@ -1,0 +1,170 @@
+"""What an index's catalogue holds, for every back end: the tables, and how values are stored.
+
+The catalogue is the source of truth: every photo's metadata *and* its embedding. Vector
+files and in-memory indexes are caches rebuilt from it. The same models serve SQLite and
+PostgreSQL; the few types that differ say so themselves (:class:`FsPath`, :class:`Embedding`).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import numpy as np
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def as_utc(value):
+    """A time as the index stores it (UTC, no offset) with its offset, for people and clients; anything
+    else (None, an aware time, a value that is not a time) as it is."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class FsPath(TypeDecorator):
+    """A file system path, stored as its raw bytes.
+
+    File names need not be valid UTF-8 (Linux allows any bytes); SQLite text must be.
+    Bytes round-trip exactly through ``os.fsencode``/``os.fsdecode``.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else os.fsencode(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else os.fsdecode(bytes(value))
+
+
+class Embedding(TypeDecorator):
+    """A photo's unit embedding, read and written as a float32 NumPy vector.
+
+    SQLite keeps the float32 bytes (little-endian). PostgreSQL keeps a pgvector ``halfvec``
+    (float16: half the size, and what its HNSW index searches); the vector files and in-memory
+    indexes hold float16 codes as well, so both back ends rank from the same precision."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "postgresql":
+            from pgvector.sqlalchemy import HALFVEC
+
+            return dialect.type_descriptor(HALFVEC())
+        return dialect.type_descriptor(LargeBinary())
+
+    def process_bind_param(self, value, dialect):
+        if value is None or isinstance(value, (bytes, bytearray, memoryview)):
+            return value
+        vector = np.asarray(value, dtype=np.float32)
+        return vector if dialect.name == "postgresql" else vector.astype("<f4").tobytes()
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
+        return np.frombuffer(bytes(value), dtype="<f4")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Key/value facts about the index: schema version, model, dimension, generation."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(4096))
+
+
+class Root(Base):
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ImageRow(Base):
+    """One indexed photo. Its ``id`` is also its vector id in FAISS; ids are never reused."""
+
+    __tablename__ = "images"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id", ondelete="SET NULL"), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime)
+    camera_make: Mapped[str | None] = mapped_column(String(100))
+    camera_model: Mapped[str | None] = mapped_column(String(100))
+    indexed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    embedding: Mapped[np.ndarray] = mapped_column(Embedding, deferred=True)
+    # Schema 2, for filters and sorting by date:
+    file_type: Mapped[str | None] = mapped_column(String(8), index=True)  # jpeg, png, heif, ... (what the bytes are)
+    # When the photo was taken (EXIF), else when the file was last modified (UTC): what date filters and
+    # "newest first" use. ``date_source`` says which: "exif" or "file".
+    photo_date: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    date_source: Mapped[str | None] = mapped_column(String(4))
+
+    @property
+    def display_path(self) -> str:
+        """The path as text for people: undecodable bytes shown as U+FFFD."""
+        return display_path(self.path)
+
+
+class SkippedFile(Base):
+    """A file that could not be indexed, and why. Retried only when it changes."""
+
+    __tablename__ = "skipped"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(500))
+    seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    @property
+    def display_path(self) -> str:
+        return display_path(self.path)
+
+
+class IndexRun(Base):
+    """One ``photoseek index`` run; a run that never finished stays ``running``."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    moved: Mapped[int] = mapped_column(Integer, default=0)
+    removed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+def display_path(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def photo_date(taken_at: datetime | None, mtime_ns: int) -> tuple[datetime, str]:
+    """The date a photo is filtered and sorted by, and where it came from."""
+    if taken_at is not None:
+        return taken_at, "exif"
+    return datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc).replace(tzinfo=None), "file"
