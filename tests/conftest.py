@@ -100,7 +100,7 @@ def demo_searcher(demo_index, offline_encoder, settings_factory):
 def ray_session():
     """One local Ray instance for the whole session (started when a test first asks for it):
     an indexer run with --ray then uses it as it is (ray.is_initialized())."""
-    ray = pytest.importorskip("ray")
+    import ray
     if ray.is_initialized():
         yield ray
         return

@@ -28,6 +28,7 @@ from PIL import Image
 import helpers
 from helpers import SMALL_RUN_ENV, cli, generation, last_run_status, query_index
 from photoseek.storage import schema as db
+from photoseek.storage.sqlite import SqliteCatalogue
 from photoseek.store import IndexFiles, VectorStore
 
 SEED = 5_2024
@@ -77,14 +78,14 @@ def index_state(index_dir: Path) -> dict:
         assert all(store.vector(i) is not None for i in ids)
         vectors = "current"
     # What a reader gets: the database's rows, one vector each.
-    engine = helpers.sqlite_engine(files.database, readonly=True)
+    catalogue = SqliteCatalogue(files.database, readonly=True)
     try:
         from photoseek.store import load_vectors
 
-        loaded = load_vectors(files, engine, dim=DIM, generation=generation, persist=False)
+        loaded = load_vectors(files, catalogue, dim=DIM, generation=generation, persist=False)
         assert len(loaded) == len(rows)
     finally:
-        engine.dispose()
+        catalogue.close()
     return {"rows": len(rows), "vectors": vectors}
 
 
