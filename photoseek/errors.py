@@ -58,3 +58,8 @@ class EncoderUnavailable(Unavailable, RuntimeError):
 
     kind = "encoder_unavailable"
 
+
+class IndexNotFound(Unavailable, RuntimeError):
+    """No index where one was asked for (or an empty catalogue): the message says how to make one."""
+
+    kind = "no_index"

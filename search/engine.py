@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import event
 
-from photoseek.errors import BadInput, NotFound, Unavailable
+from photoseek.errors import BadInput, IndexNotFound, NotFound
 from photoseek.files import is_under
 from photoseek.imaging import open_image
 from photoseek.settings import Settings
@@ -44,10 +44,6 @@ IMAGE_CACHE_SIZE = 32
 CUTOFF_SIGMAS = 1.5
 TEXT_BATCH_MAX = 16  # queries embedded together when they arrive at once
 SEARCH_CONNECTIONS = 40
-
-
-class IndexNotFound(Unavailable, RuntimeError):
-    kind = "no_index"
 
 
 class IndexReplaced(IndexNotFound):

@@ -23,6 +23,7 @@ from photoseek.search import IndexNotFound, Photo, Searcher
 from photoseek.search.engine import Page
 from photoseek.search.query import Filters, SearchRequest, Term, parse_query
 from photoseek.settings import Settings, usable_cores
+from photoseek.storage import backend_of, catalogue_exists
 from photoseek.store import IndexFiles
 
 from .thumbnails import ThumbnailCache, thumbnail_dir
@@ -42,6 +43,7 @@ class Service:
         self.settings = settings
         self.files = IndexFiles(settings.resolved_index_dir if searcher is None else searcher.files.root)
         self.searcher = searcher
+        self.catalogue_is_file = backend_of(settings.database_url) == "sqlite"
         self.owned: list[Searcher] = []
         self.refresh_interval = refresh_interval
         self.thumbs = ThumbnailCache(thumbnail_dir(self.files), max_pixels=settings.max_image_pixels)
@@ -49,7 +51,11 @@ class Service:
         self._checked = time.monotonic()
         self._lock = asyncio.Lock()
 
-    def _db_identity(self) -> tuple[int, int] | None:
+    def _db_identity(self) -> tuple | None:
+        """What changes when the catalogue is replaced: the SQLite file (``--rebuild`` writes a new one).
+        A database server's catalogue is never replaced under us; its generation says what changed."""
+        if not self.catalogue_is_file:
+            return ("server", self.settings.database_url)
         try:
             st = os.stat(self.files.database)
         except OSError:
@@ -58,7 +64,7 @@ class Service:
 
     def open(self) -> None:
         """At start-up: open the index if there is one and load its model (blocking)."""
-        if self.searcher is None and self.files.exists():
+        if self.searcher is None and catalogue_exists(self.files.root, self.settings.database_url):
             try:
                 self.searcher = self._new_searcher()
             except IndexNotFound:

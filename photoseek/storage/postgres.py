@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from photoseek.errors import PhotoseekError, Unavailable
+from photoseek.errors import IndexNotFound, PhotoseekError, Unavailable
 from photoseek.storage import migrations
 from photoseek.storage.catalogue import (
     CREATED_AT, DIM, GENERATION, INDEX_UID, MODEL_ID, Catalogue, IndexLocked,
@@ -59,8 +59,8 @@ class PostgresCatalogue(Catalogue):
             if current == migrations.TOO_NEW:
                 raise migrations.too_new()
             if readonly and current == migrations.EMPTY:
-                raise Unavailable(f"no photoseek index in {self.describe()} yet; create one with "
-                                  "'photoseek index FOLDER' and the same --database", kind="no_index")
+                raise IndexNotFound(f"no photoseek index in {self.describe()} yet; create one with "
+                                    "'photoseek index FOLDER' and the same --database")
             if current != migrations.CURRENT:
                 migrations.upgrade(engine)  # servers upgrade too: the database is shared, not a file of one user
             if not readonly:
@@ -170,14 +170,14 @@ class PgVectorSearch:
             return f"approximate: PostgreSQL HNSW (pgvector), {HNSW_EF_SEARCH} candidates per query"
         return "exact: every photo is compared with the query (PostgreSQL)"
 
-    def _score(self, vector: np.ndarray, *, approximate: bool):
+    def _distance(self, vector: np.ndarray, *, approximate: bool):
+        """Negative inner product, pgvector's ``<#>``: ascending is best first, which is the order an
+        HNSW index can produce (a score of ``-distance`` sorted descending would not use it)."""
         from pgvector.sqlalchemy import HALFVEC, VECTOR
 
-        if approximate:
-            query = bindparam("q", np.asarray(vector, np.float32), type_=HALFVEC(self.dim))
-            return -cast(ImageRow.embedding, HALFVEC(self.dim)).op("<#>", return_type=Float)(query)
-        query = bindparam("q", np.asarray(vector, np.float32), type_=VECTOR(self.dim))
-        return -cast(ImageRow.embedding, VECTOR(self.dim)).op("<#>", return_type=Float)(query)
+        kind = HALFVEC if approximate else VECTOR  # exact: float16 vectors against a float32 query
+        query = bindparam("q", np.asarray(vector, np.float32), type_=kind(self.dim))
+        return cast(ImageRow.embedding, kind(self.dim)).op("<#>", return_type=Float)(query)
 
     def top(self, vector: np.ndarray, k: int, filters) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` (scores, ids) among the photos that pass ``filters``, best first."""
@@ -187,19 +187,20 @@ class PgVectorSearch:
                 # Filters thin out HNSW's candidates: iterative scans go on until k pass (pgvector 0.8).
                 conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, min(int(k), 1000))}"))
                 conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-            score = self._score(vector, approximate=self.approximate).label("score")
-            rows = conn.execute(select(ImageRow.id, score).where(*where).order_by(score.desc(), ImageRow.id)
-                                .limit(int(k))).all()
+            distance = self._distance(vector, approximate=self.approximate)
+            rows = conn.execute(select(ImageRow.id, -distance).where(*where).order_by(distance).limit(int(k))).all()
+        # Best first, ties by id (as the vector file's search); relaxed_order may return near-ties swapped.
+        rows.sort(key=lambda r: (-r[1], r[0]))
         return _arrays(rows)
 
     def above(self, vector: np.ndarray, cutoff: float, filters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (score, id, photo date in seconds) at or above ``cutoff`` among ``filters``, best first."""
-        score = self._score(vector, approximate=False).label("score")
-        seconds = func.extract("epoch", ImageRow.photo_date).label("seconds")
+        distance = self._distance(vector, approximate=False)
+        seconds = func.extract("epoch", ImageRow.photo_date)
         with self.catalogue.engine.connect() as conn:
-            rows = conn.execute(select(ImageRow.id, score, seconds)
-                                .where(*self.catalogue.filter_clauses(filters), score >= float(cutoff))
-                                .order_by(score.desc(), ImageRow.id)).all()
+            rows = conn.execute(select(ImageRow.id, -distance, seconds)
+                                .where(*self.catalogue.filter_clauses(filters), distance <= -float(cutoff))
+                                .order_by(distance, ImageRow.id)).all()
         scores, ids = _arrays(rows)
         from photoseek.search.filters import NO_DATE
 
@@ -208,7 +209,7 @@ class PgVectorSearch:
 
     def score_stats(self, vector: np.ndarray) -> tuple[float, float]:
         """Mean and (population) standard deviation of the query's score over every photo."""
-        score = self._score(vector, approximate=False)
+        score = -self._distance(vector, approximate=False)
         with self.catalogue.engine.connect() as conn:
             mean, std = conn.execute(select(func.avg(score), func.stddev_pop(score))).one()
         return float(mean or 0.0), float(std or 0.0)
