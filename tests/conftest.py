@@ -97,6 +97,22 @@ def demo_searcher(demo_index, offline_encoder, settings_factory):
 
 
 @pytest.fixture(scope="session")
+def demo_pg_searcher(tmp_path_factory, offline_encoder, settings_factory, new_database):
+    """The demo photos indexed into a PostgreSQL catalogue (built once; tests must not modify it)."""
+    from photoseek.indexer import Indexer
+    from photoseek.search import Searcher
+
+    base = tmp_path_factory.mktemp("demo_pg")
+    photos = base / "photos"
+    shutil.copytree(SAMPLES, photos)
+    settings = settings_factory(base / "index", database_url=new_database())
+    Indexer(settings.index_dir, settings, show_progress=False).run([photos], encoder=offline_encoder)
+    searcher = Searcher(settings.index_dir, settings, encoder=offline_encoder)
+    yield searcher
+    searcher.close()
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole session (started when a test first asks for it):
     an indexer run with --ray then uses it as it is (ray.is_initialized())."""

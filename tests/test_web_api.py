@@ -31,9 +31,17 @@ def client(app, **kw) -> TestClient:
     return TestClient(app, base_url=BASE, **kw)
 
 
-@pytest.fixture(scope="module")
-def app(demo_searcher, settings_factory, demo_index):
-    return create_app(settings_factory(demo_index), demo_searcher)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def app(request, demo_searcher, settings_factory, demo_index):
+    """The demo photos behind the app, in each back end: every test using it runs on both."""
+    if request.param == "sqlite":
+        app = create_app(settings_factory(demo_index), demo_searcher)
+        app.state.index_dir = demo_index
+        return app
+    searcher = request.getfixturevalue("demo_pg_searcher")
+    app = create_app(searcher.settings, searcher)
+    app.state.index_dir = searcher.files.root
+    return app
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +334,7 @@ def test_metadata(api, ids):
     assert photo["width"] > 0 and photo["height"] > 0 and photo["size_bytes"] > 0
 
 
-def test_thumbnail_is_small_webp_and_cached_on_disk(api, ids, demo_index):
+def test_thumbnail_is_small_webp_and_cached_on_disk(api, ids):
     photo = api.get(f"/api/images/{ids['rocket.jpg']}").json()
     r = api.get(photo["thumbnail_url"])
     assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
@@ -334,7 +342,7 @@ def test_thumbnail_is_small_webp_and_cached_on_disk(api, ids, demo_index):
     img = Image.open(io.BytesIO(r.content))
     assert img.format == "WEBP" and max(img.size) == min(320, max(photo["width"], photo["height"]))
     assert abs(img.size[0] / img.size[1] - photo["width"] / photo["height"]) < 0.02
-    cached = list((demo_index / "thumbnails" / "small").rglob(f"{photo['id']}-*.webp"))
+    cached = list((api.app.state.index_dir / "thumbnails" / "small").rglob(f"{photo['id']}-*.webp"))
     assert len(cached) == 1 and cached[0].read_bytes() == r.content
 
     large = api.get(photo["preview_url"])
