@@ -54,7 +54,11 @@ MIX = [("text", 0.50), ("similar", 0.20), ("thumbnail", 0.25), ("upload", 0.05)]
 def build_index(index_dir: Path, photos: Path, n_images: int) -> None:
     from sqlalchemy import insert
 
-    from photoseek import db
+    from sqlalchemy import select
+
+    from photoseek.storage import schema as db
+    from photoseek.storage.schema import utcnow
+    from photoseek.storage.sqlite import SqliteCatalogue
     from photoseek.encoders import load_encoder
     from photoseek.imaging import load_photo
     from photoseek.store import IndexFiles, VectorStore
@@ -72,11 +76,12 @@ def build_index(index_dir: Path, photos: Path, n_images: int) -> None:
     rng = np.random.default_rng(0)
 
     files = IndexFiles(index_dir)
-    engine = db.open_database(files.database)
-    now = db.utcnow()
+    catalogue = SqliteCatalogue(files.database)
+    engine = catalogue.engine
+    now = utcnow()
     with engine.begin() as conn:
         conn.execute(insert(db.Root).values(path=os.path.realpath(photos), added_at=now))
-        root_id = conn.execute(db.select(db.Root.id)).scalar_one()
+        root_id = conn.execute(select(db.Root.id)).scalar_one()
         rows = []
         for i in range(n_images):
             k = i % len(sources)
@@ -91,7 +96,7 @@ def build_index(index_dir: Path, photos: Path, n_images: int) -> None:
             rows.append(dict(path=str(path), root_id=root_id, size_bytes=d.size_bytes,
                              mtime_ns=os.stat(path).st_mtime_ns, content_hash=d.content_hash, width=d.info.width,
                              height=d.info.height, taken_at=d.info.taken_at, camera_make=d.info.camera_make,
-                             camera_model=d.info.camera_model, indexed_at=now, embedding=db.vector_to_blob(vector)))
+                             camera_model=d.info.camera_model, indexed_at=now, embedding=vector))
         for start in range(0, len(rows), 2000):
             conn.execute(insert(db.ImageRow), rows[start: start + 2000])
         for key, value in (("model_id", encoder.model_id), ("dim", str(encoder.dim)), ("generation", "1"),
@@ -99,8 +104,8 @@ def build_index(index_dir: Path, photos: Path, n_images: int) -> None:
             conn.execute(insert(db.Meta).values(key=key, value=value))
         conn.execute(insert(db.IndexRun).values(started_at=now, finished_at=now, status="finished", added=n_images,
                                                 updated=0, moved=0, removed=0, skipped=0, seconds=0.0))
-    VectorStore.from_database(engine, encoder.dim).save(files.vectors, 1)
-    engine.dispose()
+    VectorStore.from_database(catalogue, encoder.dim).save(files.vectors, 1)
+    catalogue.close()
 
 
 def upload_bodies() -> list[bytes]:

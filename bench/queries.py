@@ -145,17 +145,17 @@ def filter_cases(n_ids: int) -> list[tuple[str, Filters]]:
 def filtered_recall(index_dir: Path, *, n_ids: int, dim: int, n_queries: int = 100, k: int = PAGE) -> dict[str, float]:
     """Share of the exact filtered top ``k`` that the index's own filtered search finds (1.0 for an
     exact index by construction; the number that matters for an IVF one)."""
-    from photoseek import db as pdb
+    from photoseek.storage.sqlite import SqliteCatalogue
     from photoseek.store import IndexFiles, VectorStore
 
     files = IndexFiles(index_dir)
-    engine = pdb.open_database(files.database, readonly=True)
-    with engine.connect() as conn:
-        generation = int(pdb.get_meta(conn, "generation"))
-        cases = [(label, pdb.filter_ids(conn, f)) for label, f in filter_cases(n_ids)]
+    catalogue = SqliteCatalogue(files.database, readonly=True)
+    with catalogue.engine.connect() as conn:
+        generation = catalogue.generation(conn)
+        cases = [(label, catalogue.filter_ids(conn, f)) for label, f in filter_cases(n_ids)]
     store = VectorStore.load(files.vectors, dim=dim, generation=generation)
-    exact = VectorStore.from_database(engine, dim, exact_up_to=10**9)
-    engine.dispose()
+    exact = VectorStore.from_database(catalogue, dim, exact_up_to=10**9)
+    catalogue.close()
     queries = text_like_queries(n_queries, n_ids, dim, seed=7)
     out = {}
     for label, allowed in cases:

@@ -246,22 +246,22 @@ class Bench:
     def approximate_copy(self, exact_dir: Path, dim: int) -> tuple[Path, float]:
         """A copy of the index with the same vectors in the approximate (IVF) index photoseek
         switches to for large collections, and the seconds that index took to build."""
-        from photoseek import db
+        from photoseek.storage.sqlite import SqliteCatalogue
         from photoseek.store import IndexFiles, VectorStore
 
         ivf_dir = self.work / "approximate"
         ivf_dir.mkdir()
         shutil.copy2(IndexFiles(exact_dir).database, IndexFiles(ivf_dir).database)
-        engine = db.open_database(IndexFiles(ivf_dir).database, readonly=True)
+        catalogue = SqliteCatalogue(IndexFiles(ivf_dir).database, readonly=True)
         try:
             started = time.perf_counter()
-            store = VectorStore.from_database(engine, dim, exact_up_to=0)
+            store = VectorStore.from_database(catalogue, dim, exact_up_to=0)
             build_seconds = time.perf_counter() - started
-            with engine.connect() as conn:
-                generation = int(db.get_meta(conn, "generation"))
+            with catalogue.engine.connect() as conn:
+                generation = catalogue.generation(conn)
             store.save(IndexFiles(ivf_dir).vectors, generation)
         finally:
-            engine.dispose()
+            catalogue.close()
         return ivf_dir, build_seconds
 
     def approximate(self, exact_dir: Path, ivf_dir: Path, n: int, dim: int, build_seconds: float) -> dict:

@@ -1,6 +1,6 @@
 """A synthetic index for the query benchmark: N rows of plausible metadata and photo-like vectors.
 
-Written straight through :mod:`photoseek.db` and :mod:`photoseek.store`, so the
+Written straight through :mod:`photoseek.storage` and :mod:`photoseek.store`, so the
 :class:`~photoseek.search.Searcher` and ``photoseek serve`` read it like any index.
 """
 
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert
 
-from photoseek import db
+from photoseek.storage import schema as db
+from photoseek.storage.sqlite import SqliteCatalogue
 from photoseek.store import IndexFiles, VectorStore
 
 
@@ -74,7 +75,8 @@ def build_index(index_dir: Path, n: int, *, model_id: str, dim: int, seed: int =
     files.root.mkdir(parents=True, exist_ok=True)
     for path in (files.database, files.vectors):
         path.unlink(missing_ok=True)
-    engine = db.open_database(files.database)
+    catalogue = SqliteCatalogue(files.database)
+    engine = catalogue.engine
     generation = 1
     vectors = photo_like_vectors(n, dim, seed)
     base_time = SYNTHETIC_START
@@ -91,18 +93,15 @@ def build_index(index_dir: Path, n: int, *, model_id: str, dim: int, seed: int =
                         size_bytes=3_000_000 + i % 1_000_000, mtime_ns=1_600_000_000_000_000_000 + i,
                         content_hash=f"{i:032x}", width=4000, height=3000,
                         taken_at=base_time + timedelta(minutes=i), camera_make="Synthetic", camera_model="Bench 1",
-                        indexed_at=datetime(2024, 1, 1), embedding=db.vector_to_blob(vectors[i]),
+                        indexed_at=datetime(2024, 1, 1), embedding=vectors[i],
                         file_type=synthetic_type(i), photo_date=base_time + timedelta(minutes=i), date_source="exif",
                     ))
                 conn.execute(insert(db.ImageRow), rows)
             for key, value in (("model_id", model_id), ("dim", str(dim)), ("generation", str(generation)),
                                ("created_at", datetime(2024, 1, 1).isoformat())):
                 conn.execute(insert(db.Meta).values(key=key, value=value))
+        # the kind photoseek index would write
+        VectorStore.from_database(catalogue, dim).save(files.vectors, generation)
     finally:
-        engine.dispose()
-    engine = db.open_database(files.database)
-    try:
-        VectorStore.from_database(engine, dim).save(files.vectors, generation)  # the kind photoseek index would write
-    finally:
-        engine.dispose()
+        catalogue.close()
     return time.perf_counter() - started
