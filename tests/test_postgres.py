@@ -194,3 +194,56 @@ def test_a_wrong_database_url_is_one_clear_line(tmp_path):
                              f"postgresql://nobody@/none?host={tmp_path}", check=False)
     assert result.returncode == 1 and "cannot reach the catalogue" in result.stderr
     assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_an_older_postgresql_catalogue_is_upgraded_by_alembic_without_re_embedding(tmp_path, samples_dir,
+                                                                                   offline_encoder,
+                                                                                   settings_factory, new_database):
+    from sqlalchemy import create_engine, text
+
+    from photoseek.search.query import Filters
+    from photoseek.storage import migrations
+
+    url = new_database()
+    first, _ = _split_demo(samples_dir, tmp_path)
+    settings = settings_factory(tmp_path / "index", database_url=url)
+    Indexer(settings.index_dir, settings, show_progress=False).run([first], encoder=offline_encoder)
+    engine = create_engine(url)
+    with engine.begin() as conn:  # back to revision 0001: without the columns filters use
+        for statement in ("DROP INDEX ix_images_file_type", "DROP INDEX ix_images_photo_date",
+                          "ALTER TABLE images DROP COLUMN file_type", "ALTER TABLE images DROP COLUMN photo_date",
+                          "ALTER TABLE images DROP COLUMN date_source", "UPDATE alembic_version SET version_num = '0001'"):
+            conn.execute(text(statement))
+        before = dict(conn.execute(text("SELECT id, embedding::text FROM images")).all())
+
+    searcher = Searcher(settings.index_dir, settings, encoder=offline_encoder)  # a server starting up upgrades it
+    try:
+        pngs = searcher.search(SearchRequest(terms=(Term(text="a photo"),), filters=Filters(types=("png",)),
+                                             limit=50)).hits
+        assert pngs and all(h.photo.file_type == "png" for h in pngs)
+    finally:
+        searcher.close()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == migrations.HEAD
+        assert dict(conn.execute(text("SELECT id, embedding::text FROM images")).all()) == before
+    engine.dispose()
+
+
+def test_rebuild_empties_the_catalogue_and_servers_follow(tmp_path, samples_dir, offline_encoder, settings_factory,
+                                                          new_database):
+    url = new_database()
+    first, second = _split_demo(samples_dir, tmp_path)
+    settings = settings_factory(tmp_path / "index", database_url=url)
+    Indexer(settings.index_dir, settings, show_progress=False).run([first], encoder=offline_encoder)
+    server = Searcher(settings.index_dir, settings, encoder=offline_encoder)
+    try:
+        old_ids = {h.photo.id for h in server.search_text("a photo", limit=100)}
+        Indexer(settings.index_dir, settings, show_progress=False).run([second], rebuild=True,
+                                                                       encoder=offline_encoder)
+        assert server.refresh()
+        hits = server.search_text("a photo", limit=100)
+        assert {h.photo.name for h in hits} == {p.name for p in second.iterdir()}
+        assert not old_ids & {h.photo.id for h in hits}  # ids are never reused: old links cannot show another photo
+        assert server.status().roots == [str(second)]
+    finally:
+        server.close()
