@@ -425,6 +425,59 @@ def status(
 
 
 @app.command()
+def migrate(
+    source: Annotated[Optional[Path], typer.Option("--from", metavar="DIR",
+                                                   help="The index folder to copy (SQLite).")] = None,
+    source_database: Annotated[Optional[str], typer.Option(
+        "--from-database", metavar="URL", help="Copy this catalogue instead (e.g. PostgreSQL back into SQLite: "
+        "then the target is --index DIR).")] = None,
+    database: DatabaseOpt = None,
+    index: IndexOpt = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite a target that already holds an index.")] = False,
+    progress: Annotated[Optional[bool], typer.Option(help="Progress bar [default: on a terminal].",
+                                                     show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output for scripts: what was copied.")] = False,
+) -> None:
+    """Copy an index into another catalogue, embeddings and all (nothing is re-embedded).
+
+    \b
+    photoseek migrate --from ~/.local/share/photoseek/index --database postgresql+psycopg://USER@HOST/DB
+
+    Photo ids stay the same. The target must be empty (or --replace); it is written in one
+    transaction, so an error or a crash leaves it as it was."""
+    import json
+
+    from tqdm import tqdm
+
+    from photoseek.storage.copy import migrate as copy_index
+
+    if (source is None) == (source_database is None):
+        raise _fail("say which index to copy: --from DIR (an index folder) or --from-database URL", 2)
+    settings = _settings(index, database)
+    if source is not None and not settings.database_url:
+        raise _fail("say where to copy it: --database postgresql+psycopg://USER@HOST/DB (or set "
+                    "PHOTOSEEK_DATABASE_URL)", 2)
+    bar = tqdm(unit="photo", desc="copying", dynamic_ncols=True, disable=(not progress) if progress is not None else None)
+    try:
+        done = copy_index(source, source_database, settings.resolved_index_dir, settings.database_url,
+                          replace=replace, exact_up_to=settings.exact_search_up_to,
+                          progress=lambda n: bar.update(n - bar.n))
+    except PhotoseekError as exc:
+        raise _error(exc) from None
+    finally:
+        bar.close()
+    if as_json:
+        typer.echo(json.dumps(dict(source=done.source, target=done.target, model_id=done.model_id, dim=done.dim,
+                                   photos=done.photos, skipped=done.skipped, runs=done.runs, folders=done.folders,
+                                   replaced=done.replaced, seconds=round(done.seconds, 3))))
+        return
+    typer.echo(f"copied {done.photos} photos, {done.skipped} skipped files, {done.runs} runs and {done.folders} "
+               f"folders in {done.seconds:.1f} s  [{done.model_id}, {done.dim}-d]")
+    typer.echo(f"from {done.source}\nto   {done.target}{' (replaced what it held)' if done.replaced else ''}",
+               err=True)
+
+
+@app.command()
 def serve(
     index: IndexOpt = None,
     database: DatabaseOpt = None,
@@ -443,7 +496,12 @@ def serve(
     if overrides:
         settings = settings.model_copy(update=overrides)
     try:
+        from photoseek.files import parse_path_map
+
+        parse_path_map(settings.path_map)  # a mistyped PHOTOSEEK_PATH_MAP: one line now, not a 404 per photo
         run(settings)
+    except PhotoseekError as exc:
+        raise _error(exc) from None
     except RuntimeError as exc:
         raise _fail(str(exc)) from None
 

@@ -1,0 +1,231 @@
+"""Copying a whole catalogue into another, with its embeddings: ``photoseek migrate``.
+
+The usual case is a SQLite index folder moving into PostgreSQL; the copy is written in
+SQLAlchemy Core against the shared models, so any back end copies into any other.
+
+What is copied: indexed folders, photos (ids kept, so photo ids and URLs stay valid; embeddings
+as they are, nothing is re-embedded), skipped files, runs, and the facts (model, dimension,
+created_at). The target gets a later generation (servers reload) and a new index id.
+
+How: the source is read in one snapshot, read-only, ``BATCH`` rows at a time (memory stays
+bounded at any size); the target is written under its writer's lock in one transaction, so a
+failure or a crash leaves it as it was. ``replace``: the target's old content goes in that same
+transaction.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace as with_values
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Text, bindparam, cast, delete, func, insert, select, text
+from sqlalchemy.engine import Connection
+
+from photoseek.errors import BadInput, IndexNotFound, PhotoseekError
+from photoseek.storage import catalogue_exists, open_catalogue, sqlite_path
+from photoseek.storage.catalogue import CREATED_AT, DIM, GENERATION, INDEX_UID, MODEL_ID, Catalogue
+from photoseek.storage.schema import ImageRow, IndexRun, Meta, Root, SkippedFile
+
+BATCH = 2000  # photos read and written at a time (with 512-d embeddings, about 4 MB)
+# Parents before children (images point at roots); deleted in the reverse order.
+TABLES = (Root, IndexRun, SkippedFile, ImageRow)
+HNSW_INDEX = "ix_images_embedding_hnsw"  # photoseek.storage.postgres: rebuilt by prepare_search
+
+
+class TargetNotEmpty(PhotoseekError):
+    kind = "target_not_empty"
+    status = 409
+
+
+@dataclass(frozen=True)
+class CopySummary:
+    source: str  # where from and where to, for people (no passwords)
+    target: str
+    model_id: str
+    dim: int
+    photos: int
+    skipped: int
+    runs: int
+    folders: int
+    replaced: bool
+    seconds: float
+
+
+def migrate(source_dir: Path | None, source_url: str | None, target_dir: Path, target_url: str | None, *,
+            replace: bool = False, exact_up_to: int, batch: int = BATCH,
+            progress: Callable[[int], None] | None = None) -> CopySummary:
+    """Copy the catalogue of the index at ``source_dir`` (SQLite), or at ``source_url``, into the
+    catalogue ``target_url`` (or SQLite in ``target_dir``). Refuses, changing nothing, when the
+    source is not an index, when both are the same catalogue, and when the target already holds an
+    index (unless ``replace``). ``progress``: called with the number of photos copied so far."""
+    started = time.perf_counter()
+    if source_url is None:
+        if source_dir is None:
+            raise BadInput("say which index to copy: --from DIR (or --from-database URL)")
+        source_dir = Path(source_dir).expanduser().resolve()
+        if not catalogue_exists(source_dir, None):
+            what = "no such folder" if not source_dir.is_dir() else "no photoseek.db in it"
+            raise IndexNotFound(f"no photoseek index at {source_dir} ({what}); --from takes an index folder, "
+                                "the one 'photoseek status' shows as 'index:'")
+    if source_url is None and target_url is None and sqlite_path(target_dir, None) == sqlite_path(source_dir, None):
+        raise BadInput(f"the source and the target are the same index ({source_dir}); name another target")
+    source = open_catalogue(source_dir or target_dir, source_url, readonly=True)
+    try:
+        target = open_catalogue(target_dir, target_url)
+        try:
+            with target.writer_lock():
+                summary = _copy(source, target, replace=replace, batch=batch, progress=progress)
+            # Outside the transaction: an HNSW index on a large PostgreSQL catalogue (minutes), or the
+            # vector file beside a SQLite one. Neither changes what the catalogue holds.
+            target.prepare_search(summary.dim, exact_up_to)
+            if target.uses_vector_file:
+                _write_vector_file(target, target_dir, summary.dim, exact_up_to)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    return with_values(summary, seconds=time.perf_counter() - started)
+
+
+def _copy(source: Catalogue, target: Catalogue, *, replace: bool, batch: int,
+          progress: Callable[[int], None] | None) -> CopySummary:
+    with source.engine.connect() as probe:
+        source_uid = source.identity(probe)
+    with target.engine.connect() as probe:
+        if source_uid is not None and target.identity(probe) == source_uid:
+            raise BadInput(f"the source and the target are the same catalogue ({target.describe()}); "
+                           "name another target")
+    if source.writer_alive():
+        raise PhotoseekError(f"'photoseek index' is writing the source ({source.describe()}) now; wait for it "
+                             "to finish, then migrate", kind="index_locked", status=409)
+    with _snapshot(source) as src:
+        facts = {key: value for key, value in src.execute(select(Meta.key, Meta.value)).all()
+                 if key not in (GENERATION, INDEX_UID)}
+        if not facts.get(MODEL_ID):
+            raise IndexNotFound(f"the index at {source.describe()} is empty (no model, no photos): nothing to copy")
+        counts = {table: src.execute(select(func.count()).select_from(table)).scalar_one() for table in TABLES}
+        with target.engine.begin() as dst:
+            held = {table: dst.execute(select(func.count()).select_from(table)).scalar_one() for table in TABLES}
+            old_model = target.get_meta(dst, MODEL_ID)
+            if (any(held.values()) or old_model) and not replace:
+                raise TargetNotEmpty(
+                    f"{target.describe()} already holds an index ({held[ImageRow]} photos, model {old_model or '-'}); "
+                    "nothing was copied. Pass --replace to overwrite it with the copy, or name an empty database")
+            generation = target.generation(dst)
+            if replace:
+                for table in reversed(TABLES):
+                    dst.execute(delete(table))
+                dst.execute(delete(Meta).where(Meta.key.in_((MODEL_ID, DIM, CREATED_AT))))
+                if dst.dialect.name == "postgresql":  # built for the old vectors (maybe another dimension)
+                    dst.execute(text(f"DROP INDEX IF EXISTS {HNSW_INDEX}"))
+            for key, value in facts.items():
+                dst.execute(delete(Meta).where(Meta.key == key))
+                dst.execute(insert(Meta).values(key=key, value=value))
+            for table in (Root, IndexRun, SkippedFile):
+                for rows in _batches(src, table, batch):
+                    dst.execute(insert(table.__table__), rows)
+            copied = 0
+            images = _image_insert(dst)
+            for rows in _batches(src, ImageRow, batch):
+                dst.execute(images, _image_params(dst, rows))
+                copied += len(rows)
+                if progress is not None:
+                    progress(copied)
+            if dst.dialect.name == "postgresql":
+                for table in TABLES:
+                    _move_sequence_past(dst, table)
+            # A new id and a later generation: a server holding the target's old state drops it.
+            for key, value in ((INDEX_UID, uuid.uuid4().hex), (GENERATION, str(generation + 1))):
+                dst.execute(delete(Meta).where(Meta.key == key))
+                dst.execute(insert(Meta).values(key=key, value=value))
+    return CopySummary(source=source.describe(), target=target.describe(), model_id=facts[MODEL_ID],
+                       dim=int(facts.get(DIM) or 0), photos=copied, skipped=counts[SkippedFile],
+                       runs=counts[IndexRun], folders=counts[Root], replaced=replace and any(held.values()),
+                       seconds=0.0)
+
+
+@contextmanager
+def _snapshot(catalogue: Catalogue) -> Iterator[Connection]:
+    """A connection that reads one committed state of the catalogue for as long as it is open (an
+    indexer may commit meanwhile: none of its rows half-appear in the copy)."""
+    with catalogue.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+        else:
+            # pysqlite starts transactions only before writes; a read transaction is begun by hand
+            # (SQLAlchemy's rollback at the end ends it).
+            conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+
+def _batches(conn: Connection, table, size: int) -> Iterator[list[dict]]:
+    """Every row of ``table`` as dicts of column values, in id order, ``size`` at a time."""
+    result = conn.execution_options(yield_per=size).execute(select(table.__table__).order_by(table.id))
+    for part in result.mappings().partitions(size):
+        yield [dict(row) for row in part]
+
+
+def _image_insert(conn: Connection):
+    """The INSERT for photos. PostgreSQL: the embedding goes in as pgvector's text, made here from a
+    table of every float16's text (pgvector's own formatting, a float at a time, was two thirds of a
+    copy's time); the values are the same float16 either way."""
+    table = ImageRow.__table__
+    if conn.dialect.name != "postgresql":
+        return insert(table)
+    return insert(table).values(embedding=cast(bindparam("embedding_text", type_=Text), table.c.embedding.type))
+
+
+def _image_params(conn: Connection, rows: list[dict]) -> list[dict]:
+    if conn.dialect.name != "postgresql":
+        return rows
+    for row in rows:
+        row["embedding_text"] = _halfvec_text(row.pop("embedding"))
+    return rows
+
+
+@lru_cache(maxsize=1)
+def _float16_texts() -> list[str]:
+    return [repr(float(v)) for v in np.arange(1 << 16, dtype=np.uint16).view(np.float16)]
+
+
+def _halfvec_text(vector) -> str | None:
+    if vector is None:
+        return None
+    texts = _float16_texts()
+    codes = np.asarray(vector, dtype=np.float32).astype(np.float16).view(np.uint16).tolist()
+    return "[" + ",".join([texts[c] for c in codes]) + "]"
+
+
+def _move_sequence_past(conn: Connection, table) -> None:
+    """PostgreSQL: rows came in with their ids, which does not advance the id sequence; move it past
+    them (never back: ids are not reused), or the next insert would collide."""
+    name = table.__tablename__
+    sequence = conn.execute(select(func.pg_get_serial_sequence(name, "id"))).scalar_one()
+    if sequence is None:
+        return
+    highest = conn.execute(select(func.max(table.id))).scalar_one() or 0
+    last, called = conn.execute(text(f"SELECT last_value, is_called FROM {sequence}")).one()
+    if highest > (last if called else last - 1):
+        conn.execute(select(func.setval(sequence, highest)))
+
+
+def _write_vector_file(target: Catalogue, index_dir: Path, dim: int, exact_up_to: int) -> None:
+    """A SQLite target's vector file, for its current generation (searches would rebuild it
+    themselves, in memory, every time a server starts)."""
+    from photoseek.store import IndexFiles, load_vectors
+
+    files = IndexFiles(Path(index_dir).expanduser().resolve())
+    with target.engine.connect() as conn:
+        generation = target.generation(conn)
+    load_vectors(files, target, dim=dim, generation=generation, persist=True, exact_up_to=exact_up_to)
