@@ -55,3 +55,37 @@ def is_under(path: str, roots: Iterable[str], *, or_equal: bool = False) -> bool
         if (or_equal and path == root) or path.startswith(root.rstrip(os.sep) + os.sep):
             return True
     return False
+
+
+PATH_MAP_SETTING = "PHOTOSEEK_PATH_MAP"
+
+
+def parse_path_map(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``'INDEXED=HERE;INDEXED2=HERE2'`` (the ``path_map`` setting) as (indexed, here) pairs, longest
+    indexed prefix first. Both sides absolute; a bad entry is a :class:`BadInput` saying the form."""
+    from photoseek.errors import BadInput
+
+    pairs = []
+    for entry in (text or "").split(";"):
+        if not entry.strip():
+            continue
+        parts = entry.split("=")
+        if len(parts) != 2 or not all(os.path.isabs(p.strip()) for p in parts):
+            raise BadInput(f"{PATH_MAP_SETTING}: {entry.strip()!r} is not INDEXED=HERE; give absolute "
+                           "paths, the folder as it was indexed '=' where it is on this machine, several separated "
+                           "by ';' (e.g. '/mnt/archive=/Volumes/archive')")
+        pairs.append(tuple(os.path.normpath(p.strip()) for p in parts))
+    return tuple(sorted(pairs, key=lambda p: -len(p[0])))
+
+
+def map_path(path: str, path_map: tuple[tuple[str, str], ...]) -> str:
+    """Where the indexed ``path`` is on this machine (see :func:`parse_path_map`): the longest indexed
+    prefix that is whole path components (``/mnt/a`` maps ``/mnt/a/x``, not ``/mnt/ab``) is replaced;
+    a path no prefix covers is returned as it is."""
+    for indexed, here in path_map:
+        if path == indexed:
+            return here
+        prefix = indexed.rstrip(os.sep) + os.sep
+        if path.startswith(prefix):
+            return os.path.join(here, path[len(prefix):])
+    return path

@@ -23,7 +23,7 @@ from PIL import Image
 from sqlalchemy import event
 
 from photoseek.errors import BadInput, IndexNotFound, NotFound
-from photoseek.files import is_under
+from photoseek.files import is_under, map_path, parse_path_map
 from photoseek.imaging import open_image
 from photoseek.settings import Settings
 from photoseek.storage import Catalogue, catalogue_exists, open_catalogue
@@ -227,6 +227,9 @@ class Searcher:
     def __init__(self, index_dir: Path, settings: Settings | None = None, *, encoder: Encoder | None = None):
         self.settings = settings or Settings()
         self.files = IndexFiles(Path(index_dir).expanduser().resolve())
+        # Where the indexed folders are on this machine, when not where they were indexed (checked first:
+        # a mistyped setting is one line at start-up, not a 404 per photo).
+        self.path_map = parse_path_map(self.settings.path_map)
         # One connection per thread that may query at once (the server's pool: web.app.worker_threads;
         # callers of their own may use more). Read-only: a searcher never writes, so an index on a
         # read-only mount or in another user's folder can be searched (an older schema is upgraded
@@ -461,11 +464,12 @@ class Searcher:
             path = self.catalogue.photo_path(conn, image_id)
             if path is None:
                 return None
-            roots = [os.path.realpath(p) for p in self.catalogue.root_paths(conn)]
+            roots = [os.path.realpath(map_path(p, self.path_map)) for p in self.catalogue.root_paths(conn)]
         # The path was inside an indexed folder when it was indexed; since then it may have been
         # replaced by a symbolic link to anywhere (or by a FIFO or device). Serve it only if it
-        # still resolves to a regular file inside an indexed folder.
-        real = os.path.realpath(path)
+        # still resolves to a regular file inside an indexed folder (both where this machine has them:
+        # the path_map setting).
+        real = os.path.realpath(map_path(path, self.path_map))
         if not is_under(real, roots):
             return None
         try:
