@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import LargeBinary, case, delete, func, literal, select, update
+from sqlalchemy import LargeBinary, case, delete, func, insert, literal, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -131,6 +131,24 @@ class Catalogue:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # -- whole-catalogue copies (photoseek migrate) -------------------------------------------
+
+    def snapshot(self) -> AbstractContextManager[Connection]:
+        """A connection that reads one committed state for as long as it is open (an indexer may
+        commit meanwhile: none of its rows half-appear in what is read)."""
+        raise NotImplementedError
+
+    def insert_rows(self, conn: Connection, table, rows: list[dict]) -> None:
+        """Rows of ``table`` as they are, ids included (one multi-row INSERT)."""
+        if rows:
+            conn.execute(insert(table.__table__), rows)
+
+    def rows_inserted_with_ids(self, conn: Connection, tables) -> None:
+        """After :meth:`insert_rows`: what the back end needs so that new rows get later ids."""
+
+    def drop_search_index(self, conn: Connection) -> None:
+        """Drop what :meth:`prepare_search` built (its vectors are about to be replaced)."""
 
     # -- facts -------------------------------------------------------------------------------
 

@@ -18,13 +18,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace as with_values
-from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-from sqlalchemy import Text, bindparam, cast, delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Connection
 
 from photoseek.errors import BadInput, IndexNotFound, PhotoseekError
@@ -35,7 +32,6 @@ from photoseek.storage.schema import ImageRow, IndexRun, Meta, Root, SkippedFile
 BATCH = 2000  # photos read and written at a time (with 512-d embeddings, about 4 MB)
 # Parents before children (images point at roots); deleted in the reverse order.
 TABLES = (Root, IndexRun, SkippedFile, ImageRow)
-HNSW_INDEX = "ix_images_embedding_hnsw"  # photoseek.storage.postgres: rebuilt by prepare_search
 
 
 class TargetNotEmpty(PhotoseekError):
@@ -104,7 +100,7 @@ def _copy(source: Catalogue, target: Catalogue, *, replace: bool, batch: int,
     if source.writer_alive():
         raise PhotoseekError(f"'photoseek index' is writing the source ({source.describe()}) now; wait for it "
                              "to finish, then migrate", kind="index_locked", status=409)
-    with _snapshot(source) as src:
+    with source.snapshot() as src:
         facts = {key: value for key, value in src.execute(select(Meta.key, Meta.value)).all()
                  if key not in (GENERATION, INDEX_UID)}
         if not facts.get(MODEL_ID):
@@ -122,24 +118,20 @@ def _copy(source: Catalogue, target: Catalogue, *, replace: bool, batch: int,
                 for table in reversed(TABLES):
                     dst.execute(delete(table))
                 dst.execute(delete(Meta).where(Meta.key.in_((MODEL_ID, DIM, CREATED_AT))))
-                if dst.dialect.name == "postgresql":  # built for the old vectors (maybe another dimension)
-                    dst.execute(text(f"DROP INDEX IF EXISTS {HNSW_INDEX}"))
+                target.drop_search_index(dst)  # built for the old vectors (maybe another dimension)
             for key, value in facts.items():
                 dst.execute(delete(Meta).where(Meta.key == key))
                 dst.execute(insert(Meta).values(key=key, value=value))
             for table in (Root, IndexRun, SkippedFile):
                 for rows in _batches(src, table, batch):
-                    dst.execute(insert(table.__table__), rows)
+                    target.insert_rows(dst, table, rows)
             copied = 0
-            images = _image_insert(dst)
             for rows in _batches(src, ImageRow, batch):
-                dst.execute(images, _image_params(dst, rows))
+                target.insert_rows(dst, ImageRow, rows)
                 copied += len(rows)
                 if progress is not None:
                     progress(copied)
-            if dst.dialect.name == "postgresql":
-                for table in TABLES:
-                    _move_sequence_past(dst, table)
+            target.rows_inserted_with_ids(dst, TABLES)
             # A new id and a later generation: a server holding the target's old state drops it.
             for key, value in ((INDEX_UID, uuid.uuid4().hex), (GENERATION, str(generation + 1))):
                 dst.execute(delete(Meta).where(Meta.key == key))
@@ -150,74 +142,11 @@ def _copy(source: Catalogue, target: Catalogue, *, replace: bool, batch: int,
                        seconds=0.0)
 
 
-@contextmanager
-def _snapshot(catalogue: Catalogue) -> Iterator[Connection]:
-    """A connection that reads one committed state of the catalogue for as long as it is open (an
-    indexer may commit meanwhile: none of its rows half-appear in the copy)."""
-    with catalogue.engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
-        else:
-            # pysqlite starts transactions only before writes; a read transaction is begun by hand
-            # (SQLAlchemy's rollback at the end ends it).
-            conn.exec_driver_sql("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.rollback()
-
-
 def _batches(conn: Connection, table, size: int) -> Iterator[list[dict]]:
     """Every row of ``table`` as dicts of column values, in id order, ``size`` at a time."""
     result = conn.execution_options(yield_per=size).execute(select(table.__table__).order_by(table.id))
     for part in result.mappings().partitions(size):
         yield [dict(row) for row in part]
-
-
-def _image_insert(conn: Connection):
-    """The INSERT for photos. PostgreSQL: the embedding goes in as pgvector's text, made here from a
-    table of every float16's text (pgvector's own formatting, a float at a time, was two thirds of a
-    copy's time); the values are the same float16 either way."""
-    table = ImageRow.__table__
-    if conn.dialect.name != "postgresql":
-        return insert(table)
-    return insert(table).values(embedding=cast(bindparam("embedding_text", type_=Text), table.c.embedding.type))
-
-
-def _image_params(conn: Connection, rows: list[dict]) -> list[dict]:
-    if conn.dialect.name != "postgresql":
-        return rows
-    for row in rows:
-        row["embedding_text"] = _halfvec_text(row.pop("embedding"))
-    return rows
-
-
-@lru_cache(maxsize=1)
-def _float16_texts() -> list[str]:
-    return [repr(float(v)) for v in np.arange(1 << 16, dtype=np.uint16).view(np.float16)]
-
-
-def _halfvec_text(vector) -> str | None:
-    if vector is None:
-        return None
-    texts = _float16_texts()
-    codes = np.asarray(vector, dtype=np.float32).astype(np.float16).view(np.uint16).tolist()
-    return "[" + ",".join([texts[c] for c in codes]) + "]"
-
-
-def _move_sequence_past(conn: Connection, table) -> None:
-    """PostgreSQL: rows came in with their ids, which does not advance the id sequence; move it past
-    them (never back: ids are not reused), or the next insert would collide."""
-    name = table.__tablename__
-    sequence = conn.execute(select(func.pg_get_serial_sequence(name, "id"))).scalar_one()
-    if sequence is None:
-        return
-    highest = conn.execute(select(func.max(table.id))).scalar_one() or 0
-    last, called = conn.execute(text(f"SELECT last_value, is_called FROM {sequence}")).one()
-    if highest > (last if called else last - 1):
-        conn.execute(select(func.setval(sequence, highest)))
 
 
 def _write_vector_file(target: Catalogue, index_dir: Path, dim: int, exact_up_to: int) -> None:

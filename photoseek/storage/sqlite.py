@@ -115,6 +115,17 @@ class SqliteCatalogue(Catalogue):
         for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
             path.unlink(missing_ok=True)
 
+    @contextmanager
+    def snapshot(self):
+        with self.engine.connect() as conn:
+            # pysqlite begins transactions only before writes: a read transaction is begun by hand
+            # (the rollback ends it).
+            conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
     # -- the writer's lock -----------------------------------------------------------------
 
     @contextmanager
