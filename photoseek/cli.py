@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from photoseek import __version__
 from photoseek.errors import BadInput, NotFound, PhotoseekError, Unavailable
-from photoseek.settings import Settings
+
+if TYPE_CHECKING:  # pydantic-settings takes a tenth of a second to import: not for --help
+    from photoseek.settings import Settings
 
 app = typer.Typer(
     add_completion=False,
@@ -66,6 +68,8 @@ def _main(
 
 
 def _settings(index: Path | None, database: str | None = None) -> Settings:
+    from photoseek.settings import Settings
+
     given = {k: v for k, v in dict(index_dir=index, database_url=database).items() if v is not None}
     return Settings(**given)
 
