@@ -35,7 +35,7 @@ from photoseek.errors import PhotoseekError
 from photoseek.files import is_under
 from photoseek.imaging import IMAGE_EXTENSIONS, DecodedPhoto, hash_file
 from photoseek.settings import Settings, usable_cores
-from photoseek.storage import Catalogue, IndexLocked, open_catalogue
+from photoseek.storage import Catalogue, IndexLocked, open_catalogue  # noqa: F401  (IndexLocked: re-exported)
 from photoseek.storage.schema import Root, utcnow
 from photoseek.store import IndexFiles, VectorStore, load_vectors
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 import helpers
 from photoseek.storage import schema as db

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 import helpers
 from photoseek.storage import schema as db
