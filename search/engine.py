@@ -1,9 +1,11 @@
 """Answering queries over an index: text, image and "more like this".
 
-A :class:`Searcher` only reads. It loads the encoder that built the index once,
-keeps the vectors in memory, and notices when an indexer has written a new state
-(:meth:`Searcher.refresh`), so a long-running server follows re-indexing without a
-restart. Results carry their metadata, fetched with one SQL query per page.
+A :class:`Searcher` only reads. It loads the encoder that built the index once, searches the
+vectors through the catalogue's vector search (the FAISS file in memory for SQLite,
+:mod:`photoseek.search.local`; SQL for PostgreSQL, :mod:`photoseek.storage.postgres`), and
+notices when an indexer, on this machine or another, has written a new state
+(:meth:`Searcher.refresh`), so a long-running server follows re-indexing without a restart.
+Results carry their metadata, fetched with one SQL query per page.
 """
 
 from __future__ import annotations
