@@ -91,8 +91,8 @@ def index(
     database: DatabaseOpt = None,
     model: Annotated[Optional[str], typer.Option(
         metavar="MODEL",
-        help="Encoder for a new index: MODEL:PRETRAINED (open_clip), MODEL:/path/ckpt.pt, or 'offline'. "
-             "[env: PHOTOSEEK_MODEL]")] = None,
+        help="Encoder for a new index: MODEL:PRETRAINED (open_clip), MODEL:/path/ckpt.pt, 'offline', "
+             "or 'offline-multilingual' (queries in 16 languages). [env: PHOTOSEEK_MODEL]")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Throw the index away and build it again (needed to change model).")] = False,
     exclude: Annotated[Optional[list[str]], typer.Option(metavar="GLOB", show_default=False,
                                                          help="Files or folders to leave out; repeatable.")] = None,
@@ -244,6 +244,8 @@ def _print_page(response, as_json: bool) -> None:
         typer.echo(f"{response.matches} photos scored {response.cutoff:.3f} or more (--min-score)", err=True)
     if response.next_offset is not None:
         typer.echo(f"more: --offset {response.next_offset}", err=True)
+    if response.language_hint is not None:  # after the results, where it is seen
+        typer.echo(f"hint: {response.language_hint.message}", err=True)
 
 
 @app.command()
@@ -330,7 +332,7 @@ def _run_search(settings: Settings, requests, as_json: bool, headers: bool = Fal
         source = searcher.photo(request.similar_to) if request.similar_to is not None else None
         if headers:
             typer.echo(f"# {format_query(request.terms)}")
-        _print_page(page_out(page, source=source), as_json)
+        _print_page(page_out(page, source=source, model_id=searcher.model_id), as_json)
 
 
 @app.command()

@@ -146,7 +146,7 @@ def test_class_matrix_cache_roundtrip(tmp_path, monkeypatch, offline_encoder):
 
 
 def test_offline_variants_are_data():
-    assert offline_module.available_variants() == ["lite0", "lite2"]
+    assert offline_module.available_variants() == ["lite0", "lite2", "multilingual"]
     lite2 = offline_module.OfflineConfig.load("lite2")
     assert lite2.image_size == 260 and lite2.top_k >= 1 and lite2.class_templates
     with pytest.raises(EncoderUnavailable, match="lite0"):

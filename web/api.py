@@ -98,7 +98,7 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         search_request = build_request(settings, q=q, similar=similar, filters=filters, sort=sort, min_score=min_score,
                                        limit=limit, offset=offset)
         page, source = await run(answer, searcher, search_request, settings)
-        return page_out(page, source=source, root=root_path(request))
+        return page_out(page, source=source, root=root_path(request), model_id=searcher.model_id)
 
     SearchBody = search_body_model(settings.max_query_chars, settings.max_upload_bytes)
 
@@ -118,7 +118,7 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         search = SearchRequest(terms=tuple(terms), filters=filters, sort=body.sort, min_score=body.min_score,
                                limit=body.limit, offset=body.offset)
         page, source = await run(answer, searcher, search, settings)
-        return page_out(page, source=source, root=root_path(request))
+        return page_out(page, source=source, root=root_path(request), model_id=searcher.model_id)
 
     # The body's model is made here (its limits follow the settings), so it is given as an object: a
     # string annotation would be looked up among the module's names.
@@ -163,7 +163,7 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         upload = await read_upload(request, settings.max_upload_bytes)
         search = SearchRequest(terms=(Term(image=upload.data),), limit=limit, offset=offset)
         page, _ = await run(answer, searcher, search, settings)
-        return page_out(page, root=root_path(request))
+        return page_out(page, root=root_path(request), model_id=searcher.model_id)
 
     @api.get("/images/{image_id}/similar", response_model=SearchResponse, tags=["images"],
              summary="Photos like an indexed one", responses={404: errors[404]})
@@ -173,7 +173,7 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         searcher = service.need(await service.current())
         search = SearchRequest(terms=(Term(photo_id=image_id),), limit=limit, offset=offset)
         page, source = await run(answer, searcher, search, settings)
-        return page_out(page, source=source, root=root_path(request))
+        return page_out(page, source=source, root=root_path(request), model_id=searcher.model_id)
 
     async def _photo(image_id: int) -> tuple[Searcher, Photo]:
         searcher = service.need(await service.current())

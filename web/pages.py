@@ -28,12 +28,13 @@ from photoseek.settings import Settings
 
 from . import security
 from .api import ImageId, root_path
-from .schemas import FacetsResponse, FacetValue, facets_out, hits_out, photo_out
+from .schemas import FacetsResponse, FacetValue, facets_out, hits_out, language_hint_out, photo_out
 from .service import Service, answer, run, search_request
 from .uploads import UploadError, read_body, read_upload
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 36
+LANGUAGE_HINT_TITLE = "This index’s encoder may not understand these words"
 SUGGESTIONS = ("a cat", "coffee", "the sea", "mountains", "a guitar", "snow")
 SORT_LABELS = (("relevance", "Best match"), ("newest", "Newest first"), ("oldest", "Oldest first"))
 SHAPES = (("", "Any shape"), ("landscape", "Landscape"), ("portrait", "Portrait"), ("square", "Square"))
@@ -101,7 +102,7 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
         asked = asked or Asked()
         shown = max(1, min(int(asked.limit), 500)) if asked.limit.isdigit() else page_size
         kind, page, source, facets, message, status = None, None, None, None, None, 200
-        upload_name, hits, next_offset = None, [], None
+        upload_name, hits, next_offset, hint = None, [], None, None
         try:
             if upload_error is not None:
                 kind = "image"
@@ -124,6 +125,7 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
                     if similar_id is not None and found is None:
                         raise NotFound(f"no photo has id {similar_id}")
                     hits, next_offset = page.hits, page.next_offset
+                    hint = language_hint_out(ready.model_id, [t.text for t in search.terms if t.kind == "text"])
                     source = photo_out(found, root) if found is not None else None
                     facets = await run(_facets, ready, search)
         except PhotoseekError as exc:
@@ -139,6 +141,8 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
                 message = index_notice(searcher)
             elif not hits:
                 message = index_notice(searcher) or notice("info", *_nothing_found(kind, asked))
+            elif hint is not None:
+                message = notice("info", LANGUAGE_HINT_TITLE, hint.message)
         results = hits_out(hits, 0, root)
         more_url = None
         if next_offset is not None:
@@ -153,6 +157,7 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
             "matches": page.matches if page is not None else None,
             "facets": facets.model_dump(mode="json") if facets is not None else None, "state": state,
             "upload_name": upload_name, "error": message if message and message["level"] == "error" else None,
+            "language_hint": hint.model_dump(mode="json") if hint is not None else None,
         }
         context.update(q=asked.q, kind=kind, hits=results, source=source, message=message, more_url=more_url,
                        suggestions=SUGGESTIONS, initial=initial, upload_name=upload_name, state=state,

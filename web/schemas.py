@@ -146,6 +146,17 @@ def search_body_model(max_query_chars: int, max_upload_bytes: int) -> type[BaseM
     )
 
 
+class LanguageHintOut(BaseModel):
+    """The query's words are mostly in a script the index's encoder cannot read: its results are
+    likely unrelated to the query. A warning next to the results, not an error."""
+
+    script: str = Field(description="The query's script (Unicode), e.g. Cyrillic, Han, Greek.", examples=["Cyrillic"])
+    model: str = Field(description="The encoder that built the index.", examples=["offline:lite0"])
+    suggested_model: str | None = Field(description="An encoder that reads this script, to re-index with "
+                                        "(photoseek index --rebuild --model ...).", examples=["offline:multilingual"])
+    message: str = Field(description="The hint, for people.")
+
+
 class SearchResponse(BaseModel):
     kind: Literal["text", "image", "similar"] = Field(
         description="What the search is by: 'image' when it has an uploaded photo, 'similar' when it has an "
@@ -163,6 +174,10 @@ class SearchResponse(BaseModel):
     limit: int
     next_offset: int | None = Field(description="Offset of the next page, or null when this is the last one.")
     results: list[HitOut]
+    language_hint: LanguageHintOut | None = Field(
+        default=None, description="Set when the query's words are mostly in a writing system the index's encoder "
+        "does not read (e.g. Cyrillic for an English-only encoder): the results are still given, but are likely "
+        "unrelated to the query. Null otherwise.")
 
 
 class SkippedOut(BaseModel):
@@ -293,8 +308,17 @@ def search_response(kind: Literal["text", "image", "similar"], hits: list[Hit], 
                           offset=offset, limit=limit, next_offset=next_offset, results=hits_out(hits[:limit], offset, root))
 
 
-def page_out(page: Page, *, source: Photo | None = None, root: str = "") -> SearchResponse:
-    """A page of :meth:`Searcher.search` in the API's shape (the command line's ``--json`` too)."""
+def language_hint_out(model_id: str | None, texts) -> LanguageHintOut | None:
+    """:func:`photoseek.encoders.languages.language_hint` in the API's shape."""
+    from photoseek.encoders.languages import language_hint
+
+    hint = language_hint(model_id, [t for t in texts if t])
+    return LanguageHintOut(**vars(hint)) if hint is not None else None
+
+
+def page_out(page: Page, *, source: Photo | None = None, root: str = "", model_id: str | None = None) -> SearchResponse:
+    """A page of :meth:`Searcher.search` in the API's shape (the command line's ``--json`` too).
+    ``model_id``: the index's encoder, for the language hint."""
     request = page.request
     kinds = {t.kind for t in request.terms}
     f = request.filters
@@ -307,7 +331,8 @@ def page_out(page: Page, *, source: Photo | None = None, root: str = "") -> Sear
                            orientation=f.orientation, min_pixels=f.min_pixels),
         sort=request.sort, cutoff=None if page.cutoff is None else round(page.cutoff, 6), matches=page.matches,
         offset=request.offset, limit=request.limit, next_offset=page.next_offset,
-        results=hits_out(page.hits, request.offset, root))
+        results=hits_out(page.hits, request.offset, root),
+        language_hint=language_hint_out(model_id, [t.text for t in request.terms if t.kind == "text"]))
 
 
 def status_out(st: IndexStatus) -> StatusResponse:

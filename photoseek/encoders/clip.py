@@ -118,6 +118,64 @@ def cached_weights(source: WeightsSource) -> str | None:
     return None
 
 
+def hf_text_tower(name: str) -> tuple[str, bool] | None:
+    """The Hugging Face model whose tokenizer an open_clip model's text side reads from the Hub
+    (e.g. ``xlm-roberta-base``), and whether its config is needed too (a text tower built from
+    it, not only its tokenizer); None for CLIP's own tokenizer, which ships with open_clip."""
+    import open_clip
+
+    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg") or {}
+    repo = text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name")
+    return (repo, bool(text_cfg.get("hf_model_name"))) if repo else None
+
+
+# What transformers reads to build a text tower's config and tokenizer (either tokenizer file will do).
+HF_TEXT_CONFIG = "config.json"
+HF_TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
+def check_hf_text_tower(name: str, timeout: float | None = None) -> None:
+    """Raise a one-line :class:`EncoderUnavailable` when ``name``'s text tower needs a Hugging Face
+    model (e.g. the multilingual ``xlm-roberta-base-ViT-B-32``) whose config and tokenizer are neither
+    in the local cache nor downloadable now. Without this, open_clip fails deep in transformers,
+    with random weights as with real ones, and the error would blame the CLIP checkpoint."""
+    found_tower = hf_text_tower(name)
+    if found_tower is None:
+        return
+    repo, needs_config = found_tower
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - open_clip depends on it
+        try_to_load_from_cache = None
+    if try_to_load_from_cache is not None:
+        def cached(filename: str) -> bool:
+            found = try_to_load_from_cache(repo, filename)
+            return isinstance(found, str) and os.path.isfile(found)
+
+        if (cached(HF_TEXT_CONFIG) or not needs_config) and any(cached(f) for f in HF_TOKENIZER_FILES):
+            return
+    source = WeightsSource(name, "", repo, (HF_TEXT_CONFIG if needs_config else "tokenizer_config.json",), None)
+    found, reason = _probe_hub(source, timeout)
+    if found is not None:
+        return
+    raise EncoderUnavailable(
+        f"{name} cannot be loaded here: open_clip builds its text side from the Hugging Face model {repo!r}, whose "
+        f"{'config and tokenizer' if needs_config else 'tokenizer'} (a few MB) are not in the local Hugging Face "
+        f"cache, and {reason}; run photoseek once with internet access "
+        f"(they are then cached, with the CLIP weights), or copy a Hugging Face cache that holds {repo} "
+        f"into {_hf_cache_dir()}."
+    )
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return str(HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover
+        return "~/.cache/huggingface/hub"
+
+
 def hub_offline() -> bool:
     value = os.environ.get("HF_HUB_OFFLINE", "")
     return value.strip().lower() in ("1", "true", "yes", "on")
@@ -233,6 +291,7 @@ class ClipEncoder(Encoder):
                 f"{', '.join(sorted({m for m, _ in open_clip.list_pretrained()})[:12])}, ..."
                 " (python -c 'import open_clip; print(open_clip.list_pretrained())' lists them all)"
             )
+        check_hf_text_tower(name)
         force_cfg: dict = {}
         quick_gelu = False
         if looks_like_path(pretrained) and not pretrained_cfg(name, pretrained):

