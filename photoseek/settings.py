@@ -21,6 +21,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # both), so it is kept for collections where a full scan would be slow.
 EXACT_SEARCH_UP_TO = 200_000
 
+# Above this many photos the approximate index keeps only product-quantised codes in memory
+# (IVF-PQ, 64 bytes a 512-d photo instead of 1 KB of float16) and re-ranks its best candidates
+# on float16 vectors read from a memory-mapped file (photoseek.store). At 1,000,000 photos the
+# float16 IVF index already holds ~1 GB in RAM; below that it fits a search server comfortably
+# and costs no quantisation and no reads from disk, so it stays the choice there (bench/million.py).
+PQ_ABOVE = 1_000_000
+
 
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity, which containers and taskset narrow);
@@ -63,6 +70,10 @@ class Settings(BaseSettings):
     exact_search_up_to: int = Field(
         default=EXACT_SEARCH_UP_TO, ge=0,
         description="Up to this many photos searches are exact; above, an approximate (IVF) index answers.")
+    pq_above: int = Field(
+        default=PQ_ABOVE, ge=0,
+        description="Above this many photos the approximate index holds product-quantised codes (IVF-PQ) and "
+        "re-ranks its best candidates on float16 vectors memory-mapped from vectors.f16.")
     checkpoint_every: int = Field(default=256, ge=1, description="Commit progress every N embedded images.")
     ray_address: str | None = Field(
         default=None, description="Decode and embed on Ray: 'local' (start one here), 'auto' (the cluster this "
