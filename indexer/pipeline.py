@@ -202,6 +202,7 @@ class Indexer:
     def _wipe(self, catalogue: Catalogue) -> Catalogue:
         """An empty catalogue in place of ``catalogue`` (under the writer's lock)."""
         self.files.vectors.unlink(missing_ok=True)
+        self.files.half_vectors.unlink(missing_ok=True)
         catalogue.wipe()
         if catalogue.uses_vector_file:  # its file is gone: a new one
             return open_catalogue(self.files.root, self.settings.database_url)
@@ -220,7 +221,7 @@ class Indexer:
         self._encoder = encoder
         # The back end's own search needs no vector file; VectorStore-less runs only write rows.
         vectors = load_vectors(self.files, cat, dim=dim, generation=generation, persist=True,
-                               exact_up_to=self.settings.exact_search_up_to) if dim and cat.uses_vector_file else None
+                               exact_up_to=self.settings.exact_search_up_to, pq_above=self.settings.pq_above) if dim and cat.uses_vector_file else None
         first_generation = generation
 
         with Session() as session:
@@ -256,7 +257,7 @@ class Indexer:
                 # Exact search while the collection is small, clusters once it is large (see store).
                 # A stopped run saves its vectors as they are (clustering can take a while):
                 # correct, and the next run that finishes refits them.
-                vectors = vectors.refit(cat, self.settings.exact_search_up_to)
+                vectors = vectors.refit(cat, self.settings.exact_search_up_to, self.settings.pq_above)
             vectors.save(self.files.vectors, generation)
         if not summary.interrupted:
             cat.prepare_search(dim, self.settings.exact_search_up_to)

@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     model: str | None = Field(
         default=None,
         description="Encoder for a new index: 'MODEL:PRETRAINED' (open_clip), 'MODEL:/path/to/checkpoint.pt', "
-        "or 'offline' / 'offline:lite0' / 'offline:lite2' (bundled). Default: CLIP if its weights can be had.",
+        "or 'offline' / 'offline:lite0' / 'offline:lite2' / 'offline:multilingual' (bundled). Default: CLIP if "
+        "its weights can be had.",
     )
     batch_size: int = Field(default=32, ge=1, le=1024)
     decode_workers: int | None = Field(default=None, ge=0, description="Decode processes; default from CPU count.")

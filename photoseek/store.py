@@ -78,6 +78,11 @@ class IndexFiles:
         return self.root / "vectors.faiss"
 
     @property
+    def half_vectors(self) -> Path:
+        """Above ``pq_above`` photos: the float16 vectors the IVF-PQ index re-ranks on."""
+        return _half_path(self.vectors)
+
+    @property
     def lock(self) -> Path:
         return self.root / "index.lock"
 

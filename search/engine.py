@@ -302,7 +302,7 @@ class Searcher:
             if self._index is not None and self.catalogue.writer_alive():
                 return None
             store = load_vectors(self.files, self.catalogue, dim=dim, generation=generation, persist=False,
-                                 exact_up_to=self.settings.exact_search_up_to)
+                                 exact_up_to=self.settings.exact_search_up_to, pq_above=self.settings.pq_above)
         with self._engine.connect() as conn:
             columns = FilterColumns.load(self.catalogue.filter_columns(conn))
         return LocalVectorSearch(store, columns)

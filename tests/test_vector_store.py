@@ -97,7 +97,7 @@ def test_indexer_switches_to_approximate_search_above_the_limit_and_back(tmp_pat
 
     searcher = Searcher(index_dir, settings, encoder=offline_encoder)
     try:
-        assert searcher._vectors.approximate and len(searcher) == summary.embedded
+        assert searcher._index.store.approximate and len(searcher) == summary.embedded
         assert searcher.status().search.startswith("approximate: IVF")
         assert searcher.search_text("a cup of coffee", 3)[0].photo.name == "coffee.png"
 
@@ -106,7 +106,7 @@ def test_indexer_switches_to_approximate_search_above_the_limit_and_back(tmp_pat
                 path.unlink()
         Indexer(index_dir, settings, show_progress=False).run([photos], encoder=offline_encoder)
         assert searcher.refresh()
-        assert not searcher._vectors.approximate and len(searcher) <= 20
+        assert not searcher._index.store.approximate and len(searcher) <= 20
         assert searcher.status().search.startswith("exact")
         assert searcher.search_text("a cup of coffee", 3)[0].photo.name == "coffee.png"
     finally:
@@ -141,7 +141,7 @@ def test_a_run_that_dies_while_clustering_costs_a_rebuild_not_a_wrong_answer(tmp
         hits = searcher.search_text("a cup of coffee", 50)
         assert hits[0].photo.name == "coffee-moved.png"
         assert "black_cat.jpg" not in {h.photo.name for h in hits}
-        assert searcher._vectors.approximate  # rebuilt as what the database's size calls for
+        assert searcher._index.store.approximate  # rebuilt as what the database's size calls for
     finally:
         searcher.close()
     Indexer(index_dir, clustered, show_progress=False).run([photos], encoder=offline_encoder)
