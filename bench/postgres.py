@@ -9,7 +9,7 @@ temporary folder (the one the tests use) and removes it afterwards. The collecti
 code paths. Printed, all measured in this run on this machine:
 
 * rows/s written (batches of 256, one transaction each, as the indexer's checkpoints);
-* exact search (the default up to ``exact_search_up_to`` photos): p50/p95 per query, and the same
+* exact search (the default up to ``hnsw_above`` photos): p50/p95 per query, and the same
   queries over the in-memory vector file (FAISS, float16) for scale;
 * HNSW: seconds to build, p50/p95, recall@24 against exact, unfiltered and with filters keeping
   about 1/2 and 1/50 of the photos (pgvector's iterative scans).
@@ -34,6 +34,7 @@ from synthetic import photo_like_vectors, synthetic_type, text_like_queries  # n
 
 from photoseek.search.local import single_threaded_openmp  # noqa: E402
 from photoseek.search.query import Filters  # noqa: E402
+from photoseek.settings import Settings  # noqa: E402
 from photoseek.storage import open_catalogue  # noqa: E402
 from photoseek.storage.postgres import PgVectorSearch  # noqa: E402
 from photoseek.store import VectorStore  # noqa: E402
@@ -118,7 +119,7 @@ def main() -> None:
         print(f"exact, vector file:      {percentiles(faiss_s)}  (FAISS float16 in memory, for scale)")
 
         started = time.perf_counter()
-        catalogue.prepare_search(args.dim, exact_up_to=0)
+        catalogue.prepare_search(args.dim, Settings(hnsw_above=0))
         print(f"HNSW build: {time.perf_counter() - started:.1f} s")
         hnsw = PgVectorSearch(catalogue, args.dim, exact_up_to=0)
         assert hnsw.approximate

@@ -260,7 +260,7 @@ class Indexer:
                 vectors = vectors.refit(cat, self.settings.exact_search_up_to, self.settings.pq_above)
             vectors.save(self.files.vectors, generation)
         if not summary.interrupted:
-            cat.prepare_search(dim, self.settings.exact_search_up_to)
+            cat.prepare_search(dim, self.settings)
         summary.seconds = time.perf_counter() - started
         return summary
 

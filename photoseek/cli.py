@@ -466,7 +466,7 @@ def migrate(
     bar = tqdm(unit="photo", desc="copying", dynamic_ncols=True, disable=(not progress) if progress is not None else None)
     try:
         done = copy_index(source, source_database, settings.resolved_index_dir, settings.database_url,
-                          replace=replace, exact_up_to=settings.exact_search_up_to,
+                          replace=replace, settings=settings,
                           progress=lambda n: bar.update(n - bar.n))
     except PhotoseekError as exc:
         raise _error(exc) from None

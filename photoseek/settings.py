@@ -29,6 +29,11 @@ EXACT_SEARCH_UP_TO = 200_000
 PQ_ABOVE = 1_000_000
 
 
+# A PostgreSQL catalogue compares a query with every photo up to this many (exact), then builds an HNSW
+# index: an exact scan in SQL costs far more per photo than FAISS's in memory (bench/postgres.py).
+HNSW_ABOVE = 20_000
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity, which containers and taskset narrow);
     the defaults for worker and thread counts are derived from it."""
@@ -75,6 +80,10 @@ class Settings(BaseSettings):
         default=PQ_ABOVE, ge=0,
         description="Above this many photos the approximate index holds product-quantised codes (IVF-PQ) and "
         "re-ranks its best candidates on float16 vectors memory-mapped from vectors.f16.")
+    hnsw_above: int = Field(
+        default=HNSW_ABOVE, ge=0,
+        description="PostgreSQL catalogues: up to this many photos searches are exact; above, an HNSW index "
+        "(pgvector) answers.")
     checkpoint_every: int = Field(default=256, ge=1, description="Commit progress every N embedded images.")
     ray_address: str | None = Field(
         default=None, description="Decode and embed on Ray: 'local' (start one here), 'auto' (the cluster this "

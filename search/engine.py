@@ -149,7 +149,7 @@ def read_status(index_dir: Path, skipped_limit: int = 100, settings: Settings | 
         if catalogue.uses_vector_file:
             search = VectorStore.describe_file(files.vectors, generation=generation, dim=dim) or EXACT_SEARCH
         else:
-            search = catalogue.vector_search(dim, settings.exact_search_up_to).describe()
+            search = catalogue.vector_search(dim, settings).describe()
         return _status(files, catalogue, model_id, search, skipped_limit)
     finally:
         catalogue.close()
@@ -287,7 +287,7 @@ class Searcher:
                 if index is None:
                     return False  # an indexer is mid-run: keep answering from the state we have
             else:
-                index = self.catalogue.vector_search(dim, self.settings.exact_search_up_to)
+                index = self.catalogue.vector_search(dim, self.settings)
             if model_id != self.model_id:  # rebuilt with another model
                 with self._encoder_lock:
                     self.model_id, self._encoder = model_id, None

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from helpers import run_cli
 from photoseek.cli import app
+from photoseek.settings import Settings
 from photoseek.storage import open_catalogue
 from photoseek.storage.copy import migrate
 from photoseek.storage.schema import ImageRow, IndexRun, Root, SkippedFile
@@ -30,7 +31,7 @@ def invoke(*args: str, env: dict | None = None):
 def copy_demo(demo_index, new_database) -> str:
     """A fresh database holding a copy of the demo index (in-process: the CLI story is tested once)."""
     url = new_database()
-    migrate(demo_index, None, demo_index, url, exact_up_to=200_000)
+    migrate(demo_index, None, demo_index, url, settings=Settings())
     return url
 
 

@@ -121,7 +121,7 @@ def test_a_large_collection_is_searched_through_hnsw_with_the_same_answers(demo_
     photos = tmp_path / "photos"
     shutil.copytree(samples_dir, photos)
     # "Large" from 10 photos on: the run builds an HNSW index and searches go through it.
-    settings = settings_factory(tmp_path / "index", database_url=url, exact_search_up_to=10)
+    settings = settings_factory(tmp_path / "index", database_url=url, hnsw_above=10)
     Indexer(settings.index_dir, settings, show_progress=False).run([photos], encoder=offline_encoder)
     searcher = Searcher(settings.index_dir, settings, encoder=offline_encoder)
     try:

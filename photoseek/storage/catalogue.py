@@ -28,6 +28,7 @@ from photoseek.storage.schema import ImageRow, IndexRun, Meta, Root, SkippedFile
 
 if TYPE_CHECKING:
     from photoseek.search.query import Filters
+    from photoseek.settings import Settings
 
 # Catalogue facts kept in ``meta``.
 GENERATION, DIM, MODEL_ID, CREATED_AT = "generation", "dim", "model_id", "created_at"
@@ -100,11 +101,11 @@ class Catalogue:
         """The catalogue id that a raw DB-API connection sees (for checks on every new connection)."""
         return None
 
-    def vector_search(self, dim: int, exact_up_to: int):
+    def vector_search(self, dim: int, settings: Settings):
         """The back end's own vector search, or None to use a vector file (``uses_vector_file``)."""
         return None
 
-    def prepare_search(self, dim: int, exact_up_to: int) -> None:
+    def prepare_search(self, dim: int, settings: Settings) -> None:
         """After an indexing run: build what the back end's own search needs at this size."""
 
     def can_write(self) -> bool | None:

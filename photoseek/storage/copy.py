@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace as with_values
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Connection
@@ -28,6 +29,9 @@ from photoseek.errors import BadInput, IndexNotFound, PhotoseekError
 from photoseek.storage import catalogue_exists, open_catalogue, sqlite_path
 from photoseek.storage.catalogue import CREATED_AT, DIM, GENERATION, INDEX_UID, MODEL_ID, Catalogue
 from photoseek.storage.schema import ImageRow, IndexRun, Meta, Root, SkippedFile
+
+if TYPE_CHECKING:
+    from photoseek.settings import Settings
 
 BATCH = 2000  # photos read and written at a time (with 512-d embeddings, about 4 MB)
 # Parents before children (images point at roots); deleted in the reverse order.
@@ -54,7 +58,7 @@ class CopySummary:
 
 
 def migrate(source_dir: Path | None, source_url: str | None, target_dir: Path, target_url: str | None, *,
-            replace: bool = False, exact_up_to: int, batch: int = BATCH,
+            replace: bool = False, settings: Settings, batch: int = BATCH,
             progress: Callable[[int], None] | None = None) -> CopySummary:
     """Copy the catalogue of the index at ``source_dir`` (SQLite), or at ``source_url``, into the
     catalogue ``target_url`` (or SQLite in ``target_dir``). Refuses, changing nothing, when the
@@ -79,9 +83,9 @@ def migrate(source_dir: Path | None, source_url: str | None, target_dir: Path, t
                 summary = _copy(source, target, replace=replace, batch=batch, progress=progress)
             # Outside the transaction: an HNSW index on a large PostgreSQL catalogue (minutes), or the
             # vector file beside a SQLite one. Neither changes what the catalogue holds.
-            target.prepare_search(summary.dim, exact_up_to)
+            target.prepare_search(summary.dim, settings)
             if target.uses_vector_file:
-                _write_vector_file(target, target_dir, summary.dim, exact_up_to)
+                _write_vector_file(target, target_dir, summary.dim, settings)
         finally:
             target.close()
     finally:
@@ -149,7 +153,7 @@ def _batches(conn: Connection, table, size: int) -> Iterator[list[dict]]:
         yield [dict(row) for row in part]
 
 
-def _write_vector_file(target: Catalogue, index_dir: Path, dim: int, exact_up_to: int) -> None:
+def _write_vector_file(target: Catalogue, index_dir: Path, dim: int, settings: Settings) -> None:
     """A SQLite target's vector file, for its current generation (searches would rebuild it
     themselves, in memory, every time a server starts)."""
     from photoseek.store import IndexFiles, load_vectors
@@ -157,4 +161,5 @@ def _write_vector_file(target: Catalogue, index_dir: Path, dim: int, exact_up_to
     files = IndexFiles(Path(index_dir).expanduser().resolve())
     with target.engine.connect() as conn:
         generation = target.generation(conn)
-    load_vectors(files, target, dim=dim, generation=generation, persist=True, exact_up_to=exact_up_to)
+    load_vectors(files, target, dim=dim, generation=generation, persist=True,
+                 exact_up_to=settings.exact_search_up_to, pq_above=settings.pq_above)
