@@ -127,7 +127,7 @@ def test_a_run_that_dies_while_clustering_costs_a_rebuild_not_a_wrong_answer(tmp
     (photos / "coffee.png").rename(photos / "coffee-moved.png")
     (photos / "black_cat.jpg").unlink()
 
-    def killed(self, engine, exact_up_to):
+    def killed(self, *args, **kwargs):
         raise KeyboardInterrupt  # the process dies after its last commit, before the vector file is written
 
     monkeypatch.setattr(VectorStore, "refit", killed)
