@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -308,3 +310,35 @@ def test_precision_names():
     assert resolve_dtype("auto") == (torch.bfloat16 if native_bf16_supported() else torch.float32)
     with pytest.raises(ValueError):
         resolve_dtype("fp16")
+
+
+def test_minilm_without_sentence_transformers_gives_its_vectors():
+    """The offline encoder's text side reads MiniLM's files itself (sentence-transformers' imports cost
+    seconds per query from a terminal); its vectors are sentence-transformers' own."""
+    from sentence_transformers import SentenceTransformer
+
+    from photoseek.encoders.minilm import MiniLM
+    from photoseek.encoders.offline import minilm_path
+
+    texts = ["a dog", "A photo of a golden retriever on the beach at sunset!", "café au lait", "word " * 400,
+             "", "the Eiffel tower, at night", "ΑΒΓ 東京 🙂"]
+    ours = MiniLM(minilm_path()).encode(texts, batch_size=3)  # batches of unequal lengths: padding must not count
+    theirs = SentenceTransformer(str(minilm_path()), device="cpu", local_files_only=True).encode(
+        texts, convert_to_tensor=True, normalize_embeddings=True)
+    assert ours.shape == (len(texts), 384)
+    assert float((ours * theirs.float()).sum(dim=1).min()) > 0.9999
+
+
+def test_a_text_query_loads_neither_the_image_side_nor_sentence_transformers():
+    code = """
+import sys
+from photoseek.encoders import load_encoder
+encoder = load_encoder("offline")
+encoder.encode_texts(["a dog"])
+assert encoder._backbone is None and encoder._class_matrix is None, "image side loaded for a text"
+assert "sentence_transformers" not in sys.modules and "transformers" not in sys.modules, "heavy imports"
+encoder.encode_pixels(__import__("numpy").zeros((1, 224, 224, 3), "uint8"))
+assert encoder._backbone is not None
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr

