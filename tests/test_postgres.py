@@ -91,6 +91,7 @@ def test_servers_on_two_machines_follow_a_third_machines_indexing(tmp_path, samp
             assert servers[1][1].get(f"/api/images/{image_id}/file").status_code == 200
         status = servers[1][1].get("/api/status").json()
         assert status["image_count"] == len(everything) and status["last_run"]["status"] == "finished"
+        assert status["catalogue"].startswith("PostgreSQL at") and "password" not in status["catalogue"]
     finally:
         for searcher, client in servers:
             client.close()

@@ -218,7 +218,10 @@ class StatusResponse(BaseModel):
                            "another user's files): it answers searches but cannot be updated from this machine.")
     generation: int = 0
     search: str | None = Field(default=None, description="How queries are answered: exact, or approximate "
-                               "(IVF) above PHOTOSEEK_EXACT_SEARCH_UP_TO photos.")
+                               "(IVF, IVF-PQ, or PostgreSQL's HNSW) for large collections.")
+    catalogue: str | None = Field(default=None, description="Where the catalogue lives: the SQLite file in the "
+                                  "index folder, or the PostgreSQL server (without its password).",
+                                  examples=["SQLite at /home/ann/.local/share/photoseek/index/photoseek.db"])
 
 
 class ErrorResponse(BaseModel):
@@ -346,5 +349,5 @@ def status_out(st: IndexStatus) -> StatusResponse:
         last_run=LastRunOut(**vars(st.last_run)) if st.last_run else None,
         previous_run=LastRunOut(**vars(st.previous_run)) if st.previous_run else None,
         last_change=LastRunOut(**vars(st.last_change)) if st.last_change else None,
-        runs=st.runs, writable=st.writable,
+        runs=st.runs, writable=st.writable, catalogue=st.catalogue or None,
     )
