@@ -128,3 +128,13 @@ def sqlite_engine(path: Path, *, readonly: bool = False) -> Engine:
 
 def meta(conn, key: str) -> str | None:
     return conn.execute(select(db.Meta.value).where(db.Meta.key == key)).scalar_one_or_none()
+
+
+def cli_demo_index(tmp_path_factory, samples_dir: Path, name: str, model: str) -> Path:
+    """A copy of the demo photos indexed with ``--model MODEL`` by the command line, as a user would."""
+    base = tmp_path_factory.mktemp(name)
+    photos = base / "photos"
+    shutil.copytree(samples_dir, photos)
+    index = base / "index"
+    run_cli("index", str(photos), "--index", str(index), "--model", model, "--no-progress")
+    return index

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from helpers import as_other_user, cli, free_port, make_photos, read_only_mount, run_cli
 from photoseek.web.schemas import SearchResponse, StatusResponse
 
@@ -22,12 +23,7 @@ from photoseek.web.schemas import SearchResponse, StatusResponse
 @pytest.fixture(scope="module")
 def cli_index(tmp_path_factory, samples_dir) -> Path:
     """The demo photos indexed by the command line, as the README's quick start does."""
-    base = tmp_path_factory.mktemp("cli")
-    photos = base / "photos"
-    shutil.copytree(samples_dir, photos)
-    index = base / "index"
-    run_cli("index", str(photos), "--index", str(index), "--model", "offline", "--no-progress")
-    return index
+    return helpers.cli_demo_index(tmp_path_factory, samples_dir, "cli", "offline")
 
 
 def _ro_copy(index: Path, tmp_path: Path) -> Path:

@@ -5,13 +5,13 @@ be built without the Hugging Face Hub."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+import helpers
 from helpers import run_cli
 from photoseek.encoders import EncoderUnavailable, canonical_model_id, load_encoder
 from photoseek.encoders import offline as offline_module
@@ -51,12 +51,7 @@ QUERIES = {
 @pytest.fixture(scope="module")
 def multilingual_index(tmp_path_factory, samples_dir) -> Path:
     """The demo photos indexed with --model offline-multilingual from the command line, once."""
-    base = tmp_path_factory.mktemp("multilingual")
-    photos = base / "photos"
-    shutil.copytree(samples_dir, photos)
-    index = base / "index"
-    run_cli("index", str(photos), "--index", str(index), "--model", "offline-multilingual", "--no-progress")
-    return index
+    return helpers.cli_demo_index(tmp_path_factory, samples_dir, "multilingual", "offline-multilingual")
 
 
 @pytest.fixture(scope="module")
