@@ -42,7 +42,6 @@ import numpy as np
 from photoseek.errors import NotWritable
 from photoseek.files import atomic_write
 from photoseek.settings import EXACT_SEARCH_UP_TO, PQ_ABOVE
-from photoseek.storage.sqlite import lock_held
 
 if TYPE_CHECKING:
     from photoseek.storage import Catalogue
@@ -92,10 +91,6 @@ class IndexFiles:
 
     def exists(self) -> bool:
         return self.database.is_file()
-
-    def writer_alive(self) -> bool:
-        """Whether an indexer holds the writer's lock now (see :func:`photoseek.storage.sqlite.lock_held`)."""
-        return lock_held(self.lock)
 
     def writable(self) -> bool:
         try:

@@ -26,7 +26,6 @@ from photoseek.errors import PhotoseekError
 from photoseek.storage import migrations
 from photoseek.storage.catalogue import INDEX_UID, Catalogue, IndexLocked
 
-DATABASE_NAME = "photoseek.db"
 LOCK_NAME = "index.lock"
 
 
