@@ -369,7 +369,8 @@ class Indexer:
             for row_id, f in plan.touched:
                 self.catalogue.touch(session, row_id, f.mtime_ns)
             for row_id, f in plan.moves:
-                self.catalogue.touch(session, row_id, f.mtime_ns, path=f.path, root_id=self._root_id(session, f.path))
+                root_id, root = self._root(session, f.path)
+                self.catalogue.touch(session, row_id, f.mtime_ns, path=f.path, root_id=root_id, root=root)
             self.catalogue.remove_photos(session, plan.removed_ids)
             # Skipped entries of files that are gone (or now found fine) are dropped; unreadable ones recorded.
             self.catalogue.forget_skips(session, [p for p in self.catalogue.skipped_paths(session)
@@ -402,8 +403,11 @@ class Indexer:
                 replaced = [i for i in (plan.replaced_ids.get(f.path) for f, _ in done) if i is not None]
                 summary.updated += len(replaced)
                 summary.added += len(done) - len(replaced)
-                rows = [self.catalogue.new_photo(f.path, self._root_id(session, f.path), f.mtime_ns, photo.info, photo.size_bytes,
-                                     photo.content_hash, vector) for (f, photo), vector in zip(done, embeddings)]
+                rows = []
+                for (f, photo), vector in zip(done, embeddings):
+                    root_id, root = self._root(session, f.path)
+                    rows.append(self.catalogue.new_photo(f.path, root_id, f.mtime_ns, photo.info, photo.size_bytes,
+                                                         photo.content_hash, vector, root=root))
                 new_ids = self.catalogue.write_batch(session, rows, replaced)
                 generation += 1
                 self.catalogue.set_generation(session, generation)
@@ -518,10 +522,11 @@ class Indexer:
             return self.settings.decode_workers
         return max(1, min(8, usable_cores()))
 
-    def _root_id(self, session: Session, path: str) -> int | None:
+    def _root(self, session: Session, path: str) -> tuple[int | None, str | None]:
+        """The id and path of the indexed folder ``path`` is in (the innermost, if nested)."""
         if self._root_cache is None:
             self._root_cache = sorted(self.catalogue.root_ids(session), key=lambda r: -len(r[0]))
-        return next((i for p, i in self._root_cache if is_under(path, [p])), None)
+        return next(((i, p) for p, i in self._root_cache if is_under(path, [p])), (None, None))
 
 
 def _hash_or_none(path: str) -> str | None:

@@ -239,7 +239,9 @@ def _print_page(response, as_json: bool) -> None:
         if by_date:  # the date the order follows, and whether it is only the file's
             p = hit.photo
             when = f"{p.date:%Y-%m-%d %H:%M}{' (file)' if p.date_source == 'file' else '       '}  " if p.date else " " * 25
-        typer.echo(f"{hit.rank:3d}  {hit.score:.3f}  {hit.photo.id:>6}  {when}{_show(hit.photo.path)}")
+        # Say why only when it is not the meaning alone (the usual case needs no note).
+        why = f"  [{', '.join(w.replace('_', ' ') for w in hit.why)}]" if hit.why != ["semantic"] else ""
+        typer.echo(f"{hit.rank:3d}  {hit.score:.3f}  {hit.photo.id:>6}  {when}{_show(hit.photo.path)}{why}")
     if response.cutoff is not None and response.matches is not None:
         typer.echo(f"{response.matches} photos scored {response.cutoff:.3f} or more (--min-score)", err=True)
     if response.next_offset is not None:
@@ -272,6 +274,9 @@ def search(
                                                        "cutoff calibrated to the query].", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-k", metavar="N", min=1, max=1000, help="How many results.")] = 10,
     offset: Annotated[int, typer.Option(metavar="N", min=0, help="Skip this many results (paging).")] = 0,
+    keywords: Annotated[bool, typer.Option("--keywords/--no-keywords", help="Also find photos whose file name, "
+                                           "folders, caption, keywords or text read in them (index --ocr) hold "
+                                           "the query's words.")] = True,
     as_json: JsonOpt = False,
     index: IndexOpt = None,
     database: DatabaseOpt = None,
@@ -281,8 +286,9 @@ def search(
     QUERY may add and subtract terms and weigh them: "dog - leash + snow", "2:sunset + beach".
     With --image or --similar, a QUERY refines the photo: --similar 42 "in winter".
 
-    Prints rank, score (cosine similarity), photo id and path, best first. With --json, one
-    JSON object per query, the same as the HTTP API's GET /api/search answer."""
+    Prints rank, score (cosine similarity), photo id and path, best first, and in brackets why a
+    photo matched when its words did (file name, folder, caption, keyword, ocr text). With --json,
+    one JSON object per query, the same as the HTTP API's GET /api/search answer."""
     from photoseek.search.query import SearchRequest, Term, parse_query
 
     if queries is not None and (query, image, similar) != (None, None, None):
@@ -301,7 +307,8 @@ def search(
         if query is not None:
             terms += parse_query(query, max_chars=settings.max_query_chars)
         filters = _filters(after, before, camera, folder, file_type, orientation, min_pixels)
-        base = dict(filters=filters, sort=sort.lower(), min_score=min_score, limit=limit, offset=offset)
+        base = dict(filters=filters, sort=sort.lower(), min_score=min_score, limit=limit, offset=offset,
+                    keywords=keywords)
         if queries is not None:
             if str(queries) != "-" and not queries.is_file():
                 raise BadInput(f"no such file: {queries}")

@@ -27,12 +27,14 @@ from sqlalchemy import event
 from photoseek.errors import BadInput, IndexNotFound, NotFound
 from photoseek.files import is_under, map_path, parse_path_map
 from photoseek.imaging import open_image
+from photoseek.keywords import REASONS, SEMANTIC, query_words
 from photoseek.settings import Settings
 from photoseek.storage import Catalogue, catalogue_exists, open_catalogue
 from photoseek.storage.schema import as_utc, display_path
 from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
 from photoseek.search.filters import NO_DATE, FilterColumns
+from photoseek.search.fusion import reciprocal_rank_fusion
 from photoseek.search.local import LocalVectorSearch
 from photoseek.search.query import Filters, SearchRequest, Term
 
@@ -45,6 +47,10 @@ IMAGE_CACHE_SIZE = 32
 # deviations above the query's mean score over the whole collection (see Searcher.cutoff_for).
 CUTOFF_SIGMAS = 1.5
 TEXT_BATCH_MAX = 16  # queries embedded together when they arrive at once
+# Keyword matches fused into a text query's ranking (and the depth of the ranking by meaning they are
+# fused with); sorting by date lists up to KEYWORD_MATCHES_BY_DATE of them besides the good matches by meaning.
+FUSION_DEPTH = 100
+KEYWORD_MATCHES_BY_DATE = 1000
 SEARCH_CONNECTIONS = 40
 
 
@@ -78,7 +84,10 @@ class Photo:
 @dataclass(frozen=True)
 class Hit:
     photo: Photo
-    score: float
+    score: float  # cosine similarity to the query vector, whatever brought the photo here
+    # Why it is a match: "semantic" (by meaning) and/or the fields of its text that hold a query word
+    # (photoseek.keywords.REASONS: file_name, folder, caption, keyword, ocr_text).
+    why: tuple[str, ...] = (SEMANTIC,)
 
 
 @dataclass(frozen=True)
@@ -378,35 +387,81 @@ class Searcher:
 
         Filters are part of the search, not applied after it: the page holds the best matches
         among the photos that pass them, exactly as a search over only those photos would.
-        Raises :class:`~photoseek.errors.BadInput` / :class:`~photoseek.errors.NotFound`."""
+        A text query also matches photos by the words of their file name, folders, caption,
+        keywords and text read in them (:mod:`photoseek.keywords`): by relevance, the two rankings
+        are fused (:mod:`photoseek.search.fusion`); by date, keyword matches count as matches
+        whatever their score. Raises :class:`~photoseek.errors.BadInput` / :class:`~photoseek.errors.NotFound`."""
         index = self._index
         vector = self.query_vector(request.terms)
         exclude = {t.photo_id for t in request.terms if t.photo_id is not None and t.weight > 0}
         filters = request.filters if request.filters.active else None
         if index is None or not len(index):
             return Page(request, [], None, request.min_score, None)
-        if request.sort == "relevance":
+        relevance = request.sort == "relevance"
+        keyword = {i: f for i, f in self.keyword_matches(request, filters,
+                                                         FUSION_DEPTH if relevance else KEYWORD_MATCHES_BY_DATE).items()
+                   if i not in exclude}
+        if relevance:
             cutoff = request.min_score
             want = request.offset + request.limit + 1 + len(exclude) + (8 if filters is None else 0)
-            scores, ids = index.top(vector, want, filters)
+            scores, ids = index.top(vector, max(want, FUSION_DEPTH) if keyword else want, filters)
+            dates = None
         else:
             cutoff = request.min_score if request.min_score is not None else self.cutoff_for(index, vector)
             scores, ids, dates = index.above(vector, cutoff, filters)
+        ranked = [int(i) for i in ids if i >= 0 and int(i) not in exclude]
+        score_of = {int(i): float(s) for i, s in zip(ids, scores)}
+        if keyword:
+            # Keyword matches the ranking by meaning did not reach: their own scores (and dates).
+            missing = np.asarray([i for i in keyword if i not in score_of], dtype=np.int64)
+            if len(missing):
+                extra_scores, extra_ids, extra_dates = index.scores_of(vector, missing)
+                score_of.update((int(i), float(s)) for i, s in zip(extra_ids, extra_scores))
+                if dates is not None:
+                    ids, dates = np.concatenate([ids, extra_ids]), np.concatenate([dates, extra_dates])
+        if relevance:
+            order = reciprocal_rank_fusion([ranked, list(keyword)]) if keyword else ranked
+        else:
             # By date, then id, so that every page follows the one before without gaps or repeats; photos
             # with no date at all come last either way.
             newest = request.sort == "newest"
             undated = dates == NO_DATE
-            order = np.lexsort((-ids if newest else ids, -dates if newest else dates, undated))
-            scores, ids = scores[order], ids[order]
-        pairs = [(int(i), float(s)) for i, s in zip(ids, scores)
-                 if i >= 0 and int(i) not in exclude and (cutoff is None or s >= cutoff)]
-        matches = len(pairs) if request.sort != "relevance" else None
+            order = [int(ids[i]) for i in np.lexsort((-ids if newest else ids, -dates if newest else dates, undated))
+                     if int(ids[i]) not in exclude]
+        pairs = [(i, score_of[i]) for i in order
+                 if i in score_of and (cutoff is None or score_of[i] >= cutoff or i in keyword)]
+        matches = len(pairs) if not relevance else None
         window = pairs[request.offset: request.offset + request.limit + 1 + 8]
         photos = self._photos([i for i, _ in window])
-        hits = [Hit(photos[i], s) for i, s in window if i in photos]
+        good = self.cutoff_for(index, vector) if any(i in keyword for i, _ in window) else None
+        hits = [Hit(photos[i], s, self._why(i in keyword and keyword[i], s, good)) for i, s in window if i in photos]
         more = len(hits) > request.limit or len(pairs) > request.offset + len(window)
         next_offset = request.offset + request.limit if more else None
         return Page(request, hits[:request.limit], next_offset, cutoff, matches)
+
+    def keyword_matches(self, request: SearchRequest, filters: Filters | None, limit: int) -> dict[int, tuple[str, ...]]:
+        """Photos whose text holds a word of the query's text terms with a positive weight and none of
+        a subtracted term's ("fish - red" does not find red_fish.jpg by its name), best first, with
+        the fields that hold the words; none when the request turns keywords off."""
+        if not request.keywords:
+            return {}
+        wanted = query_words(" ".join(t.text for t in request.terms if t.text is not None and t.weight > 0))
+        unwanted = query_words(" ".join(t.text for t in request.terms if t.text is not None and t.weight < 0))
+        wanted = [w for w in wanted if w not in unwanted]
+        if not wanted:
+            return {}
+        with self._engine.connect() as conn:
+            hits = self.catalogue.keyword_search(conn, wanted, filters, limit)
+            excluded = {h.id for h in self.catalogue.keyword_search(conn, unwanted, filters, 10 * limit)}
+        return {hit.id: hit.fields for hit in hits if hit.id not in excluded}
+
+    @staticmethod
+    def _why(fields, score: float, good: float | None) -> tuple[str, ...]:
+        """A photo found by meaning is a semantic match; one found by its words is also one when it
+        scores as well as sorting by date requires (the query's calibrated cutoff)."""
+        if not fields:
+            return (SEMANTIC,)
+        return ((SEMANTIC,) if good is not None and score >= good else ()) + tuple(REASONS[f] for f in fields)
 
     def facets(self, filters: Filters, *, terms: tuple[Term, ...] = (), min_score: float | None = None,
                year: int | None = None) -> dict[str, list]:
@@ -419,6 +474,10 @@ class Searcher:
             vector = self.query_vector(terms)
             cutoff = min_score if min_score is not None else self.cutoff_for(index, vector)
             _, ids, _ = index.above(vector, cutoff, None)
+            # The same photos a search sorted by date lists: keyword matches count whatever their score.
+            words = self.keyword_matches(SearchRequest(terms=tuple(terms)), None, KEYWORD_MATCHES_BY_DATE)
+            if words:
+                ids = np.union1d(ids, np.fromiter(words, dtype=np.int64))
         with self._engine.connect() as conn:
             return self.catalogue.facet_counts(conn, filters, ids=ids, year=year)
 
@@ -459,6 +518,11 @@ class Searcher:
 
     def photo(self, image_id: int) -> Photo | None:
         return self._photos([image_id]).get(image_id)
+
+    def photo_text(self, image_id: int) -> dict[str, str]:
+        """The words a photo is found by (:data:`photoseek.keywords.FIELDS`), empty if it has none."""
+        with self._engine.connect() as conn:
+            return self.catalogue.photo_texts(conn, [image_id]).get(image_id, {})
 
     def file_path(self, image_id: int) -> Path | None:
         """The real file of an indexed photo, for serving it; None for anything else."""

@@ -65,6 +65,12 @@ class LocalVectorSearch:
         order = np.argsort(-scores, kind="stable")
         return scores[order], ids[order], self.columns.dates_of(ids[order])
 
+    def scores_of(self, vector: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(score, id, date in seconds) of those of ``ids`` that are in the vector file, best first."""
+        scores, found = self._score_ids(vector, np.asarray(ids, dtype=np.int64))
+        order = np.argsort(-scores, kind="stable")
+        return scores[order], found[order], self.columns.dates_of(found[order])
+
     def score_stats(self, vector: np.ndarray) -> tuple[float, float]:
         """Mean and standard deviation of the query's score over every photo."""
         with single_threaded_openmp():

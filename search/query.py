@@ -89,6 +89,8 @@ class SearchRequest:
     min_score: float | None = None  # None: no cutoff by relevance; by date, the calibrated one
     limit: int = 24
     offset: int = 0
+    # Also match photos by the words of their file name, folders, caption, keywords and text read in them.
+    keywords: bool = True
 
     def __post_init__(self) -> None:
         if not self.terms:

@@ -121,7 +121,8 @@ def test_the_summary_names_skipped_files_and_points_to_status(tmp_path, samples_
 def test_plain_output_shows_the_id_that_similar_takes(cli_index):
     lines = run_cli("search", "a cup of coffee", "-k", "3", "--index", str(cli_index)).stdout.splitlines()
     rank, score, photo_id, path = lines[0].split(maxsplit=3)
-    assert rank == "1" and path.endswith("coffee.png") and 0 < float(score) <= 1
+    # Its file name holds a word of the query too: said in brackets after the path.
+    assert rank == "1" and path.endswith("coffee.png  [semantic, file name]") and 0 < float(score) <= 1
     similar = run_cli("search", "--similar", photo_id, "-k", "3", "--index", str(cli_index)).stdout
     assert "coffee.png" not in similar and len(similar.splitlines()) == 3
 

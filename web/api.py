@@ -22,7 +22,8 @@ from photoseek.settings import Settings
 
 from . import security
 from .schemas import (
-    ErrorResponse, FacetsResponse, PhotoOut, SearchResponse, StatusResponse, facets_out, page_out, photo_out,
+    ErrorResponse, FacetsResponse, PhotoDetailOut, SearchResponse, StatusResponse, facets_out, page_out,
+    photo_detail_out,
     DATE_PATTERN, photo_version, search_body_model, status_out,
 )
 from .service import NO_INDEX, Service, answer, run
@@ -93,10 +94,12 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         sort: Annotated[Literal["relevance", "newest", "oldest"], Query(
             description="By score, or by date (newest or oldest first) among the good matches.")] = "relevance",
         limit: Limit = DEFAULT_LIMIT, offset: Offset = 0,
+        keywords: Annotated[bool, Query(description="Also match photos by the words of their file name, folders, "
+                                        "caption, keywords and text read in them (see each result's 'why').")] = True,
     ) -> SearchResponse:
         searcher = service.need(await service.current())
         search_request = build_request(settings, q=q, similar=similar, filters=filters, sort=sort, min_score=min_score,
-                                       limit=limit, offset=offset)
+                                       limit=limit, offset=offset, keywords=keywords)
         page, source = await run(answer, searcher, search_request, settings)
         return page_out(page, source=source, root=root_path(request), model_id=searcher.model_id)
 
@@ -116,7 +119,7 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
                           camera=f.camera, folder=f.folder,
                           types=tuple(t.lower() for t in f.type), orientation=f.orientation, min_pixels=f.min_pixels)
         search = SearchRequest(terms=tuple(terms), filters=filters, sort=body.sort, min_score=body.min_score,
-                               limit=body.limit, offset=body.offset)
+                               limit=body.limit, offset=body.offset, keywords=body.keywords)
         page, source = await run(answer, searcher, search, settings)
         return page_out(page, source=source, root=root_path(request), model_id=searcher.model_id)
 
@@ -182,11 +185,11 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
             raise NotFound(f"no photo has id {image_id}")
         return searcher, photo
 
-    @api.get("/images/{image_id}", response_model=PhotoOut, tags=["images"], summary="A photo's metadata",
+    @api.get("/images/{image_id}", response_model=PhotoDetailOut, tags=["images"], summary="A photo's metadata",
              responses={404: errors[404]})
-    async def image(request: Request, image_id: ImageId) -> PhotoOut:
-        _, photo = await _photo(image_id)
-        return photo_out(photo, root_path(request))
+    async def image(request: Request, image_id: ImageId) -> PhotoDetailOut:
+        searcher, photo = await _photo(image_id)
+        return photo_detail_out(photo, await run(searcher.photo_text, image_id), root_path(request))
 
     @api.get("/images/{image_id}/thumbnail", tags=["images"], summary="A photo's thumbnail (WebP)",
              response_class=FileResponse, responses={

@@ -28,7 +28,7 @@ from photoseek.settings import Settings
 
 from . import security
 from .api import ImageId, root_path
-from .schemas import FacetsResponse, FacetValue, facets_out, hits_out, language_hint_out, photo_out
+from .schemas import FacetsResponse, FacetValue, facets_out, hits_out, language_hint_out, photo_detail_out, photo_out
 from .service import Service, answer, run, search_request
 from .uploads import UploadError, read_body, read_upload
 
@@ -55,6 +55,7 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
     env.filters["human_size"] = human_size
     env.filters["when"] = when
     env.filters["day"] = day
+    env.filters["why_label"] = why_label
     templates = Jinja2Templates(env=env)
     router = APIRouter(include_in_schema=False)
 
@@ -186,7 +187,7 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
         if photo is None:
             raise NotFound(f"no photo has id {image_id}")
         context = await run(base_context, request, searcher)
-        context["photo"] = photo_out(photo, context["root"])
+        context["photo"] = photo_detail_out(photo, await run(searcher.photo_text, image_id), context["root"])
         return render(request, "photo.html", context)
 
     @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
@@ -326,6 +327,15 @@ class Asked:
     def filtered(self) -> bool:
         return any((self.after, self.before, self.camera, self.folder, self.types, self.orientation, self.min_pixels))
 
+
+
+# Why a result matched, in words (the same as web/static/app.js's WHY).
+WHY_LABELS = {"semantic": "by meaning", "file_name": "file name", "folder": "folder", "caption": "caption",
+              "keyword": "keyword", "ocr_text": "text in photo"}
+
+
+def why_label(reason: str) -> str:
+    return WHY_LABELS.get(reason, reason)
 
 def _number(value: str, name: str, kind: type) -> Any:
     if not value:

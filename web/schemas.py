@@ -48,9 +48,32 @@ class PhotoOut(BaseModel):
     page_url: str = Field(description="The photo's page in the web UI.")
 
 
+class PhotoDetailOut(PhotoOut):
+    """An indexed photo with the words it can be found by besides its looks."""
+
+    caption: str | None = Field(default=None, description="The description written into the photo (EXIF, IPTC or "
+                                "XMP), if any.")
+    keywords: list[str] = Field(default=[], description="Keywords written into the photo (IPTC or XMP).")
+    ocr_text: str | None = Field(default=None, description="Text read in the photo (photoseek index --ocr), if any.")
+
+
+def photo_detail_out(photo: Photo, text: dict[str, str], root: str = "") -> PhotoDetailOut:
+    keywords = [k.strip() for k in text.get("keywords", "").split(",") if k.strip()]
+    return PhotoDetailOut(**photo_out(photo, root).model_dump(), caption=text.get("caption") or None,
+                          keywords=keywords, ocr_text=text.get("ocr") or None)
+
+
+# Why a photo is a result (photoseek.keywords.REASONS, and "semantic").
+Reason = Literal["semantic", "file_name", "folder", "caption", "keyword", "ocr_text"]
+
+
 class HitOut(BaseModel):
     rank: int = Field(description="1-based position in the whole result list.", examples=[1])
     score: float = Field(description="Cosine similarity to the query; higher is closer.", examples=[0.31])
+    why: list[Reason] = Field(default=["semantic"], min_length=1, examples=[["semantic", "ocr_text"]], description=(
+        "Why it matched: 'semantic' (by meaning: the photo looks like the query; for a keyword match, it also scores "
+        "as well as the query's calibrated cutoff), and the parts of the photo's text holding a word of the query: "
+        "'file_name', 'folder', 'caption', 'keyword' (keywords written into the photo), 'ocr_text' (text read in it)."))
     photo: PhotoOut
 
 
@@ -143,6 +166,9 @@ def search_body_model(max_query_chars: int, max_upload_bytes: int) -> type[BaseM
         min_score=(float | None, Field(default=None, ge=-1, le=1)),
         limit=(int, Field(default=24, ge=1, le=200)),
         offset=(int, Field(default=0, ge=0, le=100_000)),
+        keywords=(bool, Field(default=True, description="Also match photos by the words of their file name, folders, "
+                                                        "caption, keywords and text read in them (fused with the "
+                                                        "ranking by meaning).")),
     )
 
 
@@ -299,7 +325,8 @@ def photo_out(photo: Photo, root: str = "") -> PhotoOut:
 
 
 def hits_out(hits: list[Hit], offset: int, root: str = "") -> list[HitOut]:
-    return [HitOut(rank=offset + i + 1, score=round(h.score, 6), photo=photo_out(h.photo, root)) for i, h in enumerate(hits)]
+    return [HitOut(rank=offset + i + 1, score=round(h.score, 6), why=list(h.why), photo=photo_out(h.photo, root))
+            for i, h in enumerate(hits)]
 
 
 def search_response(kind: Literal["text", "image", "similar"], hits: list[Hit], *, limit: int, offset: int,

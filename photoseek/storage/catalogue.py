@@ -24,7 +24,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from photoseek.errors import PhotoseekError
-from photoseek.storage.schema import ImageRow, IndexRun, Meta, Root, SkippedFile, photo_date, utcnow
+from photoseek.keywords import FIELDS, document
+from photoseek.storage.schema import ImageRow, IndexRun, Meta, PhotoText, Root, SkippedFile, photo_date, utcnow
 
 if TYPE_CHECKING:
     from photoseek.search.query import Filters
@@ -48,6 +49,12 @@ class IndexLocked(PhotoseekError, RuntimeError):
 
     kind = "index_locked"
     status = 409
+
+
+@dataclass(frozen=True)
+class KeywordHit:
+    id: int
+    fields: tuple[str, ...]  # which of photoseek.keywords.FIELDS hold a query word
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,13 @@ class Catalogue:
 
     def _find_bytes(self, haystack, needle: bytes):
         """1-based position of ``needle`` in a bytes expression, 0 if absent."""
+        raise NotImplementedError
+
+    def keyword_search(self, conn, words: list[str], filters: Filters | None, limit: int) -> list[KeywordHit]:
+        """The photos whose keyword document (:class:`~photoseek.storage.schema.PhotoText`) holds any
+        of ``words`` (stemmed: "receipts" finds "receipt"), among ``filters``, best first (more of the
+        words, rarer words, in weightier fields: :data:`photoseek.keywords.FIELD_WEIGHTS`), each
+        with the fields that matched."""
         raise NotImplementedError
 
     def wipe(self) -> None:
@@ -230,7 +244,7 @@ class Catalogue:
             session.execute(delete(SkippedFile).where(SkippedFile.path.in_(paths[start:start + CHUNK])))
 
     def touch(self, session: Session, row_id: int, mtime_ns: int, *, path: str | None = None,
-              root_id: int | None = None) -> None:
+              root_id: int | None = None, root: str | None = None) -> None:
         """A file whose modification time (and, for a move, path) changed but whose content did not: a
         photo dated by its file (no EXIF date) moves with the new time."""
         file_date, _ = photo_date(None, mtime_ns)
@@ -238,6 +252,9 @@ class Catalogue:
                                                          else_=ImageRow.photo_date))
         if path is not None:
             values.update(path=path, root_id=root_id)
+            moved = document(path, root)  # a moved photo is found by its new name and folders
+            session.execute(update(PhotoText).where(PhotoText.image_id == row_id)
+                            .values(name=moved["name"], folders=moved["folders"]))
         session.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
 
     def remove_photos(self, session: Session, ids: list[int]) -> None:
@@ -246,14 +263,17 @@ class Catalogue:
 
     @staticmethod
     def new_photo(path: str, root_id: int | None, mtime_ns: int, info, size_bytes: int, content_hash: str,
-                  vector: np.ndarray) -> ImageRow:
-        """A row for a freshly embedded photo (``info``: :class:`photoseek.imaging.PhotoInfo`)."""
+                  vector: np.ndarray, *, root: str | None = None) -> ImageRow:
+        """A row for a freshly embedded photo (``info``: :class:`photoseek.imaging.PhotoInfo`), with
+        its keyword document (``root``: the indexed folder it is in)."""
         when, source = photo_date(info.taken_at, mtime_ns)
+        words = document(path, root, caption=getattr(info, "caption", None), keywords=getattr(info, "keywords", ()) or (),
+                         ocr=getattr(info, "ocr_text", None))
         return ImageRow(
             path=path, root_id=root_id, size_bytes=size_bytes, mtime_ns=mtime_ns, content_hash=content_hash,
             width=info.width, height=info.height, taken_at=info.taken_at, camera_make=info.camera_make,
             camera_model=info.camera_model, embedding=np.asarray(vector, dtype=np.float32), file_type=info.file_type,
-            photo_date=when, date_source=source,
+            photo_date=when, date_source=source, text=PhotoText(**words),
         )
 
     def write_batch(self, session: Session, rows: list[ImageRow], replaced: list[int]) -> list[int]:
@@ -297,6 +317,12 @@ class Catalogue:
     def photo_rows(self, conn, ids: list[int]) -> list:
         """The rows of PHOTO_COLUMNS for ``ids`` (any order; unknown ids are left out)."""
         return conn.execute(select(*PHOTO_COLUMNS).where(ImageRow.id.in_(ids))).all() if ids else []
+
+    def photo_texts(self, conn, ids: list[int]) -> dict[int, dict[str, str]]:
+        """The keyword documents of ``ids`` (those that have one), field by field."""
+        columns = [getattr(PhotoText, f) for f in FIELDS]
+        rows = conn.execute(select(PhotoText.image_id, *columns).where(PhotoText.image_id.in_(ids))).all() if ids else []
+        return {r[0]: dict(zip(FIELDS, r[1:])) for r in rows}
 
     def photo_path(self, conn, image_id: int) -> str | None:
         return conn.execute(select(ImageRow.path).where(ImageRow.id == image_id)).scalar_one_or_none()

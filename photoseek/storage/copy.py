@@ -28,14 +28,14 @@ from sqlalchemy.engine import Connection
 from photoseek.errors import BadInput, IndexNotFound, PhotoseekError
 from photoseek.storage import catalogue_exists, open_catalogue, sqlite_path
 from photoseek.storage.catalogue import CREATED_AT, DIM, GENERATION, INDEX_UID, MODEL_ID, Catalogue
-from photoseek.storage.schema import ImageRow, IndexRun, Meta, Root, SkippedFile
+from photoseek.storage.schema import ImageRow, IndexRun, Meta, PhotoText, Root, SkippedFile
 
 if TYPE_CHECKING:
     from photoseek.settings import Settings
 
 BATCH = 2000  # photos read and written at a time (with 512-d embeddings, about 4 MB)
 # Parents before children (images point at roots); deleted in the reverse order.
-TABLES = (Root, IndexRun, SkippedFile, ImageRow)
+TABLES = (Root, IndexRun, SkippedFile, ImageRow, PhotoText)  # in the order rows may be inserted
 
 
 class TargetNotEmpty(PhotoseekError):
@@ -135,7 +135,9 @@ def _copy(source: Catalogue, target: Catalogue, *, replace: bool, batch: int,
                 copied += len(rows)
                 if progress is not None:
                     progress(copied)
-            target.rows_inserted_with_ids(dst, TABLES)
+            for rows in _batches(src, PhotoText, batch):
+                target.insert_rows(dst, PhotoText, rows)
+            target.rows_inserted_with_ids(dst, [t for t in TABLES if "id" in t.__table__.c])
             # A new id and a later generation: a server holding the target's old state drops it.
             for key, value in ((INDEX_UID, uuid.uuid4().hex), (GENERATION, str(generation + 1))):
                 dst.execute(delete(Meta).where(Meta.key == key))
@@ -147,8 +149,9 @@ def _copy(source: Catalogue, target: Catalogue, *, replace: bool, batch: int,
 
 
 def _batches(conn: Connection, table, size: int) -> Iterator[list[dict]]:
-    """Every row of ``table`` as dicts of column values, in id order, ``size`` at a time."""
-    result = conn.execution_options(yield_per=size).execute(select(table.__table__).order_by(table.id))
+    """Every row of ``table`` as dicts of column values, in key order, ``size`` at a time."""
+    key = list(table.__table__.primary_key.columns)
+    result = conn.execution_options(yield_per=size).execute(select(table.__table__).order_by(*key))
     for part in result.mappings().partitions(size):
         yield [dict(row) for row in part]
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from photoseek.errors import PhotoseekError
 
 # Every revision, oldest first; the last is the head. Keep in step with alembic/versions.
-REVISIONS = ("0001", "0002")
+REVISIONS = ("0001", "0002", "0004")
 HEAD = REVISIONS[-1]
 # SQLite's user_version before Alembic -> the revision it equals. New SQLite files get
 # ALEMBIC_ERA, so that a photoseek from before Alembic refuses them as "newer" instead of
@@ -82,6 +82,7 @@ def upgrade(engine: Engine) -> None:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
             Base.metadata.create_all(conn)
+            create_text_search(conn)
             command.stamp(config, HEAD)
         elif current == OLDER:
             if "alembic_version" not in inspect(conn).get_table_names():
@@ -89,6 +90,15 @@ def upgrade(engine: Engine) -> None:
             command.upgrade(config, HEAD)
         if conn.dialect.name == "sqlite":
             conn.execute(text(f"PRAGMA user_version = {ALEMBIC_ERA}"))
+
+
+def create_text_search(conn: Connection) -> None:
+    """The back end's full-text index over photo_text (its own SQL lives in its own module)."""
+    if conn.dialect.name == "postgresql":
+        from photoseek.storage.postgres import create_text_search as create
+    else:
+        from photoseek.storage.sqlite import create_text_search as create
+    create(conn)
 
 
 def _config(conn: Connection):

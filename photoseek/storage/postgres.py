@@ -16,17 +16,20 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
-from sqlalchemy import BigInteger, Float, LargeBinary, Text, bindparam, cast, create_engine, delete, func, literal, select, text
+from sqlalchemy import (
+    BigInteger, Float, LargeBinary, Text, bindparam, cast, create_engine, delete, func, literal, literal_column, select, text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from photoseek.errors import IndexNotFound, PhotoseekError, Unavailable
 from photoseek.storage import migrations
+from photoseek.keywords import FIELD_WEIGHTS, FIELDS
 from photoseek.storage.catalogue import (
-    CREATED_AT, DIM, GENERATION, INDEX_UID, MODEL_ID, Catalogue, IndexLocked,
+    CREATED_AT, DIM, GENERATION, INDEX_UID, MODEL_ID, Catalogue, IndexLocked, KeywordHit,
 )
-from photoseek.storage.schema import ImageRow, IndexRun, Meta, Root, SkippedFile
+from photoseek.storage.schema import ImageRow, IndexRun, Meta, PhotoText, Root, SkippedFile
 
 # The advisory lock the writer holds ('PSK1'); one catalogue per database, so one key.
 WRITER_LOCK_KEY = 0x50534B31
@@ -35,6 +38,26 @@ HNSW_INDEX = "ix_images_embedding_hnsw"
 # photo, where a graph search needs many candidates: on 100,000 photo-like vectors, recall@24 of a
 # text-like query is 0.30 at 100, 0.64 at 400 and 0.86 at 1,000, for 8 -> 20 ms (bench/postgres.py).
 HNSW_EF_SEARCH = 1000
+
+
+# Full-text search over photo_text: a stored tsvector of every field (English stemming, weighted
+# as photoseek.keywords.FIELD_WEIGHTS by ts_rank's four classes) with a GIN index. PostgreSQL
+# computes it on every write of the row, in the same transaction.
+TEXT_CONFIG = "english"
+_CLASSES = {3.0: "A", 1.5: "B", 1.0: "C"}
+_DOCUMENT = " || ".join(f"setweight(to_tsvector('{TEXT_CONFIG}', coalesce({f}, '')), '{_CLASSES[FIELD_WEIGHTS[f]]}')"
+                        for f in FIELDS)
+TEXT_SEARCH_DDL = (
+    f"ALTER TABLE photo_text ADD COLUMN document tsvector GENERATED ALWAYS AS ({_DOCUMENT}) STORED",
+    "CREATE INDEX ix_photo_text_document ON photo_text USING gin (document)",
+)
+# ts_rank's weights for classes {D, C, B, A}.
+_RANK_WEIGHTS = "{0.1, 0.33, 0.5, 1.0}"
+
+
+def create_text_search(conn) -> None:
+    for statement in TEXT_SEARCH_DDL:
+        conn.execute(text(statement))
 
 
 def _normalise(url: str) -> str:
@@ -87,7 +110,7 @@ class PostgresCatalogue(Catalogue):
         so servers drop what they hold. Ids are not reused: the sequences go on."""
         with self.engine.begin() as conn:
             generation = int(conn.execute(select(Meta.value).where(Meta.key == GENERATION)).scalar_one_or_none() or 0)
-            for table in (ImageRow, SkippedFile, IndexRun, Root):
+            for table in (PhotoText, ImageRow, SkippedFile, IndexRun, Root):
                 conn.execute(delete(table))
             conn.execute(delete(Meta).where(Meta.key.in_((MODEL_ID, DIM, CREATED_AT, INDEX_UID, GENERATION))))
             self.drop_search_index(conn)
@@ -177,6 +200,21 @@ class PostgresCatalogue(Catalogue):
 
     # -- vectors -----------------------------------------------------------------------------
 
+    def keyword_search(self, conn, words, filters, limit):
+        if not words:
+            return []
+        # Words are letters and digits only (photoseek.keywords.query_words): "a | b" is a valid tsquery.
+        query = func.to_tsquery(TEXT_CONFIG, " | ".join(words))
+        document = literal_column("photo_text.document")
+        matched = [func.to_tsvector(TEXT_CONFIG, func.coalesce(getattr(PhotoText, f), "")).op("@@")(query)
+                   for f in FIELDS]
+        rank = func.ts_rank(literal_column(f"'{_RANK_WEIGHTS}'::float4[]"), document, query)
+        rows = conn.execute(
+            select(PhotoText.image_id, *matched).join(ImageRow, ImageRow.id == PhotoText.image_id)
+            .where(document.op("@@")(query), *self.filter_clauses(filters))
+            .order_by(rank.desc(), PhotoText.image_id).limit(limit)).all()
+        return [KeywordHit(int(r[0]), tuple(f for f, hit in zip(FIELDS, r[1:]) if hit)) for r in rows]
+
     def vector_search(self, dim: int, settings):
         return PgVectorSearch(self, dim, settings.hnsw_above)
 
@@ -242,11 +280,24 @@ class PgVectorSearch:
             rows = conn.execute(select(ImageRow.id, -distance, seconds)
                                 .where(*self.catalogue.filter_clauses(filters), distance <= -float(cutoff))
                                 .order_by(distance, ImageRow.id)).all()
-        scores, ids = _arrays(rows)
+        return self._with_dates(rows)
+
+    @staticmethod
+    def _with_dates(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from photoseek.search.filters import NO_DATE
 
+        scores, ids = _arrays(rows)
         dates = np.fromiter((NO_DATE if r[2] is None else int(r[2]) for r in rows), dtype=np.int64, count=len(rows))
         return scores, ids, dates
+
+    def scores_of(self, vector: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(score, id, photo date in seconds) of those of ``ids`` that exist, best first."""
+        distance = self._distance(vector, approximate=False)
+        seconds = func.extract("epoch", ImageRow.photo_date)
+        with self.catalogue.engine.connect() as conn:
+            rows = conn.execute(select(ImageRow.id, -distance, seconds)
+                                .where(ImageRow.id.in_([int(i) for i in ids])).order_by(distance, ImageRow.id)).all()
+        return self._with_dates(rows)
 
     def score_stats(self, vector: np.ndarray) -> tuple[float, float]:
         """Mean and (population) standard deviation of the query's score over every photo."""

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 
@@ -120,11 +120,30 @@ class ImageRow(Base):
     # "newest first" use. ``date_source`` says which: "exif" or "file".
     photo_date: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     date_source: Mapped[str | None] = mapped_column(String(4))
+    # Schema 4 (0004): the words it can be found by (written with the row, deleted with it).
+    text: Mapped[PhotoText | None] = relationship(cascade="all, delete-orphan", passive_deletes=True, lazy="raise")
 
     @property
     def display_path(self) -> str:
         """The path as text for people: undecodable bytes shown as U+FFFD."""
         return display_path(self.path)
+
+
+class PhotoText(Base):
+    """The words a photo can be found by besides its pixels' meaning: its file name, its folders'
+    names, the caption and keywords written into it (EXIF/IPTC/XMP) and, with ``photoseek index
+    --ocr``, the text read in it. One row per photo, removed with it. Each back end keeps a
+    full-text index over these columns (SQLite: FTS5; PostgreSQL: a tsvector with GIN), built by
+    :mod:`photoseek.storage.sqlite` / :mod:`photoseek.storage.postgres`, and answers
+    :meth:`photoseek.storage.Catalogue.keyword_search`."""
+
+    __tablename__ = "photo_text"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(1000), default="")
+    folders: Mapped[str] = mapped_column(String(4000), default="")
+    caption: Mapped[str] = mapped_column(String(4000), default="")
+    keywords: Mapped[str] = mapped_column(String(4000), default="")
+    ocr: Mapped[str] = mapped_column(String(8000), default="")
 
 
 class SkippedFile(Base):

@@ -19,14 +19,38 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from sqlalchemy import LargeBinary, create_engine, event, func, literal, literal_column, select, text
+from sqlalchemy import LargeBinary, column, create_engine, event, func, literal, literal_column, select, table, text
 from sqlalchemy.exc import OperationalError
 
 from photoseek.errors import PhotoseekError
+from photoseek.keywords import FIELD_WEIGHTS, FIELDS
 from photoseek.storage import migrations
-from photoseek.storage.catalogue import INDEX_UID, Catalogue, IndexLocked
+from photoseek.storage.catalogue import INDEX_UID, Catalogue, IndexLocked, KeywordHit
+from photoseek.storage.schema import ImageRow
 
 LOCK_NAME = "index.lock"
+# Full-text search over photo_text (schema.PhotoText): an FTS5 index whose content is that table,
+# kept in step by triggers, so every write of a photo's words (or its deletion, also by cascade
+# from images) updates the index in the same transaction.
+_COLUMNS = ", ".join(FIELDS)
+_NEW = ", ".join(f"new.{f}" for f in FIELDS)
+_OLD = ", ".join(f"old.{f}" for f in FIELDS)
+TEXT_SEARCH_DDL = (
+    f"CREATE VIRTUAL TABLE photo_text_fts USING fts5({_COLUMNS}, content='photo_text', content_rowid='image_id', "
+    "tokenize='porter unicode61 remove_diacritics 2')",
+    f"CREATE TRIGGER photo_text_ai AFTER INSERT ON photo_text BEGIN "
+    f"INSERT INTO photo_text_fts(rowid, {_COLUMNS}) VALUES (new.image_id, {_NEW}); END",
+    f"CREATE TRIGGER photo_text_ad AFTER DELETE ON photo_text BEGIN "
+    f"INSERT INTO photo_text_fts(photo_text_fts, rowid, {_COLUMNS}) VALUES ('delete', old.image_id, {_OLD}); END",
+    f"CREATE TRIGGER photo_text_au AFTER UPDATE ON photo_text BEGIN "
+    f"INSERT INTO photo_text_fts(photo_text_fts, rowid, {_COLUMNS}) VALUES ('delete', old.image_id, {_OLD}); "
+    f"INSERT INTO photo_text_fts(rowid, {_COLUMNS}) VALUES (new.image_id, {_NEW}); END",
+)
+
+
+def create_text_search(conn) -> None:
+    for statement in TEXT_SEARCH_DDL:
+        conn.exec_driver_sql(statement)
 
 
 class SqliteCatalogue(Catalogue):
@@ -149,6 +173,21 @@ class SqliteCatalogue(Catalogue):
         # One JSON array, not one parameter per id (SQLite allows 999 or 32,766, depending on its build).
         values = select(literal_column("value")).select_from(func.json_each(literal(json.dumps([int(i) for i in ids]))))
         return column.in_(values)
+
+    def keyword_search(self, conn, words, filters, limit):
+        if not words:
+            return []
+        fts = table("photo_text_fts", column("rowid"))
+        rowid, name = fts.c.rowid, literal_column("photo_text_fts")
+        # Each word quoted: FTS5 then reads it as a term, never as query syntax.
+        match = " OR ".join(f'"{w}"' for w in words)
+        # Which fields matched: highlight() marks matched terms in a field; a mark means a match there.
+        matched = [func.instr(func.highlight(name, i, "\x01", ""), "\x01") > 0 for i in range(len(FIELDS))]
+        rows = conn.execute(
+            select(rowid, *matched).select_from(fts.join(ImageRow, ImageRow.id == rowid))
+            .where(text("photo_text_fts MATCH :match").bindparams(match=match), *self.filter_clauses(filters))
+            .order_by(func.bm25(name, *(FIELD_WEIGHTS[f] for f in FIELDS)), rowid).limit(limit)).all()
+        return [KeywordHit(int(r[0]), tuple(f for f, hit in zip(FIELDS, r[1:]) if hit)) for r in rows]
 
     def _year(self, column):
         return func.strftime("%Y", column)

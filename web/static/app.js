@@ -194,6 +194,15 @@
 
   // -- rendering -----------------------------------------------------------------------------
 
+  // Why a result matched, in words (the API's "why"); the usual "by meaning" alone goes unsaid on tiles.
+  const WHY = { semantic: 'by meaning', file_name: 'file name', folder: 'folder', caption: 'caption',
+    keyword: 'keyword', ocr_text: 'text in photo' };
+  const whyText = (why) => (why || ['semantic']).map((w) => WHY[w] || w).join(' · ');
+  function whyBadge(why) {
+    if (!why || (why.length === 1 && why[0] === 'semantic')) return null;
+    return el('span', { class: 'tile-why', title: 'Why it matched', text: whyText(why) });
+  }
+
   function tile(hit, index) {
     const photo = hit.photo;
     const score = hit.score.toFixed(3);
@@ -222,6 +231,7 @@
         el('span', { class: 'tile-name', text: photo.name }),
         el('span', { class: 'score', text: score })),
       day,
+      whyBadge(hit.why),
       similarBtn);
     // Justified rows: each tile grows in proportion to its aspect ratio (CSSOM, allowed by the CSP).
     const ratio = Math.min(3, Math.max(0.4, (photo.width || 1) / (photo.height || 1)));
@@ -604,7 +614,7 @@
   const detailImg = $('detail-img');
   let detailPhoto = null;
 
-  function fillDetail(photo, score) {
+  function fillDetail(photo, score, why) {
     detailPhoto = photo;
     $('detail-name').textContent = photo.name;
     $('detail-path').textContent = photo.path;
@@ -616,6 +626,7 @@
     $('detail-size').textContent = humanSize(photo.size_bytes);
     $('detail-dims').textContent = `${photo.width} × ${photo.height}`;
     $('detail-score').textContent = score === null ? '—' : score.toFixed(3);
+    $('detail-why').textContent = score === null ? '—' : whyText(why);
     $('detail-original').href = photo.file_url;
     // The small thumbnail is usually cached already: show it at once, then swap in the large one.
     detailImg.src = photo.thumbnail_url;
@@ -634,7 +645,7 @@
     const hit = view.results[index];
     if (!hit) return;
     detailIndex = index;
-    fillDetail(hit.photo, hit.score);
+    fillDetail(hit.photo, hit.score, hit.why);
     if (!dialog.open) dialog.showModal();
     const state = { ...(history.state || stateFor(view)), detail: hit.photo.id };
     if (push && !(history.state && history.state.detail)) history.pushState(state, '', urlFor(view));
@@ -815,7 +826,7 @@
       const index = view.results.findIndex((hit) => hit.photo.id === entry.detail);
       if (index >= 0) {
         detailIndex = index;
-        fillDetail(view.results[index].photo, view.results[index].score);
+        fillDetail(view.results[index].photo, view.results[index].score, view.results[index].why);
         if (!dialog.open) dialog.showModal();
         history.replaceState({ ...(history.state || stateFor(view)), detail: entry.detail }, '', urlFor(view));
       }
