@@ -62,7 +62,8 @@ def main() -> None:
 
     encoder = load_encoder("offline")
     files = sorted(p.name for p in SAMPLES.iterdir() if p.name in LABELS)
-    print(f"{len(LABELS)} photos, {sum(len(q) for q in LABELS.values())} labelled queries, encoder {encoder.model_id}")
+    queries = {q for qs in LABELS.values() for q in qs}
+    print(f"{len(LABELS)} photos, {len(queries)} labelled queries, encoder {encoder.model_id}")
     print(f"{'file names':<22}{'keywords':<10}" + "".join(f"{k:>8}" for k in [*(f'R@{k}' for k in KS), 'MRR']))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -51,6 +51,7 @@ TEXT_BATCH_MAX = 16  # queries embedded together when they arrive at once
 # fused with); sorting by date lists up to KEYWORD_MATCHES_BY_DATE of them besides the good matches by meaning.
 FUSION_DEPTH = 100
 KEYWORD_MATCHES_BY_DATE = 1000
+COMMON_WORD_SHARE = 0.5  # a word in more than this share of the photos' text is not matched as a keyword
 SEARCH_CONNECTIONS = 40
 
 
@@ -451,6 +452,13 @@ class Searcher:
         if not wanted:
             return {}
         with self._engine.connect() as conn:
+            # A word in most photos' text (a folder every photo is in: "camera roll") tells none apart:
+            # its matches would only reshuffle the ranking by meaning.
+            most = max(1, int(COMMON_WORD_SHARE * len(self)))
+            counts = self.catalogue.word_counts(conn, wanted, most + 1)
+            wanted = [w for w in wanted if counts[w] <= most]
+            if not wanted:
+                return {}
             hits = self.catalogue.keyword_search(conn, wanted, filters, limit)
             excluded = {h.id for h in self.catalogue.keyword_search(conn, unwanted, filters, 10 * limit)}
         return {hit.id: hit.fields for hit in hits if hit.id not in excluded}

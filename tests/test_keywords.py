@@ -57,7 +57,7 @@ def trip(request, tmp_path_factory, samples_dir, offline_encoder, settings_facto
     from photoseek.search import Searcher
 
     base = tmp_path_factory.mktemp(f"trip_{request.param}")
-    photos = base / "photos"
+    photos = base / "holiday snaps"
     lisbon = photos / "2019-05 Lisbon"
     lisbon.mkdir(parents=True)
     for i, name in enumerate(["bear.jpg", "mountain.jpg", "island.jpg"], start=1):
@@ -108,6 +108,13 @@ def test_filters_apply_to_keyword_matches(trip):
     assert _names(elsewhere) == ["coffee.png"] and elsewhere.hits[0].why == ("semantic",)
     inside = _search(searcher, "invoice", limit=10, filters=Filters(folder=str(photos / "2019-05 Lisbon")))
     assert "invoice_2023_scan.jpg" not in _names(inside)
+
+
+def test_a_word_in_every_photos_folder_tells_none_apart_and_changes_nothing(trip):
+    searcher, *_ = trip
+    page = _search(searcher, "snaps of a dog", limit=8)
+    assert all(h.why == ("semantic",) for h in page.hits)
+    assert _names(page) == _names(_search(searcher, "snaps of a dog", limit=8, keywords=False))
 
 
 def test_a_subtracted_word_finds_nothing_by_its_name(trip):

@@ -140,6 +140,11 @@ class Catalogue:
         with the fields that matched."""
         raise NotImplementedError
 
+    def word_counts(self, conn, words: list[str], cap: int) -> dict[str, int]:
+        """How many photos' documents hold each of ``words``, counted up to ``cap`` (a common word
+        costs no more than a rare one)."""
+        raise NotImplementedError
+
     def wipe(self) -> None:
         """Empty the catalogue for ``photoseek index --rebuild``: a new id, no rows."""
         raise NotImplementedError

@@ -215,6 +215,11 @@ class PostgresCatalogue(Catalogue):
             .order_by(rank.desc(), PhotoText.image_id).limit(limit)).all()
         return [KeywordHit(int(r[0]), tuple(f for f, hit in zip(FIELDS, r[1:]) if hit)) for r in rows]
 
+    def word_counts(self, conn, words, cap):
+        count = text(f"SELECT count(*) FROM (SELECT 1 FROM photo_text WHERE document @@ to_tsquery('{TEXT_CONFIG}', :w) "
+                     "LIMIT :cap) AS m")
+        return {w: conn.execute(count, {"w": w, "cap": int(cap)}).scalar_one() for w in words}
+
     def vector_search(self, dim: int, settings):
         return PgVectorSearch(self, dim, settings.hnsw_above)
 

@@ -189,6 +189,10 @@ class SqliteCatalogue(Catalogue):
             .order_by(func.bm25(name, *(FIELD_WEIGHTS[f] for f in FIELDS)), rowid).limit(limit)).all()
         return [KeywordHit(int(r[0]), tuple(f for f, hit in zip(FIELDS, r[1:]) if hit)) for r in rows]
 
+    def word_counts(self, conn, words, cap):
+        count = text("SELECT count(*) FROM (SELECT rowid FROM photo_text_fts WHERE photo_text_fts MATCH :w LIMIT :cap)")
+        return {w: conn.execute(count, {"w": f'"{w}"', "cap": int(cap)}).scalar_one() for w in words}
+
     def _year(self, column):
         return func.strftime("%Y", column)
 
