@@ -260,8 +260,8 @@ class Searcher:
         # costs no model call.
         self._text_cache = _Lru(TEXT_CACHE_SIZE)
         self._image_cache = _Lru(IMAGE_CACHE_SIZE)
-        self._embed_texts = Coalescer(lambda texts: self._encode(lambda enc: enc.encode_texts(texts)),
-                                      max_batch=TEXT_BATCH_MAX)
+        self._text_encoder = None  # the encoder's text side alone, when it has one without torch
+        self._embed_texts = Coalescer(self._encode_texts, max_batch=TEXT_BATCH_MAX)
         self._index = None  # LocalVectorSearch or the back end's own (PgVectorSearch); None: nothing indexed yet
         self._loaded_generation = -1
         self._reload_lock = threading.Lock()
@@ -300,7 +300,7 @@ class Searcher:
                 index = self.catalogue.vector_search(dim, self.settings)
             if model_id != self.model_id:  # rebuilt with another model
                 with self._encoder_lock:
-                    self.model_id, self._encoder = model_id, None
+                    self.model_id, self._encoder, self._text_encoder = model_id, None, None
                     self._text_cache.clear()
                     self._image_cache.clear()
             self._index, self._loaded_generation = index, generation
@@ -353,6 +353,21 @@ class Searcher:
                                     max_pixels=self.settings.max_image_pixels)
             vector = self._image_cache.put(key, self._encode(lambda enc: enc.encode_images([decoded]))[0])
         return vector
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Text queries through the full encoder when it is loaded (a server), else through its text
+        side alone where it has one without torch (:mod:`photoseek.encoders.text_side`): a terminal
+        search by words then imports no torch. Both give the same vectors."""
+        encoder = self._encoder or self._text_encoder
+        if encoder is None:
+            from photoseek.encoders.text_side import load_text_encoder
+
+            with self._encoder_lock:
+                if self._text_encoder is None and self._encoder is None and self.model_id:
+                    self._text_encoder = load_text_encoder(self.model_id)
+            encoder = self._encoder or self._text_encoder or self.encoder
+        with self._inference_lock:
+            return encoder.encode_texts(texts)
 
     def _encode(self, fn) -> np.ndarray:
         encoder = self.encoder

@@ -326,7 +326,39 @@ def test_minilm_without_sentence_transformers_gives_its_vectors():
     theirs = SentenceTransformer(str(minilm_path()), device="cpu", local_files_only=True).encode(
         texts, convert_to_tensor=True, normalize_embeddings=True)
     assert ours.shape == (len(texts), 384)
-    assert float((ours * theirs.float()).sum(dim=1).min()) > 0.9999
+    assert float((ours * theirs.float().numpy()).sum(axis=1).min()) > 0.9999
+
+
+def test_a_terminal_search_by_words_imports_no_torch(demo_index, tmp_path):
+    """An offline index answers `photoseek search WORDS` through its text side alone (NumPy): torch,
+    whose import is most of a terminal search's time, is never imported; the results are the server's."""
+    import json
+    import subprocess
+    import sys
+
+    from photoseek.encoders import load_encoder
+    from photoseek.search import Searcher
+
+    code = """
+import json, sys
+from photoseek.cli import main
+sys.argv = ["photoseek", "search", "a cup of coffee", "--json", "-k", "5", "--index", sys.argv[1]]
+try:
+    main()
+except SystemExit:
+    pass
+print("TORCH" if "torch" in sys.modules else "NO-TORCH")
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(demo_index)], capture_output=True, text=True, timeout=300)
+    body, marker = out.stdout.strip().splitlines()
+    assert marker == "NO-TORCH", out.stderr
+    terminal = [(r["photo"]["id"], r["score"]) for r in json.loads(body)["results"]]
+    full = Searcher(demo_index, encoder=load_encoder("offline:lite0"))  # the full encoder, as a server has it
+    try:
+        served = [(h.photo.id, round(h.score, 6)) for h in full.search_text("a cup of coffee", limit=5)]
+    finally:
+        full.close()
+    assert terminal == served
 
 
 def test_a_text_query_loads_neither_the_image_side_nor_sentence_transformers():

