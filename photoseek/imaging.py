@@ -19,13 +19,14 @@ import struct
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from photoseek.embedded_text import read_embedded_text
 from photoseek.errors import PhotoseekError
 
 try:  # HEIC/HEIF (iPhone photos); pillow-heif registers itself as a Pillow plugin.
@@ -90,6 +91,14 @@ class PhotoInfo:
     camera_make: str | None = None
     camera_model: str | None = None
     file_type: str | None = None  # what the bytes are (see file_type), whatever the file's name says
+    # Text written into the file by photo software (photoseek.embedded_text): titles and descriptions
+    # (newline-separated, at most 2,000 characters) and keywords (at most 64).
+    caption: str | None = None
+    keywords: tuple[str, ...] = ()
+    # Text read in the pixels (photoseek.ocr), only when the run asked for it (index --ocr):
+    # None = OCR not run (or it failed: ocr_error says why); "" = OCR ran and found no text.
+    ocr_text: str | None = None
+    ocr_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +207,7 @@ def open_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = 
                 raise DecodeError(f"image too large: {width} x {height} pixels (limit {max_pixels:,})", "too_large")
             exif = _safe_exif(img)
             kind = file_type(img.format)
+            caption, keywords = read_embedded_text(img, exif)  # before draft/load replace img; never raises
             if draft_size and img.format in ("JPEG", "MPO"):
                 img = _draft_jpeg(img, data, draft_size)
             img.load()  # the first frame of an animation; raises on truncated or corrupt data
@@ -217,7 +227,7 @@ def open_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = 
             MemoryError, RuntimeError, struct.error) as exc:
         message = str(exc).strip() or type(exc).__name__
         raise DecodeError(f"corrupt or truncated image: {message[:200]}") from None
-    return img, _photo_info(width, height, exif, kind)
+    return img, replace(_photo_info(width, height, exif, kind), caption=caption, keywords=keywords)
 
 
 def file_type(pillow_format: str | None) -> str | None:
