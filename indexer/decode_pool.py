@@ -15,7 +15,9 @@ to finish the photo in hand, then killed). A second signal kills them at once
 
 Workers run :func:`photoseek.imaging.load_photo_or_reason` on plain arguments, so
 they import Pillow and NumPy only (anything from ``photoseek.indexer`` would drag
-torch into every worker: seconds of start-up and hundreds of MB each).
+torch into every worker: seconds of start-up and hundreds of MB each); with OCR on
+(``DecodeJob.ocr_seconds``), onnxruntime and OpenCV too, and each worker loads the OCR
+models once, on its first photo.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class DecodeJob:
     path: str
     size: int
     max_pixels: int
+    ocr_seconds: float | None = None  # read the photo's text too, within this many seconds (photoseek.ocr)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def _as_result(job: DecodeJob, outcome: tuple[DecodedPhoto | None, str | None]) 
 
 
 def decode_one(job: DecodeJob) -> DecodeResult:
-    return _as_result(job, load_photo_or_reason(job.path, job.size, job.max_pixels))
+    return _as_result(job, load_photo_or_reason(job.path, job.size, job.max_pixels, job.ocr_seconds))
 
 
 def _result(job: DecodeJob, future: Future) -> DecodeResult:
@@ -69,7 +72,7 @@ def _result(job: DecodeJob, future: Future) -> DecodeResult:
 
 def _submit(pool: ProcessPoolExecutor, job: DecodeJob) -> Future:
     # Plain arguments and a function from photoseek.imaging: nothing that makes the worker import torch.
-    return pool.submit(load_photo_or_reason, job.path, job.size, job.max_pixels)
+    return pool.submit(load_photo_or_reason, job.path, job.size, job.max_pixels, job.ocr_seconds)
 
 
 def _context():

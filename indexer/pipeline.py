@@ -79,6 +79,12 @@ class RunSummary:
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): the first few of this run
     photos: int = 0  # in the index after the run
     found: int = 0  # image files found under the folders indexed
+    # index --ocr: photos read (with or without text found), with text, and whose OCR failed
+    # (indexed without their text); the first few failures with their reasons.
+    ocr_read: int = 0
+    ocr_with_text: int = 0
+    ocr_failed: int = 0
+    ocr_failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def saved(self) -> int:
@@ -108,6 +114,23 @@ class RunSummary:
         self.skipped += 1
         if len(self.skipped_files) < SKIPPED_NAMED:
             self.skipped_files.append((path, reason))
+
+    def note_ocr(self, path: str, info) -> None:
+        """Count one embedded photo's OCR outcome (``info``: its PhotoInfo)."""
+        if info.ocr_error is not None:
+            self.ocr_failed += 1
+            if len(self.ocr_failures) < SKIPPED_NAMED:
+                self.ocr_failures.append((path, info.ocr_error))
+        elif info.ocr_text is not None:
+            self.ocr_read += 1
+            self.ocr_with_text += bool(info.ocr_text)
+
+    def ocr_line(self) -> str | None:
+        """What OCR did in this run, or None if it read nothing."""
+        if not (self.ocr_read or self.ocr_failed):
+            return None
+        failed = f"; {self.ocr_failed} could not be read (indexed without their text)" if self.ocr_failed else ""
+        return f"OCR: text found in {self.ocr_with_text} of {self.ocr_read + self.ocr_failed} photos{failed}"
 
 
 SKIPPED_NAMED = 5  # skipped files a run's summary names; 'photoseek status' lists them all
@@ -151,6 +174,10 @@ class Indexer:
             from .ray_runner import check_available
 
             check_available()  # no Ray installed: one line now, not after the scan
+        if self.settings.ocr:
+            from photoseek.ocr import check_available as check_ocr
+
+            check_ocr()  # the same for --ocr
         self.files = IndexFiles(Path(index_dir).expanduser().resolve())
         self.show_progress = show_progress
         self.echo = echo or (lambda msg: log.warning(msg))
@@ -389,7 +416,8 @@ class Indexer:
     def _embed(self, session: Session, plan: _Plan, encoder: Encoder, vectors: VectorStore | None,
                summary: RunSummary, generation: int, run_id: int, started: float) -> int:
         s = self.settings
-        jobs = (DecodeJob(f.path, encoder.input_spec.size, s.max_image_pixels) for f in plan.embed)
+        ocr_seconds = s.ocr_seconds if s.ocr else None
+        jobs = (DecodeJob(f.path, encoder.input_spec.size, s.max_image_pixels, ocr_seconds) for f in plan.embed)
         by_path = {f.path: f for f in plan.embed}
         progress = tqdm(total=len(plan.embed), unit="img", desc="embedding", dynamic_ncols=True,
                         disable=(not self.show_progress) if self.show_progress is not None else None)
@@ -400,6 +428,8 @@ class Indexer:
             nonlocal generation, last_vector_save
             with session.begin():  # one checkpoint
                 replaced = [i for i in (plan.replaced_ids.get(f.path) for f, _ in done) if i is not None]
+                for f, photo in done:
+                    summary.note_ocr(f.path, photo.info)
                 summary.updated += len(replaced)
                 summary.added += len(done) - len(replaced)
                 rows = [self.catalogue.new_photo(f.path, self._root_id(session, f.path), f.mtime_ns, photo.info, photo.size_bytes,
@@ -433,7 +463,8 @@ class Indexer:
                 with closing(embed_on_ray(self.ray_address, list(by_path), size=encoder.input_spec.size,
                                           max_pixels=s.max_image_pixels, model_id=encoder.model_id,
                                           precision=s.precision, batch_size=s.batch_size, cores=usable_cores(),
-                                          torch_threads=s.torch_threads, stop=self.stop)) as finished:
+                                          torch_threads=s.torch_threads, stop=self.stop,
+                                          ocr_seconds=ocr_seconds)) as finished:
                     for block in finished:  # returns after the block in hand once stopped, Ray work shut down
                         for path, reason in block.skipped:
                             self._skip(session, by_path[path], reason, plan, vectors, summary)

@@ -332,14 +332,25 @@ def decode_for_embedding(data: bytes, size: int, *, max_pixels: int = DEFAULT_MA
     return fit_square(img, size), info
 
 
-def load_photo(path: Path, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
-    """Read, hash and decode one file. Raises :class:`DecodeError` with a reason."""
+def load_photo(path: Path, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, ocr_seconds: float | None = None) -> DecodedPhoto:
+    """Read, hash and decode one file. Raises :class:`DecodeError` with a reason.
+
+    ``ocr_seconds``: also read the text in the photo (:mod:`photoseek.ocr`), within that many
+    seconds, onto ``info.ocr_text`` (or why not onto ``info.ocr_error``); None: no OCR. OCR
+    decodes the photo again at its own, larger size, so the embedding's pixels are the same
+    with or without it."""
     data = read_file(path)
     pixels, info = decode_for_embedding(data, size, max_pixels=max_pixels)
+    if ocr_seconds is not None:
+        from photoseek.ocr import read_photo_text  # onnxruntime and OpenCV only in runs that ask for OCR
+
+        text, error = read_photo_text(data, ocr_seconds, max_pixels=max_pixels)
+        info = replace(info, ocr_text=text, ocr_error=error)
     return DecodedPhoto(pixels=pixels, info=info, content_hash=content_hash(data), size_bytes=len(data))
 
 
-def load_photo_or_reason(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[DecodedPhoto | None, str | None]:
+def load_photo_or_reason(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                         ocr_seconds: float | None = None) -> tuple[DecodedPhoto | None, str | None]:
     """:func:`load_photo` for the indexer's decode workers: ``(photo, None)`` or ``(None, reason)``, never raises.
 
     It lives here, not in ``photoseek.indexer``, so that a worker process unpickling it
@@ -347,7 +358,7 @@ def load_photo_or_reason(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIX
     would cost every worker seconds of start-up and hundreds of MB.
     """
     try:
-        return load_photo(Path(path), size, max_pixels=max_pixels), None
+        return load_photo(Path(path), size, max_pixels=max_pixels, ocr_seconds=ocr_seconds), None
     except DecodeError as exc:
         return None, exc.reason
     except Exception as exc:  # a decoder bug must cost one file, not the run
