@@ -149,14 +149,14 @@ def test_ocr_reads_a_large_photo_at_its_own_resolution():
 
 
 def test_ocr_out_of_time_gives_up_within_its_budget_and_says_why():
-    page = helpers.text_photo([f"LINE {i} ALPHA BRAVO {i * 37}" for i in range(16)], size=(1280, 1280), font_size=40,
+    page = helpers.text_photo([f"LINE {i} ALPHA BRAVO {i * 37}" for i in range(10)], size=(1280, 900), font_size=36,
                               background=(255, 255, 255), ink=(0, 0, 0), margin=20)
     data = helpers.jpeg_bytes(page)
     ocr.read_photo_text(helpers.jpeg_bytes(helpers.text_photo(["WARM"])))  # models loaded: not part of the budget
     started = time.perf_counter()
     full, error = ocr.read_photo_text(data, 60)
     full_seconds = time.perf_counter() - started
-    assert error is None and len(full.splitlines()) >= 12
+    assert error is None and len(full.splitlines()) >= 8
     budget = full_seconds / 10
     started = time.perf_counter()
     text, reason = ocr.read_photo_text(data, budget)
