@@ -89,9 +89,11 @@ def _context():
 _live_workers: dict[int, dict] = {}
 
 
-def _new_pool(workers: int, context, background: bool) -> ProcessPoolExecutor:
+def _new_pool(workers: int, context, background: bool, ocr_at_once: int | None = None) -> ProcessPoolExecutor:
+    # A new semaphore for each pool: a worker killed while reading a photo's text keeps its turn.
+    slots = context.Semaphore(ocr_at_once) if ocr_at_once else None
     return _register(ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=decode_worker_init,
-                                         initargs=(background, os.getpid())))
+                                         initargs=(background, os.getpid(), slots)))
 
 
 def _register(pool: ProcessPoolExecutor) -> ProcessPoolExecutor:
@@ -154,7 +156,7 @@ def _wait(future: Future, stop: threading.Event | None) -> bool:
 
 
 def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, background: bool = False,
-               stop: threading.Event | None = None) -> Iterator[DecodeResult]:
+               stop: threading.Event | None = None, ocr_at_once: int | None = None) -> Iterator[DecodeResult]:
     """Decode ``jobs`` in order, ``workers`` processes wide (0 = in this process).
 
     ``window``: at most this many jobs in flight (submitted, not yet consumed).
@@ -162,6 +164,8 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, bac
     then use only what the model leaves, but a busy machine can starve them.
     ``stop``: once set, yield nothing more and return (within ``STOP_POLL_SECONDS``, plus
     up to ``STOP_GRACE_SECONDS`` for the workers to go).
+    ``ocr_at_once``: jobs with OCR read at most this many photos' text at a time, across the
+    workers (each takes ~250 MB while it reads; see :mod:`photoseek.ocr`); None: no limit.
 
     If a worker dies (a decoder crashing on a hostile file), the files it may have been
     working on are retried one at a time in a fresh pool; the one that kills its worker
@@ -179,7 +183,7 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, bac
     context = _context()
     pending: deque[tuple[DecodeJob, Future]] = deque()
     jobs_iter = iter(jobs)
-    pool = _new_pool(workers, context, background)
+    pool = _new_pool(workers, context, background, ocr_at_once)
     try:
         while True:
             while len(pending) < window:
@@ -205,7 +209,7 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, bac
                     if stop is not None and stop.is_set():
                         return
                     yield _decode_isolated(j, context)
-                pool = _new_pool(workers, context, background)
+                pool = _new_pool(workers, context, background, ocr_at_once)
                 continue
             yield result
     finally:

@@ -484,7 +484,8 @@ class Indexer:
         try:
             with torch_threads_per_worker(workers, s.torch_threads), InferencePool(encoder.encode_pixels, workers) as pool:
                 # closing(): leaving early shuts the decode pool down (its workers gone) right here.
-                with closing(decode_all(jobs, workers=self._decode_workers(), stop=stop)) as results:
+                with closing(decode_all(jobs, workers=self._decode_workers(), stop=stop,
+                                        ocr_at_once=s.ocr_at_once if s.ocr else None)) as results:
                     for result in results:
                         if stop.is_set():
                             break

@@ -365,7 +365,7 @@ def load_photo_or_reason(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIX
         return None, f"could not decode: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-def decode_worker_init(idle_priority: bool = False, parent_pid: int | None = None) -> None:
+def decode_worker_init(idle_priority: bool = False, parent_pid: int | None = None, ocr_slots=None) -> None:
     """Set up an indexer decode worker process (its pool's initialiser).
 
     * Keep decode buffers: glibc hands every block above its mmap threshold back to the
@@ -378,11 +378,16 @@ def decode_worker_init(idle_priority: bool = False, parent_pid: int | None = Non
       write end of its own task queue, so it never sees EOF: an indexer killed with SIGKILL
       otherwise leaves its workers (and their fork server) behind for good, each keeping the
       memory of its last photo.
+    * ``ocr_slots``: the pool's semaphore for OCR turns (:func:`photoseek.ocr.set_slots`).
     * Ignore SIGINT: a Ctrl-C in a terminal reaches the whole foreground job, workers
       included, and a worker must not die of it with a traceback; the indexer decides when
       its workers stop (they are also born ignoring it: photoseek._forkserver_preload).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if ocr_slots is not None:
+        from photoseek.ocr import set_slots  # Pillow and NumPy only; the OCR engine loads on first use
+
+        set_slots(ocr_slots)
     if parent_pid is not None:
         threading.Thread(target=_exit_when_gone, args=(parent_pid,), name="photoseek-parent-watch",
                          daemon=True).start()

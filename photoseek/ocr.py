@@ -9,6 +9,11 @@ Invariants:
 
 * Models load once per process (the first photo a worker reads), on one onnxruntime thread per
   model: the decode workers are already one process per core.
+* Memory: the models and their libraries take about 100 MB a worker; reading one photo takes
+  about 250 MB more at ``MAX_SIDE`` 960 (the text detector's feature maps; 450 MB at 1280),
+  while it runs. So the decode workers take turns (:func:`set_slots`: a semaphore shared by the
+  pool, ``ocr_at_once`` photos at a time, default 1), and a worker hands that memory back to
+  the system after each photo (``malloc_trim``) instead of keeping it for the next one.
 * Bounded work per photo: the photo is read at most ``MAX_SIDE`` pixels on its longer side (a
   JPEG is decoded straight at that scale), at most ``MAX_BOXES`` text boxes (the largest) are
   recognised, and a deadline (``seconds``, the setting ``ocr_seconds``) stops the photo's OCR:
@@ -34,7 +39,7 @@ from PIL import Image
 
 from photoseek.errors import PhotoseekError
 
-MAX_SIDE = 1280  # px, the longer side OCR reads; see bench/ocr.py for what it costs and finds
+MAX_SIDE = 960  # px, the longer side OCR reads; see bench/ocr.py for what it costs and finds
 MIN_SIDE = 16  # px: a thinner image holds no readable line
 MAX_BOXES = 64  # text boxes recognised per photo (the largest); a page of small print has more
 MIN_SCORE = 0.8  # recogniser confidence; below it, mostly texture read as letters ("O", "®")
@@ -71,6 +76,17 @@ class _Engine:
 
 _engine: _Engine | None = None
 _engine_lock = threading.Lock()
+_slots = None  # a multiprocessing semaphore shared by the decode workers, or None (set_slots)
+# How long a photo waits for its turn before reading anyway: a worker killed while reading keeps
+# its slot for good (the pool that replaces it gets a new semaphore; this is the backstop).
+SLOT_WAIT_SECONDS = 120.0
+
+
+def set_slots(slots) -> None:
+    """Make this process take turns with the others holding ``slots`` (a multiprocessing
+    semaphore, or None for no turns): at most that many photos are read at once."""
+    global _slots
+    _slots = slots
 
 
 class _InterruptibleSession:
@@ -130,29 +146,48 @@ def read_text(img: Image.Image, seconds: float = DEFAULT_SECONDS) -> str:
     Raises ``_OutOfTime`` past ``seconds``; engine errors propagate (see :func:`read_photo_text`)."""
     if seconds <= 0:
         raise _OutOfTime
-    engine = _load()  # once per process; not counted in the photo's time
-    deadline = time.perf_counter() + seconds
     bgr = _model_input(img)
     if bgr is None:
         return ""
-    import onnxruntime
-
-    options = onnxruntime.RunOptions()
-    engine.runs[0] = options
-    timer = threading.Timer(max(0.0, deadline - time.perf_counter()), _terminate, args=(options,))
-    timer.daemon = True
-    timer.start()
+    engine = _load()  # once per process; not counted in the photo's time
+    slots = _slots
+    turn = slots.acquire(timeout=SLOT_WAIT_SECONDS) if slots is not None else False
     try:
-        return _read(engine.ocr, bgr, deadline)
-    except _OutOfTime:
-        raise
-    except Exception:
-        if time.perf_counter() >= deadline:  # the timer stopped a model call
-            raise _OutOfTime from None
-        raise
+        import onnxruntime
+
+        deadline = time.perf_counter() + seconds  # waiting for a turn is not the photo's time either
+        options = onnxruntime.RunOptions()
+        engine.runs[0] = options
+        timer = threading.Timer(max(0.0, deadline - time.perf_counter()), _terminate, args=(options,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return _read(engine.ocr, bgr, deadline)
+        except _OutOfTime:
+            raise
+        except Exception:
+            if time.perf_counter() >= deadline:  # the timer stopped a model call
+                raise _OutOfTime from None
+            raise
+        finally:
+            timer.cancel()
+            engine.runs[0] = None
     finally:
-        timer.cancel()
-        engine.runs[0] = None
+        del bgr
+        _trim()
+        if turn:
+            slots.release()
+
+
+def _trim() -> None:
+    """Hand the memory of the photo just read back to the system (glibc keeps freed blocks,
+    and the decode workers tell it to keep large ones: photoseek.imaging.decode_worker_init)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except Exception:  # not glibc
+        pass
 
 
 def _terminate(options) -> None:

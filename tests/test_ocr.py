@@ -269,3 +269,19 @@ def test_photoseek_index_ocr_on_the_command_line(text_folder, tmp_path):
     result = helpers.run_cli("index", str(text_folder), "--index", str(tmp_path / "index"), "--model", "offline",
                              "--ocr", "--no-progress")
     assert "OCR: text found in 2 of 4 photos" in result.stdout
+
+
+def test_decode_workers_take_turns_reading_text_and_waiting_is_not_the_photos_time(monkeypatch):
+    import threading
+
+    turns = threading.Semaphore(1)
+    monkeypatch.setattr(ocr, "_slots", turns)
+    data = helpers.jpeg_bytes(helpers.text_photo(SIGN))
+    ocr.read_photo_text(data)  # models loaded
+    turns.acquire()  # another worker is reading a photo
+    threading.Timer(1.0, turns.release).start()
+    started = time.perf_counter()
+    text, error = ocr.read_photo_text(data, 0.9)  # the budget runs from its turn, not from the wait
+    assert time.perf_counter() - started >= 1.0
+    assert error is None and words(text) == SIGN
+    assert turns.acquire(timeout=0)  # its turn is handed back
