@@ -33,7 +33,7 @@ from concurrent.futures import wait as wait_for_futures
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from photoseek.imaging import DecodedPhoto, decode_worker_init, load_photo_or_reason
+from photoseek.imaging import DecodedPhoto, decode_worker_init, load_photo_or_reason, load_text_or_reason
 from photoseek.interrupts import at_hard_exit
 
 # How long a stopping run lets its workers finish the photo in hand before it kills them.
@@ -48,6 +48,7 @@ class DecodeJob:
     size: int
     max_pixels: int
     ocr_seconds: float | None = None  # read the photo's text too, within this many seconds (photoseek.ocr)
+    text_only: bool = False  # only its text (and facts), no pixels for the model: load_text_or_reason
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ def _as_result(job: DecodeJob, outcome: tuple[DecodedPhoto | None, str | None]) 
 
 
 def decode_one(job: DecodeJob) -> DecodeResult:
+    if job.text_only:
+        return _as_result(job, load_text_or_reason(job.path, job.max_pixels, job.ocr_seconds))
     return _as_result(job, load_photo_or_reason(job.path, job.size, job.max_pixels, job.ocr_seconds))
 
 
@@ -72,6 +75,8 @@ def _result(job: DecodeJob, future: Future) -> DecodeResult:
 
 def _submit(pool: ProcessPoolExecutor, job: DecodeJob) -> Future:
     # Plain arguments and a function from photoseek.imaging: nothing that makes the worker import torch.
+    if job.text_only:
+        return pool.submit(load_text_or_reason, job.path, job.max_pixels, job.ocr_seconds)
     return pool.submit(load_photo_or_reason, job.path, job.size, job.max_pixels, job.ocr_seconds)
 
 

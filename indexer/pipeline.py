@@ -85,6 +85,7 @@ class RunSummary:
     ocr_with_text: int = 0
     ocr_failed: int = 0
     ocr_failures: list[tuple[str, str]] = field(default_factory=list)
+    text_read_again: int = 0  # photos indexed earlier without --ocr whose text this run read (no embedding)
 
     @property
     def saved(self) -> int:
@@ -130,7 +131,8 @@ class RunSummary:
         if not (self.ocr_read or self.ocr_failed):
             return None
         failed = f"; {self.ocr_failed} could not be read (indexed without their text)" if self.ocr_failed else ""
-        return f"OCR: text found in {self.ocr_with_text} of {self.ocr_read + self.ocr_failed} photos{failed}"
+        earlier = f" ({self.text_read_again} of them indexed earlier without --ocr)" if self.text_read_again else ""
+        return f"OCR: text found in {self.ocr_with_text} of {self.ocr_read + self.ocr_failed} photos{earlier}{failed}"
 
 
 SKIPPED_NAMED = 5  # skipped files a run's summary names; 'photoseek status' lists them all
@@ -271,6 +273,9 @@ class Indexer:
                         vectors = VectorStore(dim)
                     generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id,
                                              started)  # returns early, summary.interrupted set, if stopped
+                if self.settings.ocr and not summary.interrupted and hasattr(cat, "photos_without_text"):
+                    self._check_stop()
+                    generation = self._read_missing_text(session, plan, summary, generation)
             except _Stopped:
                 summary.interrupted = True
             summary.seconds = time.perf_counter() - started
@@ -509,6 +514,56 @@ class Indexer:
                     write(done, embeddings)
         finally:
             progress.close()
+        return generation
+
+    def _read_missing_text(self, session: Session, plan: _Plan, summary: RunSummary, generation: int) -> int:
+        """``index --ocr`` over photos indexed without it: read the text of the photos the catalogue
+        has none for, in the decode workers, with no model and no embedding; one checkpoint every
+        ``checkpoint_every`` photos. Which photos is the catalogue's to say (its
+        ``photos_without_text``: never read, so neither those OCR read and found nothing in, nor
+        those whose OCR failed); the text goes to its ``set_photo_text``. A file that cannot be
+        read now is left for the next scan to deal with."""
+        s = self.settings
+        with session.begin():
+            todo = [(pid, path) for pid, path in self.catalogue.photos_without_text(session)
+                    if is_under(path, plan.live_roots)]
+        if not todo:
+            return generation
+        ids = {path: pid for pid, path in todo}
+        jobs = (DecodeJob(path, 0, s.max_image_pixels, s.ocr_seconds, text_only=True) for _, path in todo)
+        progress = tqdm(total=len(todo), unit="img", desc="reading text", dynamic_ncols=True,
+                        disable=(not self.show_progress) if self.show_progress is not None else None)
+        read: list[tuple[int, object]] = []
+
+        def write() -> None:
+            nonlocal generation
+            with session.begin():
+                for pid, info in read:
+                    self.catalogue.set_photo_text(session, pid, info)
+                generation += 1
+                self.catalogue.set_generation(session, generation)
+            read.clear()
+
+        try:
+            with closing(decode_all(jobs, workers=self._decode_workers(), stop=self.stop,
+                                    ocr_at_once=s.ocr_at_once)) as results:
+                for result in results:
+                    if self.stop.is_set():
+                        break
+                    progress.update(1)
+                    if result.photo is None:
+                        continue
+                    summary.note_ocr(result.path, result.photo.info)
+                    summary.text_read_again += 1
+                    read.append((ids[result.path], result.photo.info))
+                    if len(read) >= s.checkpoint_every:
+                        write()
+            if read:
+                write()  # stopping too: what was read is kept
+        finally:
+            progress.close()
+        if self.stop.is_set():
+            summary.interrupted = True
         return generation
 
     def _skip(self, session: Session, f: FoundFile, reason: str, plan: _Plan, vectors: VectorStore | None,

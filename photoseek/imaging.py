@@ -365,6 +365,25 @@ def load_photo_or_reason(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIX
         return None, f"could not decode: {type(exc).__name__}: {str(exc)[:200]}"
 
 
+def load_text_or_reason(path: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        ocr_seconds: float = 10.0) -> tuple[DecodedPhoto | None, str | None]:
+    """The text of an indexed photo, for ``index --ocr`` on photos indexed without it: like
+    :func:`load_photo_or_reason` with OCR, but no pixels for the model (``pixels`` is empty).
+    The content hash lets the indexer check that the file is still the photo it indexed."""
+    try:
+        data = read_file(Path(path))
+        _, info = open_image(data, draft_size=64, max_pixels=max_pixels)  # the facts and caption; pixels unused
+        from photoseek.ocr import read_photo_text
+
+        text, error = read_photo_text(data, ocr_seconds, max_pixels=max_pixels)
+        return DecodedPhoto(np.zeros((0, 0, 3), np.uint8), replace(info, ocr_text=text, ocr_error=error),
+                            content_hash(data), len(data)), None
+    except DecodeError as exc:
+        return None, exc.reason
+    except Exception as exc:  # as load_photo_or_reason: one file, not the run
+        return None, f"could not decode: {type(exc).__name__}: {str(exc)[:200]}"
+
+
 def decode_worker_init(idle_priority: bool = False, parent_pid: int | None = None, ocr_slots=None) -> None:
     """Set up an indexer decode worker process (its pool's initialiser).
 

@@ -100,6 +100,15 @@ def query_index(index_dir: Path, sql: str, default=None):
         return default
 
 
+def query_rows(index_dir: Path, sql: str) -> list[tuple]:
+    """All rows of a read-only query on the index database."""
+    con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def last_run_status(index_dir: Path) -> str | None:
     return query_index(index_dir, "SELECT status FROM runs ORDER BY id DESC LIMIT 1")
 

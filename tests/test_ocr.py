@@ -4,6 +4,7 @@ reads in the pixels (``photoseek index --ocr``), carried on PhotoInfo to the cat
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import sys
 import time
@@ -285,3 +286,44 @@ def test_decode_workers_take_turns_reading_text_and_waiting_is_not_the_photos_ti
     assert time.perf_counter() - started >= 1.0
     assert error is None and words(text) == SIGN
     assert turns.acquire(timeout=0)  # its turn is handed back
+
+
+@pytest.fixture
+def catalogue_with_text(monkeypatch) -> dict:
+    """The two catalogue methods the storage provides for the text pass (see the lead's text
+    document), kept here in a dict: photo id -> PhotoInfo whose text was read."""
+    from sqlalchemy import select
+
+    from photoseek.storage.schema import ImageRow
+
+    texts: dict = {}
+
+    def photos_without_text(self, session):
+        return [(i, p) for i, p in session.execute(select(ImageRow.id, ImageRow.path)) if i not in texts]
+
+    def set_photo_text(self, session, photo_id, info):
+        texts[photo_id] = info
+
+    monkeypatch.setattr(Catalogue, "photos_without_text", photos_without_text, raising=False)
+    monkeypatch.setattr(Catalogue, "set_photo_text", set_photo_text, raising=False)
+    return texts
+
+
+def test_ocr_on_an_index_built_without_it_reads_the_text_without_embedding_again(
+        text_folder, tmp_path, offline_encoder, settings_factory, catalogue_with_text):
+    index_dir = tmp_path / "index"
+    first = Indexer(index_dir, settings_factory(index_dir), show_progress=False).run([text_folder],
+                                                                                      encoder=offline_encoder)
+    assert first.added == 4 and first.text_read_again == 0  # without --ocr: no text pass
+    catalogue_with_text.clear()  # as a catalogue that stored no text for them
+    again = Indexer(index_dir, settings_factory(index_dir, ocr=True), show_progress=False).run(
+        [text_folder], encoder=offline_encoder)
+    assert (again.added, again.updated, again.embedded, again.unchanged) == (0, 0, 0, 4)
+    by_name = {Path(os.fsdecode(p)).name: catalogue_with_text[i] for i, p in helpers.query_rows(index_dir, "SELECT id, path FROM images")}
+    assert words(by_name["sign.jpg"].ocr_text) == SIGN and by_name["bear.jpg"].ocr_text == ""
+    assert by_name["tent.jpg"].keywords == ("camping", "summer")
+    assert again.text_read_again == 4
+    assert again.ocr_line() == "OCR: text found in 2 of 4 photos (4 of them indexed earlier without --ocr)"
+    third = Indexer(index_dir, settings_factory(index_dir, ocr=True), show_progress=False).run(
+        [text_folder], encoder=offline_encoder)
+    assert third.text_read_again == 0  # read once: not again
