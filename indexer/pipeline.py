@@ -117,7 +117,7 @@ class RunSummary:
             self.skipped_files.append((path, reason))
 
     def note_ocr(self, path: str, info) -> None:
-        """Count one embedded photo's OCR outcome (``info``: its PhotoInfo)."""
+        """Count one photo's OCR outcome (``info``: its PhotoInfo, embedded or read again)."""
         if info.ocr_error is not None:
             self.ocr_failed += 1
             if len(self.ocr_failures) < SKIPPED_NAMED:

@@ -25,6 +25,12 @@ Invariants:
   digits, are dropped; what is kept is in reading order (lines top to bottom, words left to
   right on a line), one line per text line, at most ``MAX_TEXT_CHARS`` characters.
   ``""`` means "read, no text found": distinct from None, "not read".
+
+Known limits (bench/ocr.py, tests/test_ocr.py): the recogniser reads Chinese, Latin letters and
+digits, not most accented letters; capitals set close together may come out as one word
+("INVOICE2023" where the gap is narrow), so a keyword index over this text should also match
+inside words (for example SQLite FTS5's trigram tokenizer); text smaller than about 10 px at
+``MAX_SIDE`` (the fine print of a receipt photographed whole) is not read.
 """
 
 from __future__ import annotations

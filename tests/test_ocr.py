@@ -233,9 +233,11 @@ def handed_to_catalogue(monkeypatch) -> dict:
     return seen
 
 
-def test_index_with_ocr_hands_every_photo_its_text_and_caption(text_folder, tmp_path, offline_encoder,
-                                                              settings_factory, handed_to_catalogue):
-    settings = settings_factory(tmp_path / "index", ocr=True)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_index_with_ocr_hands_every_photo_its_text_and_caption(backend, text_folder, tmp_path, offline_encoder,
+                                                              settings_factory, handed_to_catalogue, request):
+    database = request.getfixturevalue("new_database")() if backend == "postgresql" else None
+    settings = settings_factory(tmp_path / "index", ocr=True, database_url=database)
     summary = Indexer(settings.index_dir, settings, show_progress=False).run([text_folder], encoder=offline_encoder)
     infos = handed_to_catalogue
     assert summary.added == 4 and set(infos) == {"sign.jpg", "receipt.png", "tent.jpg", "bear.jpg"}
