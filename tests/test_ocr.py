@@ -237,7 +237,8 @@ def handed_to_catalogue(monkeypatch) -> dict:
 def test_index_with_ocr_hands_every_photo_its_text_and_caption(backend, text_folder, tmp_path, offline_encoder,
                                                               settings_factory, handed_to_catalogue, request):
     database = request.getfixturevalue("new_database")() if backend == "postgresql" else None
-    settings = settings_factory(tmp_path / "index", ocr=True, database_url=database)
+    # A generous budget: a busy test machine must not turn into an OCR failure (tested on its own above).
+    settings = settings_factory(tmp_path / "index", ocr=True, ocr_seconds=120, database_url=database)
     summary = Indexer(settings.index_dir, settings, show_progress=False).run([text_folder], encoder=offline_encoder)
     infos = handed_to_catalogue
     assert summary.added == 4 and set(infos) == {"sign.jpg", "receipt.png", "tent.jpg", "bear.jpg"}
@@ -270,7 +271,7 @@ def test_index_without_ocr_reads_captions_but_no_text(text_folder, tmp_path, off
 
 def test_photoseek_index_ocr_on_the_command_line(text_folder, tmp_path):
     result = helpers.run_cli("index", str(text_folder), "--index", str(tmp_path / "index"), "--model", "offline",
-                             "--ocr", "--no-progress")
+                             "--ocr", "--no-progress", env_extra={"PHOTOSEEK_OCR_SECONDS": "120"})
     assert "OCR: text found in 2 of 4 photos" in result.stdout
 
 
@@ -318,7 +319,7 @@ def test_ocr_on_an_index_built_without_it_reads_the_text_without_embedding_again
                                                                                       encoder=offline_encoder)
     assert first.added == 4 and first.text_read_again == 0  # without --ocr: no text pass
     catalogue_with_text.clear()  # as a catalogue that stored no text for them
-    again = Indexer(index_dir, settings_factory(index_dir, ocr=True), show_progress=False).run(
+    again = Indexer(index_dir, settings_factory(index_dir, ocr=True, ocr_seconds=120), show_progress=False).run(
         [text_folder], encoder=offline_encoder)
     assert (again.added, again.updated, again.embedded, again.unchanged) == (0, 0, 0, 4)
     by_name = {Path(os.fsdecode(p)).name: catalogue_with_text[i] for i, p in helpers.query_rows(index_dir, "SELECT id, path FROM images")}
