@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import helpers  # noqa: E402  (the tests' text_photo: the same rendered photos the tests read)
-from PIL import Image  # noqa: E402
-from sysmon import OthersMeter, TreeSampler  # noqa: E402
+import helpers  # the tests' text_photo: the bench reads the same rendered photos as the tests
+from PIL import Image
+from sysmon import OthersMeter, TreeSampler
 
 RENDERED = {
     "sign_lisbon": (["LISBON", "BAKERY"], dict()),

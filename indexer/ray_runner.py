@@ -191,8 +191,8 @@ def embed_on_ray(address: str, paths: Sequence[str], *, size: int, max_pixels: i
         # resources would), which would decode in the model's process, one photo at a time.
         # A task whose worker dies is run again (Ray's default: 3 times).
         ds = ds.map_batches(_decode_batch, batch_size=DECODE_BATCH, batch_format="numpy", num_cpus=1,
-                            memory=DECODE_MEMORY + (OCR_MEMORY if ocr_seconds is not None else 0), fn_kwargs=dict(size=size, max_pixels=max_pixels,
-                                                                        ocr_seconds=ocr_seconds))
+                            memory=DECODE_MEMORY + (OCR_MEMORY if ocr_seconds is not None else 0),
+                            fn_kwargs=dict(size=size, max_pixels=max_pixels, ocr_seconds=ocr_seconds))
         ds = ds.map_batches(_EmbedActor, batch_size=batch_size, batch_format="numpy",
                             fn_constructor_kwargs=dict(model_id=model_id, precision=precision,
                                                        torch_threads=torch_threads),

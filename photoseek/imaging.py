@@ -369,7 +369,7 @@ def load_text_or_reason(path: str, max_pixels: int = DEFAULT_MAX_PIXELS,
                         ocr_seconds: float = 10.0) -> tuple[DecodedPhoto | None, str | None]:
     """The text of an indexed photo, for ``index --ocr`` on photos indexed without it: like
     :func:`load_photo_or_reason` with OCR, but no pixels for the model (``pixels`` is empty).
-    The content hash lets the indexer check that the file is still the photo it indexed."""
+    Its content hash and size are those of the file as read now."""
     try:
         data = read_file(Path(path))
         _, info = open_image(data, draft_size=64, max_pixels=max_pixels)  # the facts and caption; pixels unused
