@@ -330,3 +330,15 @@ def test_ocr_on_an_index_built_without_it_reads_the_text_without_embedding_again
     third = Indexer(index_dir, settings_factory(index_dir, ocr=True), show_progress=False).run(
         [text_folder], encoder=offline_encoder)
     assert third.text_read_again == 0  # read once: not again
+
+
+def test_decoding_without_ocr_never_loads_the_ocr_engine(tmp_path):
+    import subprocess
+
+    path = tmp_path / "sign.jpg"
+    helpers.text_photo(SIGN).save(path)
+    script = ("import sys; from photoseek.imaging import load_photo_or_reason; "
+              f"photo, _ = load_photo_or_reason({str(path)!r}, 224); assert photo is not None; "
+              "print(sorted(m for m in ('cv2', 'onnxruntime', 'rapidocr_onnxruntime', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
