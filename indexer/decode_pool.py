@@ -15,7 +15,9 @@ to finish the photo in hand, then killed). A second signal kills them at once
 
 Workers run :func:`photoseek.imaging.load_photo_or_reason` on plain arguments, so
 they import Pillow and NumPy only (anything from ``photoseek.indexer`` would drag
-torch into every worker: seconds of start-up and hundreds of MB each).
+torch into every worker: seconds of start-up and hundreds of MB each); with OCR on
+(``DecodeJob.ocr_seconds``), onnxruntime and OpenCV too, and each worker loads the OCR
+models once, on its first photo.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from concurrent.futures import wait as wait_for_futures
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from photoseek.imaging import DecodedPhoto, decode_worker_init, load_photo_or_reason
+from photoseek.imaging import DecodedPhoto, decode_worker_init, load_photo_or_reason, load_text_or_reason
 from photoseek.interrupts import at_hard_exit
 
 # How long a stopping run lets its workers finish the photo in hand before it kills them.
@@ -45,6 +47,8 @@ class DecodeJob:
     path: str
     size: int
     max_pixels: int
+    ocr_seconds: float | None = None  # read the photo's text too, within this many seconds (photoseek.ocr)
+    text_only: bool = False  # only its text (and facts), no pixels for the model: load_text_or_reason
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ def _as_result(job: DecodeJob, outcome: tuple[DecodedPhoto | None, str | None]) 
 
 
 def decode_one(job: DecodeJob) -> DecodeResult:
-    return _as_result(job, load_photo_or_reason(job.path, job.size, job.max_pixels))
+    if job.text_only:
+        return _as_result(job, load_text_or_reason(job.path, job.max_pixels, job.ocr_seconds))
+    return _as_result(job, load_photo_or_reason(job.path, job.size, job.max_pixels, job.ocr_seconds))
 
 
 def _result(job: DecodeJob, future: Future) -> DecodeResult:
@@ -69,7 +75,9 @@ def _result(job: DecodeJob, future: Future) -> DecodeResult:
 
 def _submit(pool: ProcessPoolExecutor, job: DecodeJob) -> Future:
     # Plain arguments and a function from photoseek.imaging: nothing that makes the worker import torch.
-    return pool.submit(load_photo_or_reason, job.path, job.size, job.max_pixels)
+    if job.text_only:
+        return pool.submit(load_text_or_reason, job.path, job.max_pixels, job.ocr_seconds)
+    return pool.submit(load_photo_or_reason, job.path, job.size, job.max_pixels, job.ocr_seconds)
 
 
 def _context():
@@ -86,9 +94,11 @@ def _context():
 _live_workers: dict[int, dict] = {}
 
 
-def _new_pool(workers: int, context, background: bool) -> ProcessPoolExecutor:
+def _new_pool(workers: int, context, background: bool, ocr_at_once: int | None = None) -> ProcessPoolExecutor:
+    # A new semaphore for each pool: a worker killed while reading a photo's text keeps its turn.
+    slots = context.Semaphore(ocr_at_once) if ocr_at_once else None
     return _register(ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=decode_worker_init,
-                                         initargs=(background, os.getpid())))
+                                         initargs=(background, os.getpid(), slots)))
 
 
 def _register(pool: ProcessPoolExecutor) -> ProcessPoolExecutor:
@@ -151,7 +161,7 @@ def _wait(future: Future, stop: threading.Event | None) -> bool:
 
 
 def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, background: bool = False,
-               stop: threading.Event | None = None) -> Iterator[DecodeResult]:
+               stop: threading.Event | None = None, ocr_at_once: int | None = None) -> Iterator[DecodeResult]:
     """Decode ``jobs`` in order, ``workers`` processes wide (0 = in this process).
 
     ``window``: at most this many jobs in flight (submitted, not yet consumed).
@@ -159,6 +169,8 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, bac
     then use only what the model leaves, but a busy machine can starve them.
     ``stop``: once set, yield nothing more and return (within ``STOP_POLL_SECONDS``, plus
     up to ``STOP_GRACE_SECONDS`` for the workers to go).
+    ``ocr_at_once``: jobs with OCR read at most this many photos' text at a time, across the
+    workers (each takes ~250 MB while it reads; see :mod:`photoseek.ocr`); None: no limit.
 
     If a worker dies (a decoder crashing on a hostile file), the files it may have been
     working on are retried one at a time in a fresh pool; the one that kills its worker
@@ -176,7 +188,7 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, bac
     context = _context()
     pending: deque[tuple[DecodeJob, Future]] = deque()
     jobs_iter = iter(jobs)
-    pool = _new_pool(workers, context, background)
+    pool = _new_pool(workers, context, background, ocr_at_once)
     try:
         while True:
             while len(pending) < window:
@@ -202,7 +214,7 @@ def decode_all(jobs: Iterable[DecodeJob], *, workers: int, window: int = 64, bac
                     if stop is not None and stop.is_set():
                         return
                     yield _decode_isolated(j, context)
-                pool = _new_pool(workers, context, background)
+                pool = _new_pool(workers, context, background, ocr_at_once)
                 continue
             yield result
     finally:

@@ -79,6 +79,13 @@ class RunSummary:
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): the first few of this run
     photos: int = 0  # in the index after the run
     found: int = 0  # image files found under the folders indexed
+    # index --ocr: photos read (with or without text found), with text, and whose OCR failed
+    # (indexed without their text); the first few failures with their reasons.
+    ocr_read: int = 0
+    ocr_with_text: int = 0
+    ocr_failed: int = 0
+    ocr_failures: list[tuple[str, str]] = field(default_factory=list)
+    text_read_again: int = 0  # photos indexed earlier without --ocr whose text this run read (no embedding)
 
     @property
     def saved(self) -> int:
@@ -108,6 +115,24 @@ class RunSummary:
         self.skipped += 1
         if len(self.skipped_files) < SKIPPED_NAMED:
             self.skipped_files.append((path, reason))
+
+    def note_ocr(self, path: str, info) -> None:
+        """Count one photo's OCR outcome (``info``: its PhotoInfo, embedded or read again)."""
+        if info.ocr_error is not None:
+            self.ocr_failed += 1
+            if len(self.ocr_failures) < SKIPPED_NAMED:
+                self.ocr_failures.append((path, info.ocr_error))
+        elif info.ocr_text is not None:
+            self.ocr_read += 1
+            self.ocr_with_text += bool(info.ocr_text)
+
+    def ocr_line(self) -> str | None:
+        """What OCR did in this run, or None if it read nothing."""
+        if not (self.ocr_read or self.ocr_failed):
+            return None
+        failed = f"; {self.ocr_failed} could not be read (indexed without their text)" if self.ocr_failed else ""
+        earlier = f" ({self.text_read_again} of them indexed earlier without --ocr)" if self.text_read_again else ""
+        return f"OCR: text found in {self.ocr_with_text} of {self.ocr_read + self.ocr_failed} photos{earlier}{failed}"
 
 
 SKIPPED_NAMED = 5  # skipped files a run's summary names; 'photoseek status' lists them all
@@ -151,6 +176,10 @@ class Indexer:
             from .ray_runner import check_available
 
             check_available()  # no Ray installed: one line now, not after the scan
+        if self.settings.ocr:
+            from photoseek.ocr import check_available as check_ocr
+
+            check_ocr()  # the same for --ocr
         self.files = IndexFiles(Path(index_dir).expanduser().resolve())
         self.show_progress = show_progress
         self.echo = echo or (lambda msg: log.warning(msg))
@@ -244,6 +273,9 @@ class Indexer:
                         vectors = VectorStore(dim)
                     generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id,
                                              started)  # returns early, summary.interrupted set, if stopped
+                if self.settings.ocr and not summary.interrupted:
+                    self._check_stop()
+                    generation = self._read_missing_text(session, plan, summary, generation)
             except _Stopped:
                 summary.interrupted = True
             summary.seconds = time.perf_counter() - started
@@ -390,7 +422,8 @@ class Indexer:
     def _embed(self, session: Session, plan: _Plan, encoder: Encoder, vectors: VectorStore | None,
                summary: RunSummary, generation: int, run_id: int, started: float) -> int:
         s = self.settings
-        jobs = (DecodeJob(f.path, encoder.input_spec.size, s.max_image_pixels) for f in plan.embed)
+        ocr_seconds = s.ocr_seconds if s.ocr else None
+        jobs = (DecodeJob(f.path, encoder.input_spec.size, s.max_image_pixels, ocr_seconds) for f in plan.embed)
         by_path = {f.path: f for f in plan.embed}
         progress = tqdm(total=len(plan.embed), unit="img", desc="embedding", dynamic_ncols=True,
                         disable=(not self.show_progress) if self.show_progress is not None else None)
@@ -401,6 +434,8 @@ class Indexer:
             nonlocal generation, last_vector_save
             with session.begin():  # one checkpoint
                 replaced = [i for i in (plan.replaced_ids.get(f.path) for f, _ in done) if i is not None]
+                for f, photo in done:
+                    summary.note_ocr(f.path, photo.info)
                 summary.updated += len(replaced)
                 summary.added += len(done) - len(replaced)
                 rows = []
@@ -437,7 +472,8 @@ class Indexer:
                 with closing(embed_on_ray(self.ray_address, list(by_path), size=encoder.input_spec.size,
                                           max_pixels=s.max_image_pixels, model_id=encoder.model_id,
                                           precision=s.precision, batch_size=s.batch_size, cores=usable_cores(),
-                                          torch_threads=s.torch_threads, stop=self.stop)) as finished:
+                                          torch_threads=s.torch_threads, stop=self.stop,
+                                          ocr_seconds=ocr_seconds)) as finished:
                     for block in finished:  # returns after the block in hand once stopped, Ray work shut down
                         for path, reason in block.skipped:
                             self._skip(session, by_path[path], reason, plan, vectors, summary)
@@ -457,7 +493,8 @@ class Indexer:
         try:
             with torch_threads_per_worker(workers, s.torch_threads), InferencePool(encoder.encode_pixels, workers) as pool:
                 # closing(): leaving early shuts the decode pool down (its workers gone) right here.
-                with closing(decode_all(jobs, workers=self._decode_workers(), stop=stop)) as results:
+                with closing(decode_all(jobs, workers=self._decode_workers(), stop=stop,
+                                        ocr_at_once=s.ocr_at_once if s.ocr else None)) as results:
                     for result in results:
                         if stop.is_set():
                             break
@@ -481,6 +518,56 @@ class Indexer:
                     write(done, embeddings)
         finally:
             progress.close()
+        return generation
+
+    def _read_missing_text(self, session: Session, plan: _Plan, summary: RunSummary, generation: int) -> int:
+        """``index --ocr`` over photos indexed without it: read the text of the photos the catalogue
+        has none for, in the decode workers, with no model and no embedding; one checkpoint every
+        ``checkpoint_every`` photos. Which photos is the catalogue's to say (its
+        ``photos_without_text``: never read, so neither those OCR read and found nothing in, nor
+        those whose OCR failed); the text goes to its ``set_photo_text``. A file that cannot be
+        read now is left for the next scan to deal with."""
+        s = self.settings
+        with session.begin():
+            todo = [(pid, path) for pid, path in self.catalogue.photos_without_text(session)
+                    if is_under(path, plan.live_roots)]
+        if not todo:
+            return generation
+        ids = {path: pid for pid, path in todo}
+        jobs = (DecodeJob(path, 0, s.max_image_pixels, s.ocr_seconds, text_only=True) for _, path in todo)
+        progress = tqdm(total=len(todo), unit="img", desc="reading text", dynamic_ncols=True,
+                        disable=(not self.show_progress) if self.show_progress is not None else None)
+        read: list[tuple[int, object]] = []
+
+        def write() -> None:
+            nonlocal generation
+            with session.begin():
+                for pid, info in read:
+                    self.catalogue.set_photo_text(session, pid, info)
+                generation += 1
+                self.catalogue.set_generation(session, generation)
+            read.clear()
+
+        try:
+            with closing(decode_all(jobs, workers=self._decode_workers(), stop=self.stop,
+                                    ocr_at_once=s.ocr_at_once)) as results:
+                for result in results:
+                    if self.stop.is_set():
+                        break
+                    progress.update(1)
+                    if result.photo is None:
+                        continue
+                    summary.note_ocr(result.path, result.photo.info)
+                    summary.text_read_again += 1
+                    read.append((ids[result.path], result.photo.info))
+                    if len(read) >= s.checkpoint_every:
+                        write()
+            if read:
+                write()  # stopping too: what was read is kept
+        finally:
+            progress.close()
+        if self.stop.is_set():
+            summary.interrupted = True
         return generation
 
     def _skip(self, session: Session, f: FoundFile, reason: str, plan: _Plan, vectors: VectorStore | None,

@@ -45,6 +45,7 @@ log = logging.getLogger("photoseek.indexer.ray")
 
 DECODE_BATCH = 8  # photos per decode task: small, so one large photo holds up few others
 DECODE_MEMORY = 512 << 20  # bytes a decode task may use: one large photo (RGB + decoder buffers)
+OCR_MEMORY = 384 << 20  # and with OCR: its models and libraries, and reading one photo (photoseek.ocr)
 MAX_CPU_ACTORS = 4  # as MAX_INFERENCE_WORKERS: each actor holds a model and a batch's activations
 INSTALL_HINT = "pip install 'photoseek[ray]'"
 QUIET_LOGGERS = ("ray.data._internal.progress", "ray.data._internal.execution.streaming_executor")
@@ -73,13 +74,13 @@ class RayBatch:
 
 # -- the work (runs in Ray workers) --------------------------------------------------------
 
-def _decode_batch(batch: dict, size: int, max_pixels: int) -> dict:
+def _decode_batch(batch: dict, size: int, max_pixels: int, ocr_seconds: float | None = None) -> dict:
     """Paths -> pixels (zeros for a file that failed), its reason ('' when fine) and its facts."""
     paths = [str(p) for p in batch["path"]]
     pixels = np.zeros((len(paths), size, size, 3), np.uint8)
     errors, meta = [], []
     for i, path in enumerate(paths):
-        photo, error = load_photo_or_reason(path, size, max_pixels)
+        photo, error = load_photo_or_reason(path, size, max_pixels, ocr_seconds)
         if photo is None:
             errors.append(error or "unknown error")
             meta.append(b"")
@@ -167,7 +168,7 @@ def _actors(torch_threads: int | None) -> dict:
 
 def embed_on_ray(address: str, paths: Sequence[str], *, size: int, max_pixels: int, model_id: str, precision: str,
                  batch_size: int, cores: int, torch_threads: int | None = None,
-                 stop: threading.Event | None = None) -> Iterator[RayBatch]:
+                 stop: threading.Event | None = None, ocr_seconds: float | None = None) -> Iterator[RayBatch]:
     """Decode and embed ``paths`` on Ray; yield the finished blocks as they come (any order).
 
     Once ``stop`` is set, nothing more is yielded: the generator returns after the block in
@@ -190,7 +191,8 @@ def embed_on_ray(address: str, paths: Sequence[str], *, size: int, max_pixels: i
         # resources would), which would decode in the model's process, one photo at a time.
         # A task whose worker dies is run again (Ray's default: 3 times).
         ds = ds.map_batches(_decode_batch, batch_size=DECODE_BATCH, batch_format="numpy", num_cpus=1,
-                            memory=DECODE_MEMORY, fn_kwargs=dict(size=size, max_pixels=max_pixels))
+                            memory=DECODE_MEMORY + (OCR_MEMORY if ocr_seconds is not None else 0),
+                            fn_kwargs=dict(size=size, max_pixels=max_pixels, ocr_seconds=ocr_seconds))
         ds = ds.map_batches(_EmbedActor, batch_size=batch_size, batch_format="numpy",
                             fn_constructor_kwargs=dict(model_id=model_id, precision=precision,
                                                        torch_threads=torch_threads),

@@ -104,6 +104,9 @@ def index(
         help="Decode and embed on a Ray cluster: 'local' (start one on this machine), 'auto' (the cluster this "
              "machine belongs to) or the cluster's address; needs pip install 'photoseek[ray]'. "
              "[env: PHOTOSEEK_RAY_ADDRESS]")] = None,
+    ocr: Annotated[bool, typer.Option(
+        "--ocr", help="Also read the text in the photos (signs, receipts, screenshots) of this run, at most "
+                      "PHOTOSEEK_OCR_SECONDS (10) a photo. [env: PHOTOSEEK_OCR]")] = False,
 ) -> None:
     """Embed every photo in the FOLDERs; later runs only embed what is new or changed.
 
@@ -122,7 +125,8 @@ def index(
                                *(["--model", model] if model else []),
                                *[arg for glob in exclude or [] for arg in ("--exclude", glob)],
                                *(["--hidden"] if hidden else []),
-                               *(["--ray", ray] if ray else [])]))
+                               *(["--ray", ray] if ray else []),
+                               *(["--ocr"] if ocr else [])]))
     stop = StopSignals(hard_exit_message="stopped at once: the index keeps every photo saved up to its last "
                                          f"checkpoint; run '{resume}' to continue").install()
     from sqlalchemy.exc import DBAPIError
@@ -130,6 +134,8 @@ def index(
     from photoseek.indexer import Indexer, no_images_message
 
     settings = _settings(index, database)
+    if ocr:
+        settings = settings.model_copy(update={"ocr": True})
     index_dir = settings.resolved_index_dir
     existed = (index_dir / "photoseek.db").is_file()
     try:
@@ -151,6 +157,10 @@ def index(
     if summary.found == 0 and summary.photos == 0:
         raise _fail(no_images_message([_show(str(f)) for f in folders] if folders else ["the indexed folders"]))
     typer.echo(f"{summary.line()}  [{summary.model_id}]")
+    if summary.ocr_line():
+        typer.echo(summary.ocr_line())
+    for path, reason in summary.ocr_failures:
+        typer.echo(f"  no text read from {_show(path)}: {_show(reason)}", err=True)
     for path, reason in summary.skipped_files:
         typer.echo(f"  skipped {_show(path)}: {_show(reason)}", err=True)
     if summary.skipped > len(summary.skipped_files):

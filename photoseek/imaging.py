@@ -19,13 +19,14 @@ import struct
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from photoseek.embedded_text import read_embedded_text
 from photoseek.errors import PhotoseekError
 
 try:  # HEIC/HEIF (iPhone photos); pillow-heif registers itself as a Pillow plugin.
@@ -90,6 +91,14 @@ class PhotoInfo:
     camera_make: str | None = None
     camera_model: str | None = None
     file_type: str | None = None  # what the bytes are (see file_type), whatever the file's name says
+    # Text written into the file by photo software (photoseek.embedded_text): titles and descriptions
+    # (newline-separated, at most 2,000 characters) and keywords (at most 64).
+    caption: str | None = None
+    keywords: tuple[str, ...] = ()
+    # Text read in the pixels (photoseek.ocr), only when the run asked for it (index --ocr):
+    # None = OCR not run (or it failed: ocr_error says why); "" = OCR ran and found no text.
+    ocr_text: str | None = None
+    ocr_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +207,7 @@ def open_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = 
                 raise DecodeError(f"image too large: {width} x {height} pixels (limit {max_pixels:,})", "too_large")
             exif = _safe_exif(img)
             kind = file_type(img.format)
+            caption, keywords = read_embedded_text(img, exif)  # before draft/load replace img; never raises
             if draft_size and img.format in ("JPEG", "MPO"):
                 img = _draft_jpeg(img, data, draft_size)
             img.load()  # the first frame of an animation; raises on truncated or corrupt data
@@ -217,7 +227,7 @@ def open_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = 
             MemoryError, RuntimeError, struct.error) as exc:
         message = str(exc).strip() or type(exc).__name__
         raise DecodeError(f"corrupt or truncated image: {message[:200]}") from None
-    return img, _photo_info(width, height, exif, kind)
+    return img, replace(_photo_info(width, height, exif, kind), caption=caption, keywords=keywords)
 
 
 def file_type(pillow_format: str | None) -> str | None:
@@ -322,14 +332,25 @@ def decode_for_embedding(data: bytes, size: int, *, max_pixels: int = DEFAULT_MA
     return fit_square(img, size), info
 
 
-def load_photo(path: Path, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
-    """Read, hash and decode one file. Raises :class:`DecodeError` with a reason."""
+def load_photo(path: Path, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, ocr_seconds: float | None = None) -> DecodedPhoto:
+    """Read, hash and decode one file. Raises :class:`DecodeError` with a reason.
+
+    ``ocr_seconds``: also read the text in the photo (:mod:`photoseek.ocr`), within that many
+    seconds, onto ``info.ocr_text`` (or why not onto ``info.ocr_error``); None: no OCR. OCR
+    decodes the photo again at its own, larger size, so the embedding's pixels are the same
+    with or without it."""
     data = read_file(path)
     pixels, info = decode_for_embedding(data, size, max_pixels=max_pixels)
+    if ocr_seconds is not None:
+        from photoseek.ocr import read_photo_text  # onnxruntime and OpenCV only in runs that ask for OCR
+
+        text, error = read_photo_text(data, ocr_seconds, max_pixels=max_pixels)
+        info = replace(info, ocr_text=text, ocr_error=error)
     return DecodedPhoto(pixels=pixels, info=info, content_hash=content_hash(data), size_bytes=len(data))
 
 
-def load_photo_or_reason(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[DecodedPhoto | None, str | None]:
+def load_photo_or_reason(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                         ocr_seconds: float | None = None) -> tuple[DecodedPhoto | None, str | None]:
     """:func:`load_photo` for the indexer's decode workers: ``(photo, None)`` or ``(None, reason)``, never raises.
 
     It lives here, not in ``photoseek.indexer``, so that a worker process unpickling it
@@ -337,14 +358,33 @@ def load_photo_or_reason(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIX
     would cost every worker seconds of start-up and hundreds of MB.
     """
     try:
-        return load_photo(Path(path), size, max_pixels=max_pixels), None
+        return load_photo(Path(path), size, max_pixels=max_pixels, ocr_seconds=ocr_seconds), None
     except DecodeError as exc:
         return None, exc.reason
     except Exception as exc:  # a decoder bug must cost one file, not the run
         return None, f"could not decode: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-def decode_worker_init(idle_priority: bool = False, parent_pid: int | None = None) -> None:
+def load_text_or_reason(path: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        ocr_seconds: float = 10.0) -> tuple[DecodedPhoto | None, str | None]:
+    """The text of an indexed photo, for ``index --ocr`` on photos indexed without it: like
+    :func:`load_photo_or_reason` with OCR, but no pixels for the model (``pixels`` is empty).
+    Its content hash and size are those of the file as read now."""
+    try:
+        data = read_file(Path(path))
+        _, info = open_image(data, draft_size=64, max_pixels=max_pixels)  # the facts and caption; pixels unused
+        from photoseek.ocr import read_photo_text
+
+        text, error = read_photo_text(data, ocr_seconds, max_pixels=max_pixels)
+        return DecodedPhoto(np.zeros((0, 0, 3), np.uint8), replace(info, ocr_text=text, ocr_error=error),
+                            content_hash(data), len(data)), None
+    except DecodeError as exc:
+        return None, exc.reason
+    except Exception as exc:  # as load_photo_or_reason: one file, not the run
+        return None, f"could not decode: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def decode_worker_init(idle_priority: bool = False, parent_pid: int | None = None, ocr_slots=None) -> None:
     """Set up an indexer decode worker process (its pool's initialiser).
 
     * Keep decode buffers: glibc hands every block above its mmap threshold back to the
@@ -357,11 +397,16 @@ def decode_worker_init(idle_priority: bool = False, parent_pid: int | None = Non
       write end of its own task queue, so it never sees EOF: an indexer killed with SIGKILL
       otherwise leaves its workers (and their fork server) behind for good, each keeping the
       memory of its last photo.
+    * ``ocr_slots``: the pool's semaphore for OCR turns (:func:`photoseek.ocr.set_slots`).
     * Ignore SIGINT: a Ctrl-C in a terminal reaches the whole foreground job, workers
       included, and a worker must not die of it with a traceback; the indexer decides when
       its workers stop (they are also born ignoring it: photoseek._forkserver_preload).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if ocr_slots is not None:
+        from photoseek.ocr import set_slots  # Pillow and NumPy only; the OCR engine loads on first use
+
+        set_slots(ocr_slots)
     if parent_pid is not None:
         threading.Thread(target=_exit_when_gone, args=(parent_pid,), name="photoseek-parent-watch",
                          daemon=True).start()

@@ -49,7 +49,7 @@ def query_words(text: str) -> list[str]:
 
 
 def document(path: str, root: str | None, *, caption: str | None = None, keywords: tuple[str, ...] | list[str] = (),
-             ocr: str | None = None) -> dict[str, str]:
+             ocr: str | None = None) -> dict[str, str | None]:
     """A photo's keyword document. ``name``: the file name without its extension, separators as
     spaces ("IMG_2023-invoice.jpg" -> "IMG 2023 invoice"); ``folders``: the names of the folders from
     the indexed folder down to the photo's own ("Trips/2019-05 Lisbon"), the indexed folder's own
@@ -63,8 +63,9 @@ def document(path: str, root: str | None, *, caption: str | None = None, keyword
         rel = folder
     parts = [p for p in rel.split(os.sep) if p not in ("", ".", "..")]
     values = dict(name=_SEPARATORS.sub(" ", stem), folders=" / ".join(_SEPARATORS.sub(" ", p) for p in parts),
-                  caption=caption or "", keywords=", ".join(k for k in keywords if k), ocr=ocr or "")
-    return {field: _clean(values[field], FIELD_LIMITS[field]) for field in FIELDS}
+                  caption=caption or "", keywords=", ".join(k for k in keywords if k), ocr=ocr)
+    # ocr stays None when no OCR read the photo ("" is: read, no text), so `index --ocr` knows what to read.
+    return {field: None if values[field] is None else _clean(values[field], FIELD_LIMITS[field]) for field in FIELDS}
 
 
 def _clean(text: str, limit: int) -> str:

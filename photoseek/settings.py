@@ -84,6 +84,15 @@ class Settings(BaseSettings):
         default=HNSW_ABOVE, ge=0,
         description="PostgreSQL catalogues: up to this many photos searches are exact; above, an HNSW index "
         "(pgvector) answers.")
+    ocr: bool = Field(
+        default=False, description="Also read the text in photos (signs, receipts, screenshots) when indexing: "
+        "photoseek index --ocr (photoseek.ocr).")
+    ocr_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="Most seconds OCR may spend on one photo; a photo that needs more "
+        "is indexed without its text, and the run says so.")
+    ocr_at_once: int = Field(
+        default=1, ge=1, description="Photos whose text is read at the same time, across the decode workers: each "
+        "takes about 250 MB more while it is read.")
     checkpoint_every: int = Field(default=256, ge=1, description="Commit progress every N embedded images.")
     ray_address: str | None = Field(
         default=None, description="Decode and embed on Ray: 'local' (start one here), 'auto' (the cluster this "

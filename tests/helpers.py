@@ -3,11 +3,13 @@ index from outside (crash safety, concurrency)."""
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import shutil
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +100,15 @@ def query_index(index_dir: Path, sql: str, default=None):
         return default
 
 
+def query_rows(index_dir: Path, sql: str) -> list[tuple]:
+    """All rows of a read-only query on the index database."""
+    con = sqlite3.connect(f"file:{IndexFiles(index_dir).database}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def last_run_status(index_dir: Path) -> str | None:
     return query_index(index_dir, "SELECT status FROM runs ORDER BY id DESC LIMIT 1")
 
@@ -138,3 +149,52 @@ def cli_demo_index(tmp_path_factory, samples_dir: Path, name: str, model: str) -
     index = base / "index"
     run_cli("index", str(photos), "--index", str(index), "--model", model, "--no-progress")
     return index
+
+
+def text_photo(lines: list[str], *, size: tuple[int, int] = (800, 500), font_size: int = 80,
+               background=(40, 90, 160), ink=(255, 255, 255), margin: int = 50, word_gap: float = 1.0) -> Image.Image:
+    """A photo of text (a sign, a receipt): ``lines`` drawn top to bottom in Pillow's bundled
+    scalable font, so no system font is needed. Words stand ``word_gap`` em apart, as on signs and
+    receipts: the bundled font's own space is narrow enough that OCR may run words together."""
+    from PIL import ImageDraw, ImageFont
+
+    img = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=font_size)
+    for i, line in enumerate(lines):
+        x, y = margin, margin + i * int(font_size * 1.5)
+        for word in line.split():
+            draw.text((x, y), word, font=font, fill=ink)
+            x += draw.textlength(word, font=font) + word_gap * font_size
+    return img
+
+
+def jpeg_bytes(img: Image.Image, **save) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, **save)
+    return buf.getvalue()
+
+
+def with_iptc(jpeg: bytes, records: list[tuple[tuple[int, int], bytes]]) -> bytes:
+    """``jpeg`` with an IPTC block (APP13 "Photoshop 3.0", resource 0x0404) holding ``records``:
+    ((record, dataset), value) pairs, as photo software writes them."""
+    data = b"".join(b"\x1c" + bytes(tag) + struct.pack(">H", len(value)) + value for tag, value in records)
+    resource = b"8BIM" + struct.pack(">H", 0x0404) + b"\x00\x00" + struct.pack(">I", len(data)) + data
+    resource += b"\x00" * (len(data) % 2)
+    segment = b"Photoshop 3.0\x00" + resource
+    return jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:]
+
+
+def xmp_packet(*, title: str | None = None, description: str | None = None, subjects: tuple[str, ...] = ()) -> str:
+    """An XMP packet with Dublin Core title, description and subject (keywords), as Lightroom writes them."""
+    dc = ""
+    if title is not None:
+        dc += f'<dc:title><rdf:Alt><rdf:li xml:lang="x-default">{title}</rdf:li></rdf:Alt></dc:title>'
+    if description is not None:
+        dc += f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{description}</rdf:li></rdf:Alt></dc:description>'
+    if subjects:
+        dc += "<dc:subject><rdf:Bag>" + "".join(f"<rdf:li>{s}</rdf:li>" for s in subjects) + "</rdf:Bag></dc:subject>"
+    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+            '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+            f'xmlns:dc="http://purl.org/dc/elements/1.1/">{dc}</rdf:Description></rdf:RDF></x:xmpmeta>'
+            '<?xpacket end="w"?>')

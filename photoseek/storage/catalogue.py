@@ -272,13 +272,12 @@ class Catalogue:
         """A row for a freshly embedded photo (``info``: :class:`photoseek.imaging.PhotoInfo`), with
         its keyword document (``root``: the indexed folder it is in)."""
         when, source = photo_date(info.taken_at, mtime_ns)
-        words = document(path, root, caption=getattr(info, "caption", None), keywords=getattr(info, "keywords", ()) or (),
-                         ocr=getattr(info, "ocr_text", None))
+        words = document(path, root, caption=info.caption, keywords=info.keywords, ocr=info.ocr_text)
         return ImageRow(
             path=path, root_id=root_id, size_bytes=size_bytes, mtime_ns=mtime_ns, content_hash=content_hash,
             width=info.width, height=info.height, taken_at=info.taken_at, camera_make=info.camera_make,
             camera_model=info.camera_model, embedding=np.asarray(vector, dtype=np.float32), file_type=info.file_type,
-            photo_date=when, date_source=source, text=PhotoText(**words),
+            photo_date=when, date_source=source, text=PhotoText(**words, ocr_error=_reason(info.ocr_error)),
         )
 
     def write_batch(self, session: Session, rows: list[ImageRow], replaced: list[int]) -> list[int]:
@@ -289,6 +288,20 @@ class Catalogue:
         session.flush()
         self.forget_skips(session, [r.path for r in rows])
         return [r.id for r in rows]
+
+    def photos_without_text(self, session) -> list[tuple[int, str]]:
+        """(id, path) of the photos no OCR has read: neither read (with or without text found) nor
+        failed. What ``photoseek index --ocr`` reads on an index built without it."""
+        return [(i, p) for i, p in session.execute(
+            select(ImageRow.id, ImageRow.path).join(PhotoText, PhotoText.image_id == ImageRow.id)
+            .where(PhotoText.ocr.is_(None), PhotoText.ocr_error.is_(None)).order_by(ImageRow.id))]
+
+    def set_photo_text(self, session: Session, photo_id: int, info) -> None:
+        """The caption, keywords and OCR text (or why none) read from a photo
+        (``info``: :class:`photoseek.imaging.PhotoInfo`), its file and folder names kept."""
+        words = document("", None, caption=info.caption, keywords=info.keywords, ocr=info.ocr_text)
+        session.execute(update(PhotoText).where(PhotoText.image_id == photo_id).values(
+            caption=words["caption"], keywords=words["keywords"], ocr=words["ocr"], ocr_error=_reason(info.ocr_error)))
 
     # -- what readers ask --------------------------------------------------------------------
 
@@ -434,6 +447,10 @@ class Catalogue:
                             .group_by(Root.path, top).order_by(func.count().desc(), Root.path, top))
         out["folder"] = [(os.path.join(root, os.fsdecode(bytes(sub))).rstrip(os.sep), n) for root, sub, n in rows]
         return out
+
+
+def _reason(text: str | None) -> str | None:
+    return None if text is None else text[:500]
 
 
 def _like_escape(text: str) -> str:

@@ -143,7 +143,10 @@ class PhotoText(Base):
     folders: Mapped[str] = mapped_column(String(4000), default="")
     caption: Mapped[str] = mapped_column(String(4000), default="")
     keywords: Mapped[str] = mapped_column(String(4000), default="")
-    ocr: Mapped[str] = mapped_column(String(8000), default="")
+    # None: OCR has not read this photo (not asked for, or it failed: ocr_error says why); "": it read
+    # the photo and found no text. ``photoseek index --ocr`` reads the photos with neither.
+    ocr: Mapped[str | None] = mapped_column(String(8000))
+    ocr_error: Mapped[str | None] = mapped_column(String(500))
 
 
 class SkippedFile(Base):

@@ -28,7 +28,8 @@ def upgrade() -> None:
         sa.Column("folders", sa.String(4000), nullable=False),
         sa.Column("caption", sa.String(4000), nullable=False),
         sa.Column("keywords", sa.String(4000), nullable=False),
-        sa.Column("ocr", sa.String(8000), nullable=False),
+        sa.Column("ocr", sa.String(8000), nullable=True),
+        sa.Column("ocr_error", sa.String(500), nullable=True),
     )
     conn = op.get_bind()
     create_text_search(conn)
