@@ -53,11 +53,11 @@ MAX_THRESHOLD = 1.0
 # margin; verification keeps the precision. CLIP: not measurable here (no weights); copies of a
 # photo usually sit above 0.9 with CLIP models, so 0.8 is a conservative floor.
 DEFAULT_THRESHOLDS = {"offline": 0.6, "clip": 0.8}
-NEIGHBOURS = 24  # candidates per photo: enough for the offline encoder's crowded neighbourhoods
+NEIGHBOURS = 16  # candidates per photo; a copy needs one verified link to any photo of its group
 EXACT_UP_TO = 20_000  # above this many photos the candidates come from an IVF index
 QUERY_BATCH = 4_096  # photos searched at once: bounds the result buffers
 FEATURE_SIDE = 384  # photos are checked at this many pixels on the long side
-ORB_FEATURES = 500
+ORB_FEATURES = 400  # matching costs features squared; 300 still separated the demo cases
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PIXELS = 5.0  # reprojection error (pixels at FEATURE_SIDE) for a point to agree
 MIN_MATCHED_POINTS = 12  # same picture from here on (demo: copies >= 31, different photos <= 7)
@@ -281,8 +281,8 @@ def _agreeing_points(pa: np.ndarray, da, pb: np.ndarray, db) -> int:
         return 0
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     good = [m[0] for m in matcher.knnMatch(da, db, k=2) if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
-    if len(good) < 3:
-        return 0
+    if len(good) < MIN_MATCHED_POINTS:  # too few to agree, whatever the transform: skip RANSAC
+        return len(good)
     src = pa[[g.queryIdx for g in good]]
     dst = pb[[g.trainIdx for g in good]]
     transform, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
@@ -401,9 +401,16 @@ class DuplicateFinder:
         unreadable: set[int] = set()
         workers = max(1, min(4, os.cpu_count() or 1))
 
+        this_run: dict[int, Fingerprint | None] = {}  # each photo's file is looked up once per run
+
+        def fingerprint(image_id: int) -> Fingerprint | None:
+            if image_id not in this_run:
+                this_run[image_id] = self._fingerprint(image_id)
+            return this_run[image_id]
+
         def check(row: int):
             a, b = int(pairs[row, 0]), int(pairs[row, 1])
-            fa, fb = self._fingerprint(a), self._fingerprint(b)
+            fa, fb = fingerprint(a), fingerprint(b)
             for image_id, fp in ((a, fa), (b, fb)):
                 if fp is None:
                     unreadable.add(image_id)
