@@ -39,6 +39,10 @@ MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GIF": "i
 ImageId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="A photo's id, as returned by a search.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many results.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="How many results to skip (paging).")]
+Threshold = Annotated[float | None, Query(ge=MIN_THRESHOLD, le=MAX_THRESHOLD, description=(
+    f"Compare two photos visually from this embedding similarity (cosine, {MIN_THRESHOLD} to {MAX_THRESHOLD}) on; "
+    "lower finds more heavily edited copies and takes longer. Default: the index's encoder's "
+    "(default_threshold in the answer)."))]
 
 
 def root_path(request: Request) -> str:
@@ -231,13 +235,8 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
             return StatusResponse(ready=False, message=NO_INDEX, index_dir=str(service.files.root), model=None)
         return status_out(await run(searcher.status, skipped))
 
-    threshold_doc = (f"Compare two photos visually from this embedding similarity (cosine, {MIN_THRESHOLD} to "
-                     f"{MAX_THRESHOLD}) on; lower finds more heavily edited copies and takes longer. Default: "
-                     "the index's encoder's default (default_threshold in the answer).")
-
     @api.get("/duplicates", response_model=DuplicatesResponse, tags=["index"], summary="Near-duplicate photos")
-    async def duplicates(request: Request, threshold: Annotated[float | None, Query(
-            ge=MIN_THRESHOLD, le=MAX_THRESHOLD, description=threshold_doc)] = None) -> DuplicatesResponse:
+    async def duplicates(request: Request, threshold: Threshold = None) -> DuplicatesResponse:
         """Groups of near-identical photos (bursts, resized or re-encoded copies, light edits, crops), each with
         the photo suggested to keep and why. Nothing is deleted or moved: export the list for your own tools."""
         searcher = service.need(await service.current())
@@ -247,8 +246,7 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
     @api.get("/duplicates.csv", tags=["index"], summary="Near-duplicate photos as CSV", response_class=Response,
              responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                               "description": "One row per photo: " + ", ".join(CSV_COLUMNS)}})
-    async def duplicates_csv(threshold: Annotated[float | None, Query(
-            ge=MIN_THRESHOLD, le=MAX_THRESHOLD, description=threshold_doc)] = None) -> Response:
+    async def duplicates_csv(threshold: Threshold = None) -> Response:
         searcher = service.need(await service.current())
         report = await run(find_duplicates, searcher, threshold)
         return Response(to_csv(report), media_type="text/csv; charset=utf-8", headers={
