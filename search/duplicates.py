@@ -63,6 +63,7 @@ RANSAC_PIXELS = 5.0  # reprojection error (pixels at FEATURE_SIDE) for a point t
 MIN_MATCHED_POINTS = 12  # same picture from here on (demo: copies >= 31, different photos <= 7)
 POINT_CELL = 4.0  # points closer than this (pixels) count once: ORB finds one corner at several scales
 FINGERPRINT_CACHE = 4_096  # photos whose features are kept between runs (about 40 KB each)
+PAIR_CACHE = 200_000  # pairs whose check is kept, so moving the threshold re-checks only new pairs
 RESULT_CACHE = 8
 
 ReasonCode = Literal["largest_resolution", "earliest_taken", "first_indexed"]
@@ -308,22 +309,28 @@ def matched_points(a: Fingerprint, b: Fingerprint) -> int:
 
 # -- putting it together -----------------------------------------------------------------------
 
-class _Lru(OrderedDict):
+class _Lru:
+    """A bounded cache, safe to use from the verification threads."""
+
     def __init__(self, size: int):
-        super().__init__()
-        self.size = size
+        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def get(self, key, default=None):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return default
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return default
 
     def put(self, key, value) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 @dataclass
@@ -333,6 +340,7 @@ class DuplicateFinder:
 
     searcher: Searcher
     _fingerprints: _Lru = field(default_factory=lambda: _Lru(FINGERPRINT_CACHE))
+    _pairs: _Lru = field(default_factory=lambda: _Lru(PAIR_CACHE))
     _reports: _Lru = field(default_factory=lambda: _Lru(RESULT_CACHE))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -372,7 +380,8 @@ class DuplicateFinder:
                                unreadable=tuple(sorted(unreadable)), groups=tuple(groups),
                                seconds=time.perf_counter() - started, generation=generation)
 
-    def _fingerprint(self, image_id: int) -> Fingerprint | None:
+    def _fingerprint(self, image_id: int) -> tuple[tuple, Fingerprint] | None:
+        """(the file's identity, its features), or None when it cannot be read."""
         from photoseek.imaging import DecodeError
 
         path = self.searcher.file_path(image_id)
@@ -390,7 +399,7 @@ class DuplicateFinder:
             except DecodeError:
                 return None
             self._fingerprints.put(key, found)
-        return found
+        return key, found
 
     def _verify(self, pairs: np.ndarray, cosines: np.ndarray) -> tuple[list[tuple[int, int, float, int]], set[int]]:
         import cv2
@@ -401,9 +410,9 @@ class DuplicateFinder:
         unreadable: set[int] = set()
         workers = max(1, min(4, os.cpu_count() or 1))
 
-        this_run: dict[int, Fingerprint | None] = {}  # each photo's file is looked up once per run
+        this_run: dict[int, tuple[tuple, Fingerprint] | None] = {}  # each photo's file is looked up once per run
 
-        def fingerprint(image_id: int) -> Fingerprint | None:
+        def fingerprint(image_id: int) -> tuple[tuple, Fingerprint] | None:
             if image_id not in this_run:
                 this_run[image_id] = self._fingerprint(image_id)
             return this_run[image_id]
@@ -416,7 +425,10 @@ class DuplicateFinder:
                     unreadable.add(image_id)
             if fa is None or fb is None:
                 return None
-            points = matched_points(fa, fb)
+            points = self._pairs.get((fa[0], fb[0]))
+            if points is None:
+                points = matched_points(fa[1], fb[1])
+                self._pairs.put((fa[0], fb[0]), points)
             return (a, b, float(cosines[row]), points) if points >= MIN_MATCHED_POINTS else None
 
         with ThreadPoolExecutor(workers) as pool:
