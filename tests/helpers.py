@@ -144,16 +144,18 @@ def cli_demo_index(tmp_path_factory, samples_dir: Path, name: str, model: str) -
 EDITS = ("crop70", "small_jpeg", "mirror_bright", "rotate5")
 
 
-def make_edited_copies(samples: Path, folder: Path) -> dict[str, list[str]]:
+def make_edited_copies(samples: Path, folder: Path, names: list[str] | None = None) -> dict[str, list[str]]:
     """The demo photos plus four edited copies of each, written into ``folder``; returns
     ``original file name -> [its copies' file names]``. The edits: a crop keeping 70% of each side
     (off-centre), half size re-encoded as JPEG quality 20, mirrored and 30% brighter, rotated 5 degrees
-    (corners cropped away, as a straightening tool does)."""
+    (corners cropped away, as a straightening tool does). ``names``: only these demo photos."""
     from PIL import ImageEnhance, ImageOps
 
     folder.mkdir(parents=True, exist_ok=True)
     copies: dict[str, list[str]] = {}
     for source in sorted(samples.iterdir()):
+        if names is not None and source.name not in names:
+            continue
         shutil.copy2(source, folder / source.name)
         img = Image.open(source).convert("RGB")
         w, h = img.size
@@ -164,10 +166,10 @@ def make_edited_copies(samples: Path, folder: Path) -> dict[str, list[str]]:
             "rotate5": img.rotate(5, resample=Image.BICUBIC).crop((int(0.06 * w), int(0.06 * h),
                                                                    int(0.94 * w), int(0.94 * h))),
         }
-        names = []
+        made = []
         for edit in EDITS:
             name = f"{source.stem}__{edit}.jpg"
             edited[edit].save(folder / name, quality=20 if edit == "small_jpeg" else 90)
-            names.append(name)
-        copies[source.name] = names
+            made.append(name)
+        copies[source.name] = made
     return copies
