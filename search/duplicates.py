@@ -276,15 +276,15 @@ def fingerprint_file(path: Path) -> Fingerprint:
     return fingerprint_image(np.asarray(img.convert("L")))
 
 
-def _agreeing_points(pa: np.ndarray, da, pb: np.ndarray, db) -> int:
+def _agreeing_points(pa: np.ndarray, da, pb: np.ndarray, db, exact: bool = False) -> int:
     import cv2
 
     if da is None or db is None or len(da) < 2 or len(db) < 2:
         return 0
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     good = [m[0] for m in matcher.knnMatch(da, db, k=2) if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
-    if len(good) < MIN_MATCHED_POINTS:  # too few to agree, whatever the transform: skip RANSAC
-        return len(good)
+    if len(good) < (3 if exact else MIN_MATCHED_POINTS):  # too few to agree, whatever the transform: skip RANSAC
+        return 0 if exact else len(good)  # (an upper bound: enough to decide)
     src = pa[[g.queryIdx for g in good]]
     dst = pb[[g.trainIdx for g in good]]
     transform, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
@@ -300,12 +300,13 @@ def _agreeing_points(pa: np.ndarray, da, pb: np.ndarray, db) -> int:
     return min(distinct(src[mask]), distinct(dst[mask]))
 
 
-def matched_points(a: Fingerprint, b: Fingerprint) -> int:
-    """How many distinct points of ``a`` and ``b`` (or of ``a`` mirrored) agree on one similarity transform."""
-    straight = _agreeing_points(a.points, a.descriptors, b.points, b.descriptors)
-    if straight >= MIN_MATCHED_POINTS:
+def matched_points(a: Fingerprint, b: Fingerprint, exact: bool = False) -> int:
+    """How many distinct points of ``a`` and ``b`` (or of ``a`` mirrored) agree on one similarity transform.
+    Below MIN_MATCHED_POINTS the count may be an upper bound (enough to decide) unless ``exact``."""
+    straight = _agreeing_points(a.points, a.descriptors, b.points, b.descriptors, exact)
+    if straight >= MIN_MATCHED_POINTS and not exact:
         return straight
-    return max(straight, _agreeing_points(a.mirrored_points, a.mirrored_descriptors, b.points, b.descriptors))
+    return max(straight, _agreeing_points(a.mirrored_points, a.mirrored_descriptors, b.points, b.descriptors, exact))
 
 
 # -- putting it together -----------------------------------------------------------------------
