@@ -220,7 +220,9 @@ def candidate_pairs(ids: np.ndarray, vectors: np.ndarray, threshold: float, k: i
         lists = max(1, n // 50)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
-        index.train(vectors[rng.choice(n, size=min(n, 40 * lists), replace=False)])
+        # Ten photos a cluster train it: k-means costs sample x clusters, which must not grow as n squared.
+        index.cp.min_points_per_centroid = 5
+        index.train(vectors[rng.choice(n, size=min(n, 10 * lists), replace=False)])
         index.nprobe = 4
     index.add(vectors)
     k = min(k + 1, n)  # a photo finds itself first
