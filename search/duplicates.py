@@ -311,6 +311,24 @@ def matched_points(a: Fingerprint, b: Fingerprint, exact: bool = False) -> int:
     return max(straight, _agreeing_points(a.mirrored_points, a.mirrored_descriptors, b.points, b.descriptors, exact))
 
 
+def check_order(pairs: np.ndarray) -> np.ndarray:
+    """An order of ``pairs`` in which each photo's pairs come close together, so its features are used
+    while still cached: photos numbered by reverse Cuthill-McKee (neighbours get near numbers), pairs by
+    the later of their two numbers. In id order a photo's partners would be anywhere."""
+    if not len(pairs):
+        return np.zeros(0, np.int64)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    photos, flat = np.unique(pairs, return_inverse=True)
+    a, b = flat.reshape(-1, 2).T
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(len(photos), len(photos))).tocsr()
+    position = np.empty(len(photos), np.int64)
+    position[reverse_cuthill_mckee(graph, symmetric_mode=False)] = np.arange(len(photos))
+    pa, pb = position[a], position[b]
+    return np.lexsort((np.minimum(pa, pb), np.maximum(pa, pb)))
+
+
 # -- putting it together -----------------------------------------------------------------------
 
 class _Lru:
@@ -409,8 +427,7 @@ class DuplicateFinder:
         import cv2
 
         cv2.setNumThreads(1)  # parallel over pairs instead
-        # Pairs in id order, so that a photo's features are used while they are still cached.
-        order = np.lexsort((pairs[:, 1], pairs[:, 0])) if len(pairs) else np.zeros(0, np.int64)
+        order = check_order(pairs)
         unreadable: set[int] = set()
         workers = max(1, min(4, os.cpu_count() or 1))
 
