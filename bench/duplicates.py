@@ -153,6 +153,8 @@ def _scale_one(n: int, threshold: float, path: Path, queue) -> None:
     groups = d.connected_components(map(tuple, pairs.tolist()))
     group_s = time.perf_counter() - started
     after = _peak_mb()
+    rcm = d.check_order(pairs)
+    in_id_order = np.lexsort((pairs[:, 1], pairs[:, 0]))
     wanted = {(int(ids[o]), int(ids[len(originals) + k])) for k, o in enumerate(planted)}
     found = {tuple(p) for p in pairs.tolist()}
     queue.put({
@@ -162,7 +164,29 @@ def _scale_one(n: int, threshold: float, path: Path, queue) -> None:
         "groups_if_all_verified": len(groups),
         "vectors_mb": round(vectors.nbytes / 2**20, 1), "peak_mb_added": round(after - before, 1),
         "planted_copies_found": round(len(wanted & found) / len(wanted), 4),
+        "photos_in_pairs": int(len(np.unique(pairs))),
+        "decodes_in_check_order": _decodes(pairs[rcm], d.FINGERPRINT_CACHE),
+        "decodes_in_id_order": _decodes(pairs[in_id_order], d.FINGERPRINT_CACHE),
     })
+
+
+def _decodes(pairs: np.ndarray, cache_size: int) -> int:
+    """How many photos the visual check would decode, checking ``pairs`` in this order with an LRU
+    feature cache of ``cache_size`` photos (as DuplicateFinder keeps)."""
+    from collections import OrderedDict
+
+    cache: OrderedDict = OrderedDict()
+    misses = 0
+    for a, b in pairs.tolist():
+        for x in (a, b):
+            if x in cache:
+                cache.move_to_end(x)
+            else:
+                misses += 1
+                cache[x] = None
+                if len(cache) > cache_size:
+                    cache.popitem(last=False)
+    return misses
 
 
 def scale(sizes: list[int], threshold: float) -> list[dict]:
