@@ -1,9 +1,8 @@
 """Near-duplicate photos: bursts, resized or re-encoded copies, light edits, crops.
 
 Two stages, because embeddings alone do not separate copies from different photos of the same kind
-of thing with every encoder (measured with the bundled offline encoder: an edited copy can sit at
-cosine 0.73 from its original while two different fish photos sit at 0.9999; see README,
-"Near-duplicates"):
+of thing with every encoder (measured with the bundled offline encoder: two edited copies of one photo
+sat at cosine 0.68 while two different fish photos sat at 0.9999; see README, "Near-duplicates"):
 
 1. **Candidates** from the index embeddings: each photo's ``NEIGHBOURS`` nearest photos at or above
    the threshold (cosine), found with FAISS over the vectors in memory (exact up to
@@ -49,8 +48,8 @@ if TYPE_CHECKING:
 MIN_THRESHOLD = 0.5
 MAX_THRESHOLD = 1.0
 # Default thresholds per encoder family, in that encoder's cosine scale. Offline: edited copies of
-# the demo photos went down to 0.73 from their originals (bench/duplicates.py), so 0.6 leaves a
-# margin; verification keeps the precision. CLIP: not measurable here (no weights); copies of a
+# one demo photo went down to 0.68 from each other (bench/duplicates.py), so 0.6 leaves a margin;
+# the visual check keeps the precision. CLIP: not measurable here (no weights); copies of a
 # photo usually sit above 0.9 with CLIP models, so 0.8 is a conservative floor.
 DEFAULT_THRESHOLDS = {"offline": 0.6, "clip": 0.8}
 NEIGHBOURS = 16  # candidates per photo; a copy needs one verified link to any photo of its group
@@ -60,7 +59,7 @@ FEATURE_SIDE = 384  # photos are checked at this many pixels on the long side
 ORB_FEATURES = 400  # matching costs features squared; 300 still separated the demo cases
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PIXELS = 5.0  # reprojection error (pixels at FEATURE_SIDE) for a point to agree
-MIN_MATCHED_POINTS = 12  # same picture from here on (demo: copies >= 31, different photos <= 7)
+MIN_MATCHED_POINTS = 12  # same picture from here on (demo: a copy with its original >= 24, different photos <= 5)
 POINT_CELL = 4.0  # points closer than this (pixels) count once: ORB finds one corner at several scales
 FINGERPRINT_CACHE = 4_096  # photos whose features are kept between runs (about 40 KB each)
 PAIR_CACHE = 200_000  # pairs whose check is kept, so moving the threshold re-checks only new pairs
