@@ -398,6 +398,63 @@ def facets(
                 typer.echo(f"  {v.count:6d}  {_show(v.label)}")
 
 
+@app.command()
+def duplicates(
+    threshold: Annotated[Optional[float], typer.Option(metavar="T", show_default=False, help=(
+        "Compare two photos visually from this embedding similarity (cosine, 0.5 to 1) on; lower finds more "
+        "heavily edited copies and takes longer [default: 0.6 with the offline encoder, 0.8 with CLIP]."))] = None,
+    as_json: JsonOpt = False,
+    csv_file: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help=(
+        "Also write the list as CSV, one row per photo ('-' for standard output)."))] = None,
+    index: IndexOpt = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Groups of near-identical photos (bursts, resized or re-encoded copies, light edits, crops), each with
+    a suggested photo to keep (largest resolution, then earliest taken) and why.
+
+    Photos whose embeddings are close are checked visually (matching local features), so different photos of
+    similar things are not grouped. Nothing is deleted or moved: use the list (--json, --csv) with your own tools."""
+    from photoseek.search import Searcher
+    from photoseek.search.duplicates import check_threshold, find_duplicates, to_csv
+    from photoseek.web.schemas import duplicates_out
+
+    settings = _settings(index, database)
+    try:
+        check_threshold(threshold, "--threshold")
+        if csv_file is not None and str(csv_file) != "-" and not csv_file.parent.is_dir():
+            raise BadInput(f"--csv: the folder {csv_file.parent} does not exist; give a file in an existing folder")
+        searcher = Searcher(settings.resolved_index_dir, settings)
+        if not len(searcher):
+            raise Unavailable(f"the index at {searcher.files.root} is empty: run 'photoseek index FOLDER' to add photos")
+        report = find_duplicates(searcher, threshold)
+    except PhotoseekError as exc:
+        raise _error(exc) from None
+    if csv_file is not None:
+        if str(csv_file) == "-":
+            typer.echo(to_csv(report), nl=False)
+        else:
+            try:
+                csv_file.write_text(to_csv(report), encoding="utf-8")
+            except OSError as exc:
+                raise _fail(f"--csv: cannot write {csv_file}: {exc.strerror or exc}") from None
+    if as_json:
+        typer.echo(duplicates_out(report).model_dump_json())
+        return
+    if str(csv_file) == "-":
+        return
+    for number, group in enumerate(report.groups, 1):
+        typer.echo(f"group {number}: {len(group.photos)} photos; keep {group.keeper.photo_id}: {group.keeper.reason_text}")
+        for photo in group.photos:
+            mark = "keep" if photo.id == group.keeper.photo_id else "    "
+            when = photo.photo_date.strftime("%Y-%m-%d %H:%M") if photo.photo_date else "no date"
+            typer.echo(f"  {mark} {photo.id:>7}  {photo.width}x{photo.height}  {photo.size_bytes / 1e6:6.2f} MB  "
+                       f"{when}  {_show(photo.path)}")
+    typer.echo(f"{len(report.groups)} groups, {report.duplicates} photos besides the suggested keepers; "
+               f"{report.photos} photos, {report.candidate_pairs} pairs compared at threshold {report.threshold:g}, "
+               f"{report.seconds:.1f} s" + (f"; {len(report.unreadable)} photos could not be read"
+                                          if report.unreadable else ""))
+
+
 def _describe_run(r) -> str:
     when = r.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     return (f"{when}, {r.status}: added {r.added}, updated {r.updated}, moved {r.moved}, removed {r.removed}, "

@@ -547,6 +547,10 @@ class Searcher:
         with self._engine.connect() as conn:
             return self.catalogue.photo_texts(conn, [image_id]).get(image_id, {})
 
+    def photos(self, ids: list[int]) -> dict[int, Photo]:
+        """Those of ``ids`` that are indexed, by id (one SQL query)."""
+        return self._photos(ids)
+
     def file_path(self, image_id: int) -> Path | None:
         """The real file of an indexed photo, for serving it; None for anything else."""
         with self._engine.connect() as conn:

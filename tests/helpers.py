@@ -198,3 +198,38 @@ def xmp_packet(*, title: str | None = None, description: str | None = None, subj
             '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
             f'xmlns:dc="http://purl.org/dc/elements/1.1/">{dc}</rdf:Description></rdf:RDF></x:xmpmeta>'
             '<?xpacket end="w"?>')
+
+
+# The edits a near-duplicate finder must see through (issue 12): name suffix -> what was done.
+EDITS = ("crop70", "small_jpeg", "mirror_bright", "rotate5")
+
+
+def make_edited_copies(samples: Path, folder: Path, names: list[str] | None = None) -> dict[str, list[str]]:
+    """The demo photos plus four edited copies of each, written into ``folder``; returns
+    ``original file name -> [its copies' file names]``. The edits: a crop keeping 70% of each side
+    (off-centre), half size re-encoded as JPEG quality 20, mirrored and 30% brighter, rotated 5 degrees
+    (corners cropped away, as a straightening tool does). ``names``: only these demo photos."""
+    from PIL import ImageEnhance, ImageOps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    copies: dict[str, list[str]] = {}
+    for source in sorted(samples.iterdir()):
+        if names is not None and source.name not in names:
+            continue
+        shutil.copy2(source, folder / source.name)
+        img = Image.open(source).convert("RGB")
+        w, h = img.size
+        edited = {
+            "crop70": img.crop((int(0.2 * w), int(0.1 * h), int(0.2 * w) + int(0.7 * w), int(0.1 * h) + int(0.7 * h))),
+            "small_jpeg": img.resize((max(1, w // 2), max(1, h // 2)), Image.LANCZOS),
+            "mirror_bright": ImageEnhance.Brightness(ImageOps.mirror(img)).enhance(1.3),
+            "rotate5": img.rotate(5, resample=Image.BICUBIC).crop((int(0.06 * w), int(0.06 * h),
+                                                                   int(0.94 * w), int(0.94 * h))),
+        }
+        made = []
+        for edit in EDITS:
+            name = f"{source.stem}__{edit}.jpg"
+            edited[edit].save(folder / name, quality=20 if edit == "small_jpeg" else 90)
+            made.append(name)
+        copies[source.name] = made
+    return copies

@@ -32,7 +32,7 @@ def test_a_photo_document_names_its_file_and_folders():
     doc = document("/home/me/Pictures/Trips/2019-05 Lisbon/IMG_2023-invoice.jpg", "/home/me/Pictures/Trips",
                    caption="Tram 28", keywords=("tram", "", "Alfama"), ocr=None)
     assert doc == {"name": "IMG 2023 invoice", "folders": "Trips / 2019 05 Lisbon", "caption": "Tram 28",
-                   "keywords": "tram, Alfama", "ocr": ""}
+                   "keywords": "tram, Alfama", "ocr": None}  # None: no OCR read it
     # Undecodable bytes in a file name cannot break the text index; NULs and runs of spaces go.
     odd = document(os.fsdecode(b"/p/caf\xe9.jpg"), "/p", caption="a\x00b   c")
     assert odd["name"] == "caf\ufffd" and odd["caption"] == "a b c"

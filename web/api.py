@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse
 from photoseek.errors import NotFound
 from photoseek.imaging import DecodeError, sniff_format
 from photoseek.search import Photo, Searcher
+from photoseek.search.duplicates import CSV_COLUMNS, MAX_THRESHOLD, MIN_THRESHOLD, find_duplicates, to_csv
 from photoseek.search.query import Filters, SearchRequest, Term, parse_date, parse_query
 from photoseek.settings import Settings
 
@@ -26,6 +27,7 @@ from .schemas import (
     photo_detail_out,
     DATE_PATTERN, photo_version, search_body_model, status_out,
 )
+from .schemas import DuplicatesResponse, duplicates_out
 from .service import NO_INDEX, Service, answer, run
 from .service import search_request as build_request
 from .uploads import read_upload
@@ -38,6 +40,10 @@ MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GIF": "i
 ImageId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="A photo's id, as returned by a search.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many results.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="How many results to skip (paging).")]
+Threshold = Annotated[float | None, Query(ge=MIN_THRESHOLD, le=MAX_THRESHOLD, description=(
+    f"Compare two photos visually from this embedding similarity (cosine, {MIN_THRESHOLD} to {MAX_THRESHOLD}) on; "
+    "lower finds more heavily edited copies and takes longer. Default: the index's encoder's "
+    "(default_threshold in the answer)."))]
 
 
 def root_path(request: Request) -> str:
@@ -231,6 +237,23 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         if searcher is None:
             return StatusResponse(ready=False, message=NO_INDEX, index_dir=str(service.files.root), model=None)
         return status_out(await run(searcher.status, skipped))
+
+    @api.get("/duplicates", response_model=DuplicatesResponse, tags=["index"], summary="Near-duplicate photos")
+    async def duplicates(request: Request, threshold: Threshold = None) -> DuplicatesResponse:
+        """Groups of near-identical photos (bursts, resized or re-encoded copies, light edits, crops), each with
+        the photo suggested to keep and why. Nothing is deleted or moved: export the list for your own tools."""
+        searcher = service.need(await service.current())
+        report = await run(find_duplicates, searcher, threshold)
+        return duplicates_out(report, root_path(request))
+
+    @api.get("/duplicates.csv", tags=["index"], summary="Near-duplicate photos as CSV", response_class=Response,
+             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                              "description": "One row per photo: " + ", ".join(CSV_COLUMNS)}})
+    async def duplicates_csv(threshold: Threshold = None) -> Response:
+        searcher = service.need(await service.current())
+        report = await run(find_duplicates, searcher, threshold)
+        return Response(to_csv(report), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": 'attachment; filename="photoseek-duplicates.csv"'})
 
     return api
 

@@ -190,6 +190,22 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
         context["photo"] = photo_detail_out(photo, await run(searcher.photo_text, image_id), context["root"])
         return render(request, "photo.html", context)
 
+    @router.get("/duplicates", response_class=HTMLResponse, include_in_schema=False)
+    async def duplicates_page(request: Request, threshold: str | None = None):
+        """Groups of near-duplicates side by side, with the suggested keeper, a threshold control and exports."""
+        from photoseek.search.duplicates import MAX_THRESHOLD, MIN_THRESHOLD, find_duplicates
+        from .schemas import duplicates_out
+
+        searcher = await service.current()
+        context = await run(base_context, request, searcher)
+        context.update(min_threshold=MIN_THRESHOLD, max_threshold=MAX_THRESHOLD, report=None,
+                       notice=index_notice(searcher))
+        if context["notice"] is None:
+            value = _number(threshold, "threshold", float) if threshold not in (None, "") else None
+            report = await run(find_duplicates, searcher, value)
+            context["report"] = duplicates_out(report, context["root"])
+        return render(request, "duplicates.html", context)
+
     @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
     async def login_form(request: Request, next: str | None = None, error: str | None = None):
         root = root_path(request)
