@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -195,6 +196,42 @@ def test_clip_checkpoint_file(random_clip):
     np.testing.assert_array_equal(texts, encoder.encode_texts(["a photo of a cat", "a rocket"]))
     with pytest.raises(ValueError):
         encoder.encode_pixels(np.zeros((1, 160, 160, 3), np.uint8))
+
+
+def test_the_exported_text_tower_gives_open_clips_vectors_without_torch(random_clip, samples_dir, tmp_path,
+                                                                          monkeypatch):
+    """A CLIP index's searches by words run the text tower exported when the model was loaded
+    (photoseek.encoders.clip_text): CLIP's tokenizer ported, the tower in NumPy. Its vectors are
+    open_clip's own (fp32) to cosine >= 0.999, they rank the photos the same, and it imports no torch."""
+    from PIL import Image
+
+    from photoseek.encoders import clip_text
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path, encoder = random_clip
+    fp32 = load_encoder(encoder.model_id, precision="fp32")  # loading it exports the text tower
+    exported = clip_text.path_for(encoder.model_id)
+    assert exported.is_relative_to(tmp_path) and (exported / "meta.json").is_file()
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
+    tower = clip_text.load(encoder.model_id)
+    texts = ["a dog on a beach", "A photo of a golden retriever, at sunset!", "café au lait", "word " * 100, "",
+             "ΑΒΓ 東京 🙂", "it's 5 o'clock"]
+    for text, row in zip(texts, encoder.tokenizer(texts)):
+        assert tower.tokenizer.encode(text) == [int(t) for t in row if t != 0]
+    ours, theirs = tower.encode_texts(texts), fp32.encode_texts(texts)
+    assert float((ours * theirs).sum(axis=1).min()) >= 0.9999
+    photos = fp32.encode_images([Image.open(p) for p in sorted(samples_dir.iterdir())])
+    for a, b in zip(ours, theirs):  # random weights: scores ~0.01 apart, so this asks for near-exact vectors
+        assert list(np.argsort(-(photos @ a))[:10]) == list(np.argsort(-(photos @ b))[:10])
+    # A search process loads it without torch.
+    code = ("import sys; from photoseek.encoders.text_side import load_text_encoder; "
+            f"e = load_text_encoder({encoder.model_id!r}); print(e.encode_texts(['a dog']).shape, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert out.stdout.strip() == "(1, 512) False", out.stderr
+    # Replaced weights make the file stale: it is not used, and the next load exports anew.
+    os.utime(path, ns=(0, 0))
+    assert clip_text.load(encoder.model_id) is None
 
 
 def test_clip_text_query_stops_at_end_of_text(random_clip):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from photoseek.encoders import clip_text
 from photoseek.encoders.base import Encoder, EncoderUnavailable, ImageInputSpec
 from photoseek.encoders.precision import resolve_dtype
 
@@ -351,11 +352,14 @@ class ClipEncoder(Encoder):
                 name, pp.get("interpolation"), pp.get("resize_mode"),
             )
         self.input_spec = ImageInputSpec(size=int(size), mean=tuple(pp["mean"]), std=tuple(pp["std"]))
+        self.tokenizer = open_clip.get_tokenizer(name)
+        # Once per weights file, from the float32 weights as loaded: later searches by words run this
+        # tower without torch (photoseek.encoders.clip_text).
+        clip_text.export(self.model_id, model, self.tokenizer)
         self.dtype = resolve_dtype(precision)
         model.to(dtype=self.dtype)
         model.visual.to(memory_format=torch.channels_last)
         self.model = model
-        self.tokenizer = open_clip.get_tokenizer(name)
         # A causal text tower pooled at the end-of-text token (CLIP's own design) never looks at
         # the padding after that token, so a query can stop there: 5-15 positions instead of 77.
         self._truncate_text = (

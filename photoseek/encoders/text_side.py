@@ -102,10 +102,13 @@ class TextEncoder:
         return embed_texts(self._model, [template.format(t.strip()) for t in texts], batch_size=64)
 
 
-def load_text_encoder(model_id: str) -> TextEncoder | None:
-    """The text side alone of the encoder ``model_id`` built an index with, or None when that
-    encoder has no torch-free text side (open_clip models: load the full encoder)."""
+def load_text_encoder(model_id: str):
+    """The text side alone of the encoder ``model_id`` built an index with: the offline encoder's
+    (always), an open_clip model's text tower once exported (:mod:`photoseek.encoders.clip_text`);
+    None otherwise (then load the full encoder)."""
     prefix, _, variant = model_id.partition(":")
-    if prefix != "offline" or not variant:
-        return None
-    return TextEncoder(model_id, OfflineConfig.load(variant))
+    if prefix == "offline" and variant:
+        return TextEncoder(model_id, OfflineConfig.load(variant))
+    from photoseek.encoders import clip_text
+
+    return clip_text.load(model_id)

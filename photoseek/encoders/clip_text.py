@@ -1,0 +1,324 @@
+"""A CLIP model's text tower without torch: what a terminal search by words needs of open_clip.
+
+Importing torch and open_clip and loading both towers is most of a ``photoseek search`` on a
+CLIP index, though a text query needs neither the image tower nor torch. So when photoseek
+has a CLIP model loaded anyway (indexing, or the first search), it exports the text tower's
+tensors once (:func:`export`: float32, 254 MB for ViT-B-32, one ``.npy`` file each, memory-mapped
+when read, so a query pages in the layers and only its tokens' rows of the embedding table) into
+the user's cache folder,
+keyed by the model id, the checkpoint file (path, size, modification time) and the open_clip
+version; a later search by words runs the tower from that file in NumPy (:func:`load`).
+
+Only what it can run exactly is exported: open_clip's ``CLIP`` with pre-norm residual blocks
+(``nn.MultiheadAttention`` + MLP, GELU or QuickGELU), a causal mask, pooling at the end-of-text
+token and CLIP's own BPE tokenizer (ported below, MIT, from openai/CLIP via open_clip); any other
+model is searched with the full encoder. A test holds the vectors to open_clip's own tower
+(cosine >= 0.999, the same top 10). A stale or unreadable file is ignored, never trusted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the file's layout changes: older files are then ignored
+
+
+# -- where the file lives ------------------------------------------------------------------------
+
+
+def _open_clip_version() -> str | None:
+    try:
+        return importlib.metadata.version("open_clip_torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def path_for(model_id: str) -> Path | None:
+    """The text tower file for ``model_id`` as its weights are now. A checkpoint file is known by its
+    size and modification time too (replaced, its tower is exported again); a pretrained tag's
+    weights never change. None for a checkpoint file that is gone."""
+    _, _, pretrained = model_id.partition(":")
+    checkpoint = os.path.expanduser(pretrained)
+    stamp: list = []
+    if os.sep in pretrained or os.path.isfile(checkpoint):
+        try:
+            st = os.stat(checkpoint)
+        except OSError:
+            return None
+        stamp = [os.path.abspath(checkpoint), st.st_size, st.st_mtime_ns]
+    key = json.dumps([FORMAT, model_id, *stamp, _open_clip_version()])
+    import platformdirs
+
+    cache = Path(platformdirs.user_cache_dir("photoseek", appauthor=False)) / "text-towers"
+    return cache / hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+# -- export (torch side) ---------------------------------------------------------------------------
+
+
+def export(model_id: str, model, tokenizer) -> Path | None:
+    """Write the text tower of ``model`` (an open_clip model in float32, as loaded) for later
+    searches, unless it is there already or the model is not one this module runs. Never raises
+    for want of a cache folder: the search then simply loads the full encoder."""
+    try:
+        path = path_for(model_id)
+        if path is None or (path / "meta.json").is_file():
+            return path
+        arrays = _tensors(model, tokenizer)
+        if arrays is None:
+            return None
+        # Written beside, then renamed into place: a reader sees the whole folder or none of it.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+        try:
+            meta = arrays.pop("meta")
+            for name, array in arrays.items():
+                np.save(staging / f"{name}.npy", array, allow_pickle=False)
+            (staging / "meta.json").write_text(json.dumps(meta))
+            try:
+                os.rename(staging, path)
+            except OSError:  # another process put it there first
+                if not (path / "meta.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return path
+    except OSError as exc:
+        log.warning("could not save the text tower for fast searches: %s", exc)
+        return None
+
+
+def _tensors(m, tokenizer) -> dict | None:
+    import open_clip
+    import torch
+
+    if not (isinstance(m, open_clip.CLIP) and getattr(m, "text_pool_type", None) == "argmax"
+            and isinstance(getattr(m, "attn_mask", None), torch.Tensor)
+            and type(tokenizer).__name__ == "SimpleTokenizer" and getattr(tokenizer, "reduction_fn", None) is None
+            and _clean_name(tokenizer) is not None):
+        return None
+    blocks = list(m.transformer.resblocks)
+    acts = set()
+    for b in blocks:
+        if not (isinstance(b.attn, torch.nn.MultiheadAttention) and isinstance(b.ls_1, torch.nn.Identity)
+                and isinstance(b.ls_2, torch.nn.Identity) and isinstance(getattr(b, "ln_attn", torch.nn.Identity()),
+                                                                         torch.nn.Identity)):
+            return None
+        acts.add(type(b.mlp.gelu).__name__)
+    if len(acts) != 1 or acts - {"GELU", "QuickGELU"}:
+        return None
+
+    def f32(t) -> np.ndarray:
+        return t.detach().float().cpu().numpy()
+
+    projection = m.text_projection
+    out = {
+        "token_embedding": f32(m.token_embedding.weight),
+        "positional_embedding": f32(m.positional_embedding),
+        "ln_final.weight": f32(m.ln_final.weight), "ln_final.bias": f32(m.ln_final.bias),
+        "text_projection": f32(projection.weight.T) if isinstance(projection, torch.nn.Linear) else f32(projection),
+        "meta": {"heads": blocks[0].attn.num_heads, "layers": len(blocks), "act": acts.pop(),
+                 "eps": float(m.ln_final.eps), "context_length": int(tokenizer.context_length),
+                 "clean": _clean_name(tokenizer)},
+    }
+    if isinstance(projection, torch.nn.Linear) and projection.bias is not None:
+        out["text_projection_bias"] = f32(projection.bias)
+    for i, b in enumerate(blocks):
+        p = f"{i}."
+        out |= {p + "ln_1.weight": f32(b.ln_1.weight), p + "ln_1.bias": f32(b.ln_1.bias),
+                p + "ln_2.weight": f32(b.ln_2.weight), p + "ln_2.bias": f32(b.ln_2.bias),
+                p + "in_proj.weight": f32(b.attn.in_proj_weight.T), p + "in_proj.bias": f32(b.attn.in_proj_bias),
+                p + "out_proj.weight": f32(b.attn.out_proj.weight.T), p + "out_proj.bias": f32(b.attn.out_proj.bias),
+                p + "c_fc.weight": f32(b.mlp.c_fc.weight.T), p + "c_fc.bias": f32(b.mlp.c_fc.bias),
+                p + "c_proj.weight": f32(b.mlp.c_proj.weight.T), p + "c_proj.bias": f32(b.mlp.c_proj.bias)}
+    return out
+
+
+def _clean_name(tokenizer) -> str | None:
+    fn = getattr(tokenizer, "clean_fn", None)
+    name = getattr(fn, "__name__", "")
+    return {"_clean_lower": "lower", "_clean_whitespace": "whitespace"}.get(name)
+
+
+# -- the tower in NumPy ----------------------------------------------------------------------------
+
+
+class ClipTextTower:
+    """Text queries through an exported CLIP text tower: ``model_id``, ``dim``, ``encode_texts``."""
+
+    def __init__(self, model_id: str, path: Path):
+        meta = json.loads((path / "meta.json").read_text())
+        self.weights = {f.stem: np.load(f, mmap_mode="r", allow_pickle=False) for f in path.glob("*.npy")}
+        self.model_id = model_id
+        self.heads, self.layers, self.act, self.eps = meta["heads"], meta["layers"], meta["act"], meta["eps"]
+        self.tokenizer = Tokenizer(meta["clean"], meta["context_length"])
+        self.dim = int(self.weights["text_projection"].shape[1])
+
+    def encode_texts(self, texts) -> np.ndarray:
+        from threadpoolctl import threadpool_limits
+
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        with threadpool_limits(1, user_api="blas"):  # small matrices: see photoseek.encoders.minilm
+            return np.concatenate([self._encode_one(t) for t in texts])
+
+    def _norm(self, x: np.ndarray, prefix: str) -> np.ndarray:
+        mean = x.mean(axis=-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + self.eps) * self.weights[f"{prefix}.weight"] + self.weights[f"{prefix}.bias"]
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        w = self.weights
+        tokens = self.tokenizer.encode(text)
+        length = len(tokens)  # up to the end-of-text token: with the causal mask the padding changes nothing
+        x = w["token_embedding"][tokens] + w["positional_embedding"][:length]
+        width = x.shape[-1]
+        head = width // self.heads
+        causal = np.triu(np.full((length, length), -np.inf, np.float32), 1)
+        for i in range(self.layers):
+            p = f"{i}."
+            h = self._norm(x, p + "ln_1")
+            qkv = h @ w[p + "in_proj.weight"] + w[p + "in_proj.bias"]
+            q, k, v = (qkv[:, j * width:(j + 1) * width].reshape(length, self.heads, head).transpose(1, 0, 2)
+                       for j in range(3))
+            scores = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(head)) + causal
+            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            attention = scores / scores.sum(axis=-1, keepdims=True)
+            context = (attention @ v).transpose(1, 0, 2).reshape(length, width)
+            x = x + context @ w[p + "out_proj.weight"] + w[p + "out_proj.bias"]
+            h = self._norm(x, p + "ln_2") @ w[p + "c_fc.weight"] + w[p + "c_fc.bias"]
+            h = h * _sigmoid(1.702 * h) if self.act == "QuickGELU" else _gelu(h)
+            x = x + h @ w[p + "c_proj.weight"] + w[p + "c_proj.bias"]
+        pooled = self._norm(x[-1:], "ln_final") @ w["text_projection"]
+        if "text_projection_bias" in w:
+            pooled = pooled + w["text_projection_bias"]
+        return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+
+
+def load(model_id: str) -> ClipTextTower | None:
+    """The exported text tower of ``model_id``, or None when there is none for its weights as they are now."""
+    try:
+        path = path_for(model_id)
+        if path is None or not (path / "meta.json").is_file():
+            return None
+        return ClipTextTower(model_id, path)
+    except Exception as exc:  # noqa: BLE001 - a damaged cache file costs speed, never the search
+        log.warning("ignoring the saved text tower of %s: %s", model_id, exc)
+        return None
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    from photoseek.encoders.minilm import _gelu as gelu
+
+    return gelu(x)
+
+
+# -- CLIP's tokenizer (openai/CLIP's SimpleTokenizer, as open_clip ships it) -------------------------
+
+
+def _bpe_path() -> Path:
+    spec = importlib.util.find_spec("open_clip")  # finds the package without importing it (and torch)
+    return Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
+
+
+@lru_cache()
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(2 ** 8):
+        if b not in bs:
+            bs.append(b)
+            cs.append(2 ** 8 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+class Tokenizer:
+    """CLIP's byte-level BPE: ``encode(text)`` -> token ids from start- to end-of-text, truncated to
+    the context length as open_clip does (the end-of-text token kept last)."""
+
+    def __init__(self, clean: str, context_length: int):
+        import regex
+
+        merges = gzip.open(_bpe_path()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+        merges = [tuple(m.split()) for m in merges]
+        vocab = list(_bytes_to_unicode().values())
+        vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<start_of_text>", "<end_of_text>"]
+        self.encoder = {v: i for i, v in enumerate(vocab)}
+        self.bpe_ranks = {m: i for i, m in enumerate(merges)}
+        self.sot, self.eot = self.encoder["<start_of_text>"], self.encoder["<end_of_text>"]
+        self.clean, self.context_length = clean, context_length
+        self.pattern = regex.compile(r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"""
+                                     r"""[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
+        self.cache: dict[str, str] = {}
+
+    def _bpe(self, token: str) -> str:
+        if token in self.cache:
+            return self.cache[token]
+        word = tuple(token[:-1]) + (token[-1] + "</w>",)
+        pairs = set(zip(word, word[1:]))
+        if not pairs:
+            return token + "</w>"
+        while True:
+            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
+            if bigram not in self.bpe_ranks:
+                break
+            first, second = bigram
+            merged: list[str] = []
+            i = 0
+            while i < len(word):
+                try:
+                    j = word.index(first, i)
+                except ValueError:
+                    merged.extend(word[i:])
+                    break
+                merged.extend(word[i:j])
+                i = j
+                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = tuple(merged)
+            if len(word) == 1:
+                break
+            pairs = set(zip(word, word[1:]))
+        out = " ".join(word)
+        self.cache[token] = out
+        return out
+
+    def encode(self, text: str) -> list[int]:
+        import ftfy
+
+        text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        text = " ".join(text.split()).strip()
+        if self.clean == "lower":
+            text = text.lower()
+        byte_encoder = _bytes_to_unicode()
+        ids: list[int] = []
+        for token in self.pattern.findall(text):
+            token = "".join(byte_encoder[b] for b in token.encode("utf-8"))
+            ids.extend(self.encoder[t] for t in self._bpe(token).split(" "))
+        ids = [self.sot, *ids][: self.context_length - 1]
+        return [*ids, self.eot]
