@@ -79,6 +79,7 @@ class RunSummary:
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): the first few of this run
     photos: int = 0  # in the index after the run
     found: int = 0  # image files found under the folders indexed
+    tagged: int = 0  # photos given automatic tags (photoseek.tags): new ones, or all after a vocabulary change
 
     @property
     def saved(self) -> int:
@@ -244,6 +245,8 @@ class Indexer:
                         vectors = VectorStore(dim)
                     generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id,
                                              started)  # returns early, summary.interrupted set, if stopped
+                if dim and not summary.interrupted:
+                    generation = self._tag(cat, model_id, generation, summary)
             except _Stopped:
                 summary.interrupted = True
             summary.seconds = time.perf_counter() - started
@@ -477,6 +480,17 @@ class Indexer:
                     write(done, embeddings)
         finally:
             progress.close()
+        return generation
+
+    def _tag(self, cat: Catalogue, model_id: str, generation: int, summary: RunSummary) -> int:
+        """Tag the photos not yet tagged with the index's vocabulary, from their stored embeddings
+        (photoseek.tags): this run's new photos, or all of them when the vocabulary changed."""
+        from photoseek.tags import tag_pending, vocabulary_for
+
+        with cat.engine.connect() as conn:
+            vocabulary = vocabulary_for(cat, conn, self.settings.tag_vocabulary)
+        summary.tagged, generation = tag_pending(cat, vocabulary, lambda: self._get_encoder(model_id).encode_texts,
+                                                 model_id=model_id, generation=generation, stop=self.stop)
         return generation
 
     def _skip(self, session: Session, f: FoundFile, reason: str, plan: _Plan, vectors: VectorStore | None,

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         default=HNSW_ABOVE, ge=0,
         description="PostgreSQL catalogues: up to this many photos searches are exact; above, an HNSW index "
         "(pgvector) answers.")
+    tag_vocabulary: str | None = Field(
+        default=None, description="Tag vocabulary: a file of your own tags, added to the shipped ones (see "
+        "photoseek.tags.parse_user_vocabulary), or 'default'. Unset: the one the index was last tagged with.")
+    tag_words: bool = Field(default=True, description="Words in plain queries that name tags ('an animal') bring "
+                            "the photos carrying those tags into the ranking.")
     checkpoint_every: int = Field(default=256, ge=1, description="Commit progress every N embedded images.")
     ray_address: str | None = Field(
         default=None, description="Decode and embed on Ray: 'local' (start one here), 'auto' (the cluster this "

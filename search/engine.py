@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +34,8 @@ from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
 from photoseek.search.filters import NO_DATE, FilterColumns
 from photoseek.search.local import LocalVectorSearch
-from photoseek.search.query import Filters, SearchRequest, Term
+from photoseek.search.query import Filters, SearchRequest, Term, split_tags
+from photoseek.search.tag_fusion import fuse
 
 if TYPE_CHECKING:
     from photoseek.encoders import Encoder
@@ -252,6 +253,7 @@ class Searcher:
         self._image_cache = _Lru(IMAGE_CACHE_SIZE)
         self._embed_texts = Coalescer(lambda texts: self._encode(lambda enc: enc.encode_texts(texts)),
                                       max_batch=TEXT_BATCH_MAX)
+        self._vocabulary = None  # photoseek.tags.Vocabulary, loaded when first needed, again after a reload
         self._index = None  # LocalVectorSearch or the back end's own (PgVectorSearch); None: nothing indexed yet
         self._loaded_generation = -1
         self._reload_lock = threading.Lock()
@@ -294,6 +296,7 @@ class Searcher:
                     self._text_cache.clear()
                     self._image_cache.clear()
             self._index, self._loaded_generation = index, generation
+            self._vocabulary = None  # the index may have been re-tagged with another vocabulary
             return True
 
     def _load_vector_file(self, generation: int, dim: int) -> LocalVectorSearch | None:
@@ -304,7 +307,7 @@ class Searcher:
             store = load_vectors(self.files, self.catalogue, dim=dim, generation=generation, persist=False,
                                  exact_up_to=self.settings.exact_search_up_to, pq_above=self.settings.pq_above)
         with self._engine.connect() as conn:
-            columns = FilterColumns.load(self.catalogue.filter_columns(conn))
+            columns = FilterColumns.load(self.catalogue.filter_columns(conn), self.catalogue.tag_members(conn))
         return LocalVectorSearch(store, columns)
 
     @property
@@ -379,7 +382,10 @@ class Searcher:
         Filters are part of the search, not applied after it: the page holds the best matches
         among the photos that pass them, exactly as a search over only those photos would.
         Raises :class:`~photoseek.errors.BadInput` / :class:`~photoseek.errors.NotFound`."""
+        request = replace(request, filters=self.resolve_tags(request.filters))
         index = self._index
+        if not request.terms:  # tag:x alone: the photos carrying the tags
+            return self._tag_listing(request)
         vector = self.query_vector(request.terms)
         exclude = {t.photo_id for t in request.terms if t.photo_id is not None and t.weight > 0}
         filters = request.filters if request.filters.active else None
@@ -389,6 +395,7 @@ class Searcher:
             cutoff = request.min_score
             want = request.offset + request.limit + 1 + len(exclude) + (8 if filters is None else 0)
             scores, ids = index.top(vector, want, filters)
+            scores, ids = self._fuse_broad_words(request, vector, scores, ids, want)
         else:
             cutoff = request.min_score if request.min_score is not None else self.cutoff_for(index, vector)
             scores, ids, dates = index.above(vector, cutoff, filters)
@@ -413,6 +420,8 @@ class Searcher:
         """Counts for the filter bar (see :meth:`photoseek.storage.Catalogue.facet_counts`). With ``terms``,
         over the photos that match them: those scoring ``min_score`` or more (default: the calibrated
         cutoff that sorting by date uses)."""
+        terms, filters = split_tags(terms, filters)
+        filters = self.resolve_tags(filters)
         ids = None
         index = self._index
         if terms and index is not None and len(index):
@@ -454,6 +463,71 @@ class Searcher:
             return {}
         with self._engine.connect() as conn:
             return {row.id: _photo(row) for row in self.catalogue.photo_rows(conn, ids)}
+
+    # -- tags (photoseek.tags) ----------------------------------------------------------------
+
+    @property
+    def vocabulary(self):
+        """The vocabulary the index is tagged with (the setting, else the one its catalogue records)."""
+        if self._vocabulary is None:
+            from photoseek.tags import vocabulary_for
+
+            with self._engine.connect() as conn:
+                self._vocabulary = vocabulary_for(self.catalogue, conn, self.settings.tag_vocabulary)
+        return self._vocabulary
+
+    def resolve_tags(self, filters: Filters) -> Filters:
+        """``filters`` with its tags as the vocabulary names them (``golden-retriever``, a synonym,
+        a plural -> the tag); :class:`BadInput` for a word that names no tag."""
+        if not filters.tags:
+            return filters
+        names = tuple(dict.fromkeys(self.vocabulary.resolve(t, "tag:") for t in filters.tags))
+        return filters if names == filters.tags else replace(filters, tags=names)
+
+    def _tag_listing(self, request: SearchRequest) -> Page:
+        """A query of tags only: the photos carrying them, best tag score first (or by date)."""
+        with self._engine.connect() as conn:
+            pairs = self.catalogue.photos_with_tags(conn, list(request.filters.tags), request.filters,
+                                                    limit=request.limit + 1, offset=request.offset, sort=request.sort,
+                                                    min_score=request.min_score)
+        photos = self._photos([i for i, _ in pairs])
+        hits = [Hit(photos[i], s) for i, s in pairs if i in photos]
+        next_offset = request.offset + request.limit if len(pairs) > request.limit else None
+        return Page(request, hits[:request.limit], next_offset, request.min_score, None)
+
+    def _fuse_broad_words(self, request: SearchRequest, vector: np.ndarray, scores: np.ndarray, ids: np.ndarray,
+                          want: int) -> tuple[np.ndarray, np.ndarray]:
+        """Words in a plain text query that name tags ("an animal", "a musical instrument") bring the
+        photos carrying those tags into the ranking (search.tag_fusion); scores stay cosines."""
+        if not self.settings.tag_words or any(t.text is None for t in request.terms):
+            return scores, ids
+        from photoseek.tags import tags_in_query
+
+        words = " ".join(t.text for t in request.terms if t.weight > 0)
+        tags = tags_in_query(words, self.vocabulary)
+        if not tags:
+            return scores, ids
+        filters = request.filters if request.filters.active else None
+        with self._engine.connect() as conn:
+            tagged = self.catalogue.photos_with_tags(conn, tags, filters, limit=want)
+        order = fuse(ids, tagged)[:want]
+        known = {int(i): float(s) for i, s in zip(ids, scores) if i >= 0}
+        missing = [i for i in order if i not in known]
+        if missing:  # tagged photos the semantic list did not reach: their own cosine, for the score shown
+            with self._engine.connect() as conn:
+                got, vectors = self.catalogue.embeddings_of(conn, np.asarray(missing, dtype=np.int64))
+            known.update({int(i): float(v @ vector) for i, v in zip(got, vectors)})
+        order = [i for i in order if i in known]
+        return np.asarray([known[i] for i in order], dtype=np.float32), np.asarray(order, dtype=np.int64)
+
+    def photo_tags(self, image_id: int) -> list[tuple[str, float, str | None]]:
+        """A photo's tags, (name, score, via), best first."""
+        with self._engine.connect() as conn:
+            return self.catalogue.tags_of(conn, image_id)
+
+    def tag_counts(self) -> list[tuple[str, int]]:
+        with self._engine.connect() as conn:
+            return self.catalogue.tag_counts(conn)
 
     # -- lookups ---------------------------------------------------------------------------
 
