@@ -151,6 +151,9 @@ def index(
     if summary.found == 0 and summary.photos == 0:
         raise _fail(no_images_message([_show(str(f)) for f in folders] if folders else ["the indexed folders"]))
     typer.echo(f"{summary.line()}  [{summary.model_id}]")
+    if summary.tagged:
+        typer.echo(f"tagged {summary.tagged} photo{'' if summary.tagged == 1 else 's'} ('photoseek tags' lists the tags)",
+                   err=True)
     for path, reason in summary.skipped_files:
         typer.echo(f"  skipped {_show(path)}: {_show(reason)}", err=True)
     if summary.skipped > len(summary.skipped_files):
@@ -379,6 +382,54 @@ def facets(
             typer.echo(f"{name}:")
             for v in values:
                 typer.echo(f"  {v.count:6d}  {_show(v.label)}")
+
+
+@app.command()
+def tags(
+    vocabulary: Annotated[Optional[str], typer.Option(
+        metavar="FILE", help="Tag with the shipped vocabulary plus your own tags from FILE (one a line: "
+        "'name > parent, parent = synonym, synonym'), or 'default' for the shipped one alone. Re-tags every photo "
+        "from its stored embedding (no photo is read again); the index remembers the choice. "
+        "[env: PHOTOSEEK_TAG_VOCABULARY]")] = None,
+    update: Annotated[bool, typer.Option("--update", help="Tag the photos not tagged with the index's vocabulary "
+                                         "yet (e.g. an index from before tags), without scanning its folders.")] = False,
+    as_json: JsonOpt = False,
+    index: IndexOpt = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """List the automatic tags photos carry, with how many photos carry each (most first).
+
+    Search by tag with tag:NAME in a query ("tag:dog", "tag:musical-instrument beach"); broad words
+    ("an animal") find tagged photos without it."""
+    from photoseek.search import Searcher
+    from photoseek.web.schemas import tags_out
+
+    settings = _settings(index, database)
+    if vocabulary is not None:
+        settings = settings.model_copy(update={"tag_vocabulary": vocabulary})
+    try:
+        if vocabulary is not None or update:
+            from photoseek.indexer.retag import retag
+            from photoseek.tags import load_vocabulary
+
+            if vocabulary not in (None, "default"):
+                load_vocabulary(vocabulary)  # a mistake in the file is reported before anything is opened
+            done = retag(settings.resolved_index_dir, settings)
+            typer.echo(f"tagged {done} photo{'' if done == 1 else 's'} from their stored embeddings", err=True)
+        out = tags_out(Searcher(settings.resolved_index_dir, settings))
+    except PhotoseekError as exc:
+        raise _error(exc) from None
+    if as_json:
+        typer.echo(out.model_dump_json())
+        return
+    for t in out.tags:
+        typer.echo(f"{t.count:6d}  {t.tag}" + (f"  ({', '.join(t.parents)})" if t.parents else ""))
+    if not out.tags:
+        typer.echo("no tags yet")
+    if out.untagged:
+        typer.echo(f"{out.untagged} of {out.photos} photos are not tagged with this vocabulary yet: run "
+                   "'photoseek tags --update' (or 'photoseek index')", err=True)
+    typer.echo(f"vocabulary: {_show(out.vocabulary)} ({out.vocabulary_size} tags)", err=True)
 
 
 def _describe_run(r) -> str:

@@ -114,7 +114,11 @@ class Vocabulary:
         """The tag ``word`` names; :class:`BadInput` naming ``parameter`` when there is none."""
         name = self.lookup(word.replace("-", " ").replace("_", " ")) or self.lookup(word)
         if name is None:
-            raise BadInput(f"{parameter}: {word!r} is not a tag; 'photoseek tags' lists the tags photos have "
+            import difflib
+
+            close = difflib.get_close_matches(_normalise(word.replace("-", " ")), list(self._words), n=1)
+            hint = f"did you mean {self._words[close[0]].replace(' ', '-')}? " if close else ""
+            raise BadInput(f"{parameter}: {word!r} is not a tag; {hint}'photoseek tags' lists the tags photos have "
                            "(write spaces as hyphens: tag:musical-instrument)")
         return name
 

@@ -94,6 +94,15 @@ class Page:
 
 
 @dataclass(frozen=True)
+class TagSummary:
+    photos: int
+    untagged: int  # photos not tagged with the current vocabulary (yet)
+    vocabulary: str  # "default" or the user's file
+    vocabulary_size: int
+    counts: list[tuple[str, int, list[str]]]  # (tag, photos, parents), most photos first
+
+
+@dataclass(frozen=True)
 class Skipped:
     path: str
     reason: str
@@ -481,7 +490,7 @@ class Searcher:
         a plural -> the tag); :class:`BadInput` for a word that names no tag."""
         if not filters.tags:
             return filters
-        names = tuple(dict.fromkeys(self.vocabulary.resolve(t, "tag:") for t in filters.tags))
+        names = tuple(dict.fromkeys(self.vocabulary.resolve(t, "tag") for t in filters.tags))
         return filters if names == filters.tags else replace(filters, tags=names)
 
     def _tag_listing(self, request: SearchRequest) -> Page:
@@ -525,9 +534,16 @@ class Searcher:
         with self._engine.connect() as conn:
             return self.catalogue.tags_of(conn, image_id)
 
-    def tag_counts(self) -> list[tuple[str, int]]:
+    def tag_summary(self) -> TagSummary:
+        """What ``photoseek tags`` shows: tags with their counts, and how much of the index is tagged."""
+        vocabulary = self.vocabulary
         with self._engine.connect() as conn:
-            return self.catalogue.tag_counts(conn)
+            counts = self.catalogue.tag_counts(conn)
+            photos = self.catalogue.photo_count(conn)
+            untagged = len(self.catalogue.untagged_ids(conn, vocabulary.version()))
+        parents = {t: sorted(vocabulary.tags[t].parents) if t in vocabulary else [] for t, _ in counts}
+        return TagSummary(photos, untagged, vocabulary.source, len(vocabulary),
+                          [(t, n, parents[t]) for t, n in counts])
 
     # -- lookups ---------------------------------------------------------------------------
 
