@@ -39,7 +39,7 @@ def main() -> None:
     from photoseek.indexer import Indexer
     from photoseek.search import Searcher
     from photoseek.settings import Settings
-    from photoseek.tags import Z_GAP, Z_THRESHOLD, choose_tags, load_vocabulary, tag_matrix
+    from photoseek.tags import Z_GAP, Z_THRESHOLD, choose_tags, load_vocabulary, prompts_for, tag_matrix
 
     index = args.index or Path(tempfile.mkdtemp(prefix="photoseek-tags-"))
     if args.index is None:
@@ -49,7 +49,8 @@ def main() -> None:
     with searcher.catalogue.engine.connect() as conn:
         ids, vectors = next(searcher.catalogue.iter_embeddings(conn))
         names = {int(i): os.path.basename(searcher.catalogue.photo_path(conn, int(i))) for i in ids}
-    matrix = tag_matrix(vocabulary, load_encoder(searcher.model_id).encode_texts, cache_key=searcher.model_id)
+    encoder = load_encoder(searcher.model_id)
+    matrix = tag_matrix(vocabulary, encoder.encode_texts, prompts=prompts_for(encoder), cache_key=searcher.model_id)
     scores = vectors @ matrix.T
 
     def closure(tags) -> set[str]:

@@ -489,7 +489,7 @@ class Indexer:
 
         with cat.engine.connect() as conn:
             vocabulary = vocabulary_for(cat, conn, self.settings.tag_vocabulary)
-        summary.tagged, generation = tag_pending(cat, vocabulary, lambda: self._get_encoder(model_id).encode_texts,
+        summary.tagged, generation = tag_pending(cat, vocabulary, lambda: self._get_encoder(model_id),
                                                  model_id=model_id, generation=generation, stop=self.stop)
         return generation
 

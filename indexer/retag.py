@@ -36,14 +36,9 @@ def retag(index_dir: Path, settings: Settings, *, stop: threading.Event | None =
             if catalogue.uses_vector_file:
                 vectors = load_vectors(files, catalogue, dim=dim, generation=generation, persist=True,
                                        exact_up_to=settings.exact_search_up_to, pq_above=settings.pq_above)
-            encoder: list = []
-
-            def texts():
-                if not encoder:
-                    encoder.append(load_encoder(model_id, precision=settings.precision))
-                return encoder[0].encode_texts
-
-            tagged, new_generation = tag_pending(catalogue, vocabulary, texts, model_id=model_id,
+            tagged, new_generation = tag_pending(catalogue, vocabulary,
+                                                 lambda: load_encoder(model_id, precision=settings.precision),
+                                                 model_id=model_id,
                                                  generation=generation, stop=stop)
             if vectors is not None and new_generation != generation:
                 vectors.save(files.vectors, new_generation)

@@ -6,7 +6,8 @@
   Every tag has a display name (its id), synonyms and parents; parents are tags, and the graph
   has no cycles (checked on loading).
 * **Scoring.** A tag's text vector is the mean of the index's own encoder's embeddings of a few
-  prompts ("a photo of a {}.", ...), re-normalised (CLIP's prompt ensembling). A photo's score for a
+  prompts ("a photo of a {}.", ...), re-normalised (CLIP's prompt ensembling; the offline encoder
+  uses the one template its image vectors are built from, :func:`prompts_for`). A photo's score for a
   tag is the cosine of the two. Calibration is per photo: a tag is kept when its score stands
   :data:`Z_THRESHOLD` standard deviations above the photo's mean score over the whole vocabulary
   and within :data:`Z_GAP` of the photo's best tag (at most :data:`MAX_DIRECT` tags a photo). This adapts to each encoder's score scale and
@@ -230,41 +231,57 @@ def tags_in_query(query: str, vocabulary: Vocabulary, *, max_words: int = 4) -> 
 # -- scoring ---------------------------------------------------------------------------------------
 
 
+def prompts_for(encoder) -> tuple[str, ...]:
+    """The prompts an encoder's tags are embedded with: its own (``tag_prompts``: the offline encoder's
+    image vectors are mixtures of texts made with one template, so that template is what matches
+    them), else :data:`PROMPTS`, CLIP's kind of ensemble."""
+    return tuple(getattr(encoder, "tag_prompts", None) or PROMPTS)
+
+
 def tag_matrix(vocabulary: Vocabulary, encode_texts: Callable[[list[str]], np.ndarray], *,
-               cache_key: str | None = None) -> np.ndarray:
+               prompts: tuple[str, ...] = PROMPTS, cache_key: str | None = None) -> np.ndarray:
     """(tags, dim) unit text vectors, in ``vocabulary.names`` order: each tag's prompts embedded,
-    averaged, re-normalised. Cached on disk per ``cache_key`` (the model id), since embedding a
-    thousand tags' prompts takes tens of seconds on a small CPU and reading them back milliseconds."""
+    averaged, re-normalised. Cached on disk per ``cache_key`` (the model id), tag by tag: embedding a
+    thousand tags' prompts takes tens of seconds on a small CPU, reading them back milliseconds, and
+    a user's vocabulary file only costs its own new tags."""
     names = vocabulary.names
-    path = _cache_path(cache_key, names) if cache_key else None
+    path = _cache_path(cache_key, prompts) if cache_key else None
+    known: dict[str, np.ndarray] = {}
     if path is not None and path.is_file():
         try:
-            matrix = np.load(path, allow_pickle=False)
-            if matrix.shape[0] == len(names) and np.isfinite(matrix).all():
-                return matrix
-        except (OSError, ValueError):
-            pass
-    texts = [p.format(n) for n in names for p in PROMPTS]
-    vectors = np.concatenate([np.asarray(encode_texts(texts[i:i + 256]), dtype=np.float32)
-                              for i in range(0, len(texts), 256)])
-    matrix = vectors.reshape(len(names), len(PROMPTS), -1).mean(axis=1)
-    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-    if path is not None:
-        try:
-            from photoseek.files import atomic_write
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda fh: np.save(fh, matrix, allow_pickle=False))
-        except OSError as exc:  # a read-only home only costs the time next run
-            log.warning("could not cache tag embeddings in %s: %s", path.parent, exc)
-    return matrix
+            with np.load(path, allow_pickle=False) as data:
+                known = {str(n): v for n, v in zip(data["names"], data["vectors"]) if np.isfinite(v).all()}
+        except (OSError, ValueError, KeyError):
+            known = {}
+    missing = [n for n in names if n not in known]
+    if missing:
+        texts = [p.format(n) for n in missing for p in prompts]
+        vectors = np.concatenate([np.asarray(encode_texts(texts[i:i + 256]), dtype=np.float32)
+                                  for i in range(0, len(texts), 256)])
+        fresh = vectors.reshape(len(missing), len(prompts), -1).mean(axis=1)
+        fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
+        known.update(zip(missing, fresh))
+        if path is not None:
+            _save_cache(path, known)
+    return np.stack([known[n] for n in names]).astype(np.float32, copy=False)
 
 
-def _cache_path(model_id: str, names: list[str]) -> Path:
+def _cache_path(model_id: str, prompts: tuple[str, ...]) -> Path:
     import platformdirs
 
-    digest = hashlib.sha256(json.dumps([model_id, list(PROMPTS), names]).encode()).hexdigest()[:20]
-    return Path(platformdirs.user_cache_dir("photoseek", appauthor=False)) / "tags" / f"tags-{digest}.npy"
+    digest = hashlib.sha256(json.dumps([model_id, list(prompts)]).encode()).hexdigest()[:20]
+    return Path(platformdirs.user_cache_dir("photoseek", appauthor=False)) / "tags" / f"tags-{digest}.npz"
+
+
+def _save_cache(path: Path, known: dict[str, np.ndarray]) -> None:
+    from photoseek.files import atomic_write
+
+    names = sorted(known)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda fh: np.savez(fh, names=np.asarray(names), vectors=np.stack([known[n] for n in names])))
+    except OSError as exc:  # a read-only home only costs the time next run
+        log.warning("could not cache tag embeddings in %s: %s", path.parent, exc)
 
 
 @dataclass(frozen=True)
@@ -292,7 +309,7 @@ def choose_tags(scores: np.ndarray, names: list[str], vocabulary: Vocabulary, *,
         for ancestor in vocabulary.ancestors(name):
             if ancestor not in out or (out[ancestor][1] is not None and out[ancestor][0] < score):
                 out[ancestor] = (score, name)
-    return sorted(((n, s, v) for n, (s, v) in out.items()), key=lambda t: (-t[1], t[0]))
+    return sorted(((n, s, v) for n, (s, v) in out.items()), key=lambda t: (-t[1], t[2] is not None, t[0]))
 
 
 def tag_photos(ids: np.ndarray, vectors: np.ndarray, matrix: np.ndarray, vocabulary: Vocabulary,
@@ -313,22 +330,31 @@ DEFAULT = "default"
 def vocabulary_for(catalogue, conn, setting: str | None) -> Vocabulary:
     """The vocabulary an index is tagged with: ``setting`` (a file, or "default") when given, else the
     one the index was last tagged with (recorded in its catalogue), else the shipped one."""
-    chosen = setting if setting else catalogue.get_meta(conn, VOCABULARY_FILE)
-    return load_vocabulary(None if not chosen or chosen == DEFAULT else chosen)
+    if setting:
+        return load_vocabulary(None if setting == DEFAULT else setting)
+    recorded = catalogue.get_meta(conn, VOCABULARY_FILE)
+    if not recorded or recorded == DEFAULT:
+        return load_vocabulary()
+    try:
+        return load_vocabulary(recorded)
+    except BadInput as exc:  # e.g. a server on another machine, without the file: search on, with the shipped tags
+        log.warning("using the shipped tag vocabulary: %s", exc.message)
+        return load_vocabulary()
 
 
-def tag_pending(catalogue, vocabulary: Vocabulary, encode_texts: Callable[[], Callable[[list[str]], np.ndarray]], *,
+def tag_pending(catalogue, vocabulary: Vocabulary, get_encoder: Callable[[], object], *,
                 model_id: str, generation: int, stop=None) -> tuple[int, int]:
     """Tag every photo not yet tagged with ``vocabulary``, from its stored embedding (nothing is
-    decoded). ``encode_texts`` returns the index encoder's text embedder; it is called only when
-    there is something to tag. Each batch is one transaction (its tags, its photos marked tagged,
+    decoded). ``get_encoder`` returns the index's encoder; it is called only when there is something
+    to tag. Each batch is one transaction (its tags, its photos marked tagged,
     the generation bumped so searchers reload). Returns (photos tagged, the new generation)."""
     version = vocabulary.version()
     with catalogue.engine.connect() as conn:
         pending = catalogue.untagged_ids(conn, version)
     done = 0
     if len(pending):
-        matrix = tag_matrix(vocabulary, encode_texts(), cache_key=model_id)
+        encoder = get_encoder()
+        matrix = tag_matrix(vocabulary, encoder.encode_texts, prompts=prompts_for(encoder), cache_key=model_id)
         for start in range(0, len(pending), TAG_BATCH):
             if stop is not None and stop.is_set():
                 break

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from photoseek.errors import BadInput, IndexNotFound, PhotoseekError
 from photoseek.storage import catalogue_exists, open_catalogue, sqlite_path
 from photoseek.storage.catalogue import CREATED_AT, DIM, GENERATION, INDEX_UID, MODEL_ID, Catalogue
-from photoseek.storage.schema import ImageRow, IndexRun, Meta, Root, SkippedFile
+from photoseek.storage.schema import ImageRow, IndexRun, Meta, PhotoTag, Root, SkippedFile, TaggedPhoto
 
 if TYPE_CHECKING:
     from photoseek.settings import Settings
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 BATCH = 2000  # photos read and written at a time (with 512-d embeddings, about 4 MB)
 # Parents before children (images point at roots); deleted in the reverse order.
 TABLES = (Root, IndexRun, SkippedFile, ImageRow)
+TAG_TABLES = (PhotoTag, TaggedPhoto)  # keyed by their photo (no ids of their own); go with it on delete
 
 
 class TargetNotEmpty(PhotoseekError):
@@ -135,6 +136,11 @@ def _copy(source: Catalogue, target: Catalogue, *, replace: bool, batch: int,
                 copied += len(rows)
                 if progress is not None:
                     progress(copied)
+            for table in TAG_TABLES:  # the photos' automatic tags, as they are: nothing is tagged again
+                result = src.execution_options(yield_per=batch).execute(
+                    select(table.__table__).order_by(*table.__table__.primary_key.columns))
+                for part in result.mappings().partitions(batch):
+                    target.insert_rows(dst, table, [dict(row) for row in part])
             target.rows_inserted_with_ids(dst, TABLES)
             # A new id and a later generation: a server holding the target's old state drops it.
             for key, value in ((INDEX_UID, uuid.uuid4().hex), (GENERATION, str(generation + 1))):
