@@ -508,8 +508,8 @@ class Searcher:
                           want: int) -> tuple[np.ndarray, np.ndarray]:
         """Words in a plain text query that name tags ("an animal", "a musical instrument") bring the
         photos carrying those tags into the ranking (search.tag_fusion); scores stay cosines."""
-        if not self.settings.tag_words or any(t.text is None for t in request.terms):
-            return scores, ids
+        if not self.settings.tag_words or any(t.text is None or t.weight < 0 for t in request.terms):
+            return scores, ids  # photos, or words subtracted: the user steers the ranking themselves
         from photoseek.tags import tags_in_query
 
         words = " ".join(t.text for t in request.terms if t.weight > 0)
@@ -519,7 +519,7 @@ class Searcher:
         filters = request.filters if request.filters.active else None
         with self._engine.connect() as conn:
             tagged = self.catalogue.photos_with_tags(conn, tags, filters, limit=want)
-        order = fuse(ids, tagged)[:want]
+        order = fuse(ids, [i for i, _ in tagged])[:want]
         known = {int(i): float(s) for i, s in zip(ids, scores) if i >= 0}
         missing = [i for i in order if i not in known]
         if missing:  # tagged photos the semantic list did not reach: their own cosine, for the score shown

@@ -105,8 +105,9 @@ def test_a_photo_keeps_its_standout_tags_and_their_ancestors():
     assert choose_tags(np.full(len(vocab), 0.5, np.float32), vocab.names, vocab) == []  # nothing stands out
 
 
-def test_rank_fusion_lifts_what_both_lists_hold():
-    assert fuse(np.array([1, 2, 3]), [(3, 0.9), (4, 0.8)]) == [3, 1, 2, 4]
+def test_rank_fusion_lifts_tagged_photos_and_keeps_the_semantic_order_among_them():
+    assert fuse(np.array([1, 2, 3, 4]), [4, 2]) == [2, 4, 1, 3]
+    assert fuse(np.array([1, 2]), [9]) == [1, 9, 2]  # tagged, beyond the semantic list: ties with its first
     assert fuse(np.array([5, 6]), []) == [5, 6]
 
 

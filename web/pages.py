@@ -384,7 +384,7 @@ def filter_bar(asked: Asked, facets: FacetsResponse | None, root: str) -> dict[s
         years.append({"label": y.label, "count": y.count, "active": active, "after": start, "before": end,
                       "href": f"{root}/?" + urlencode(params)})
     tags = []
-    for t in (facets.tag if facets else []):
+    for t in (facets.tag if facets else [])[:BAR_TAGS]:
         q, on = toggle_tag(asked.q, t.value or "")
         tags.append({"label": t.label, "count": t.count, "active": on, "q": q,
                      "href": f"{root}/?" + urlencode(asked.params(q=q))})
@@ -403,6 +403,9 @@ def filter_bar(asked: Asked, facets: FacetsResponse | None, root: str) -> dict[s
                                                           orientation="", min_pixels="")),
         "filtered": asked.filtered,
     }
+
+
+BAR_TAGS = 12  # the most common tags the filter bar shows (web/static/app.js shows as many)
 
 
 def tag_token(name: str) -> str:

@@ -443,9 +443,9 @@ class Catalogue:
         return [(t, n) for t, n in conn.execute(query.limit(limit) if limit else query)]
 
     def tags_of(self, conn, image_id: int) -> list[tuple[str, float, str | None]]:
-        """A photo's (tag, score, via), best score first."""
+        """A photo's (tag, score, via), best score first, a scored tag before those derived from it."""
         rows = conn.execute(select(PhotoTag.tag, PhotoTag.score, PhotoTag.via).where(PhotoTag.image_id == image_id)
-                            .order_by(PhotoTag.score.desc(), PhotoTag.tag))
+                            .order_by(PhotoTag.score.desc(), PhotoTag.via.is_not(None), PhotoTag.tag))
         return [(t, float(s), v) for t, s, v in rows]
 
     def tag_members(self, conn) -> dict[str, np.ndarray]:

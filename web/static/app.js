@@ -313,6 +313,7 @@
   }
 
   let shownFacets = null;
+  const BAR_TAGS = 12; // as web/pages.py
   // The query syntax's tag filter: tag:golden-retriever (see search/query.py; web/pages.py toggle_tag).
   function toggleTag(q, name) {
     const token = `tag:${name.replace(/ /g, '-')}`;
@@ -361,7 +362,7 @@
     });
     $('f-years').replaceChildren(...years);
     // Tags (the most common among these photos): each adds tag:NAME to the words, or takes it out.
-    const tags = (shownFacets && shownFacets.tag || []).filter((t) => t.value).map((t) => {
+    const tags = (shownFacets && shownFacets.tag || []).filter((t) => t.value).slice(0, BAR_TAGS).map((t) => {
       const { q, on } = toggleTag(s.q, t.value);
       const next = withState({ q });
       const a = el('a', { class: `year tag${on ? ' on' : ''}`, href: `${ROOT}/?${keyOf(next)}`, 'aria-current': on ? 'true' : null },
