@@ -393,6 +393,9 @@ def tags(
         "[env: PHOTOSEEK_TAG_VOCABULARY]")] = None,
     update: Annotated[bool, typer.Option("--update", help="Tag the photos not tagged with the index's vocabulary "
                                          "yet (e.g. an index from before tags), without scanning its folders.")] = False,
+    xmp: Annotated[bool, typer.Option("--xmp", help="Also write each tagged photo's tags as keywords into an XMP "
+                                      "sidecar beside it (photo.jpg.xmp: digiKam, darktable, Lightroom). Originals are "
+                                      "never touched; sidecars photoseek did not write are left alone.")] = False,
     as_json: JsonOpt = False,
     index: IndexOpt = None,
     database: DatabaseOpt = None,
@@ -416,7 +419,16 @@ def tags(
                 load_vocabulary(vocabulary)  # a mistake in the file is reported before anything is opened
             done = retag(settings.resolved_index_dir, settings)
             typer.echo(f"tagged {done} photo{'' if done == 1 else 's'} from their stored embeddings", err=True)
-        out = tags_out(Searcher(settings.resolved_index_dir, settings))
+        searcher = Searcher(settings.resolved_index_dir, settings)
+        out = tags_out(searcher)
+        if xmp:
+            from photoseek.xmp import sidecars_for_index
+
+            report = sidecars_for_index(searcher.catalogue, searcher.vocabulary)
+            typer.echo(f"XMP sidecars: {report.written} written, {report.unchanged} already up to date, "
+                       f"{len(report.foreign)} not photoseek's (left alone), {len(report.failed)} failed", err=True)
+            for path, why in report.failed[:5]:
+                typer.echo(f"  cannot write {_show(path)}: {why}", err=True)
     except PhotoseekError as exc:
         raise _error(exc) from None
     if as_json:

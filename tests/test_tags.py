@@ -290,3 +290,41 @@ def test_postgresql_tags_the_same_way(demo_pg_searcher, demo_searcher):
     assert demo_pg_searcher.tag_summary().counts == demo_searcher.tag_summary().counts
     ids = {h.photo.name: h.photo.id for h in demo_pg_searcher.search(request("tag:dog")).hits}
     assert ("dog", pytest.approx(0.98, abs=0.02), "golden retriever") in demo_pg_searcher.photo_tags(ids["puppy.jpg"])
+
+
+def test_xmp_sidecars_carry_the_tags_and_leave_originals_and_foreign_sidecars_alone(tmp_path, demo_index, samples_dir):
+    import hashlib
+    import xml.etree.ElementTree as ET
+
+    from photoseek.storage import open_catalogue
+
+    photos = tmp_path / "photos"
+    shutil.copytree(samples_dir, photos)
+    index = tmp_path / "index"
+    shutil.copytree(demo_index, index, ignore=shutil.ignore_patterns("thumbnails"))
+    catalogue = open_catalogue(index)
+    with catalogue.sessions.begin() as session:  # the copy's photos, not the demo index's
+        from sqlalchemy import update
+
+        from photoseek.storage.schema import ImageRow
+        for image_id, path in session.execute(ImageRow.__table__.select().with_only_columns(ImageRow.id, ImageRow.path)).all():
+            session.execute(update(ImageRow).where(ImageRow.id == image_id).values(path=str(photos / Path(path).name)))
+    catalogue.close()
+    (photos / "bear.jpg.xmp").write_text("<x:xmpmeta>my own keywords</x:xmpmeta>", encoding="utf-8")
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos.iterdir()}
+
+    first = run_cli("tags", "--index", str(index), "--xmp")
+    written = int(first.stderr.split("XMP sidecars: ")[1].split(" written")[0])
+    assert written == len(list(photos.glob("*.xmp"))) - 1 >= 30 and "1 not photoseek's (left alone)" in first.stderr
+    assert (photos / "bear.jpg.xmp").read_text(encoding="utf-8") == "<x:xmpmeta>my own keywords</x:xmpmeta>"
+    assert {n: h for n, h in ((p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in photos.iterdir())
+            if not n.endswith(".xmp")} == {n: h for n, h in before.items() if not n.endswith(".xmp")}
+    ns = {"rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#", "dc": "http://purl.org/dc/elements/1.1/",
+          "lr": "http://ns.adobe.com/lightroom/1.0/"}
+    root = ET.parse(photos / "puppy.jpg.xmp").getroot()
+    subjects = [li.text for li in root.findall(".//dc:subject/rdf:Bag/rdf:li", ns)]
+    paths = [li.text for li in root.findall(".//lr:hierarchicalSubject/rdf:Bag/rdf:li", ns)]
+    assert {"golden retriever", "dog", "animal"} <= set(subjects)
+    assert "animal|mammal|dog|golden retriever" in paths
+    again = run_cli("tags", "--index", str(index), "--xmp")
+    assert "0 written" in again.stderr and "already up to date" in again.stderr
