@@ -245,7 +245,7 @@ class Indexer:
                         vectors = VectorStore(dim)
                     generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id,
                                              started)  # returns early, summary.interrupted set, if stopped
-                if dim and not summary.interrupted:
+                if dim and not summary.interrupted and self.settings.tags:
                     generation = self._tag(cat, model_id, generation, summary)
             except _Stopped:
                 summary.interrupted = True

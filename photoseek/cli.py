@@ -357,7 +357,7 @@ def facets(
     index: IndexOpt = None,
     database: DatabaseOpt = None,
 ) -> None:
-    """How many photos each filter choice keeps: per camera, year (or month), folder and file type.
+    """How many photos each filter choice keeps: per camera, year (or month), folder, file type and tag.
 
     With a QUERY, only the photos that match it count. Each list counts with the other filters
     applied but not its own, so it shows the alternatives to what is chosen."""
@@ -376,7 +376,7 @@ def facets(
     if as_json:
         typer.echo(out.model_dump_json())
         return
-    for name in ("camera", "year", "month", "folder", "type"):
+    for name in ("camera", "year", "month", "folder", "type", "tag"):
         values = getattr(out, name)
         if values:
             typer.echo(f"{name}:")

@@ -35,7 +35,7 @@ from photoseek.search.batching import Coalescer
 from photoseek.search.filters import NO_DATE, FilterColumns
 from photoseek.search.local import LocalVectorSearch
 from photoseek.search.query import Filters, SearchRequest, Term, split_tags
-from photoseek.search.tag_fusion import fuse
+from photoseek.search.tag_fusion import merge_tops, tagged_first
 
 if TYPE_CHECKING:
     from photoseek.encoders import Encoder
@@ -506,28 +506,23 @@ class Searcher:
 
     def _fuse_broad_words(self, request: SearchRequest, vector: np.ndarray, scores: np.ndarray, ids: np.ndarray,
                           want: int) -> tuple[np.ndarray, np.ndarray]:
-        """Words in a plain text query that name tags ("an animal", "a musical instrument") bring the
-        photos carrying those tags into the ranking (search.tag_fusion); scores stay cosines."""
+        """Words in a plain text query that name tags ("an animal", "a musical instrument"): the photos
+        carrying those tags come first, then the rest, each in semantic order (search.tag_fusion)."""
         if not self.settings.tag_words or any(t.text is None or t.weight < 0 for t in request.terms):
             return scores, ids  # photos, or words subtracted: the user steers the ranking themselves
         from photoseek.tags import tags_in_query
 
-        words = " ".join(t.text for t in request.terms if t.weight > 0)
-        tags = tags_in_query(words, self.vocabulary)
+        tags = tags_in_query(" ".join(t.text for t in request.terms), self.vocabulary)
         if not tags:
             return scores, ids
-        filters = request.filters if request.filters.active else None
         with self._engine.connect() as conn:
-            tagged = self.catalogue.photos_with_tags(conn, tags, filters, limit=want)
-        order = fuse(ids, [i for i, _ in tagged])[:want]
-        known = {int(i): float(s) for i, s in zip(ids, scores) if i >= 0}
-        missing = [i for i in order if i not in known]
-        if missing:  # tagged photos the semantic list did not reach: their own cosine, for the score shown
-            with self._engine.connect() as conn:
-                got, vectors = self.catalogue.embeddings_of(conn, np.asarray(missing, dtype=np.int64))
-            known.update({int(i): float(v @ vector) for i, v in zip(got, vectors)})
-        order = [i for i in order if i in known]
-        return np.asarray([known[i] for i in order], dtype=np.float32), np.asarray(order, dtype=np.int64)
+            tagged = {i for i, _ in self.catalogue.photos_with_tags(conn, tags, request.filters if request.filters.active
+                                                                    else None, limit=None)}
+        if not tagged:
+            return scores, ids
+        index = self._index
+        tops = [index.top(vector, want, replace(request.filters, tags=(tag,))) for tag in tags]
+        return tagged_first((scores, ids), merge_tops(tops, want), tagged)
 
     def photo_tags(self, image_id: int) -> list[tuple[str, float, str | None]]:
         """A photo's tags, (name, score, via), best first."""

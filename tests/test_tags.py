@@ -16,7 +16,7 @@ from helpers import run_cli
 from photoseek.errors import BadInput
 from photoseek.search.filters import FilterColumns
 from photoseek.search.query import Filters, SearchRequest, Term, parse_query
-from photoseek.search.tag_fusion import fuse
+from photoseek.search.tag_fusion import merge_tops, tagged_first
 from photoseek.tags import (DEFAULT_VOCABULARY, Tag, Vocabulary, choose_tags, load_vocabulary, parse_user_vocabulary,
                             tags_in_query)
 
@@ -105,10 +105,13 @@ def test_a_photo_keeps_its_standout_tags_and_their_ancestors():
     assert choose_tags(np.full(len(vocab), 0.5, np.float32), vocab.names, vocab) == []  # nothing stands out
 
 
-def test_rank_fusion_lifts_tagged_photos_and_keeps_the_semantic_order_among_them():
-    assert fuse(np.array([1, 2, 3, 4]), [4, 2]) == [2, 4, 1, 3]
-    assert fuse(np.array([1, 2]), [9]) == [1, 9, 2]  # tagged, beyond the semantic list: ties with its first
-    assert fuse(np.array([5, 6]), []) == [5, 6]
+def test_tagged_photos_come_first_each_group_in_semantic_order():
+    semantic = (np.array([0.9, 0.8, 0.7, 0.6], np.float32), np.array([1, 2, 3, 4]))
+    top = merge_tops([(np.array([0.8, 0.6], np.float32), np.array([2, 4])),
+                      (np.array([0.65, 0.6, 0.0], np.float32), np.array([9, 4, -1]))], k=3)
+    assert list(top[1]) == [2, 9, 4]  # the best of both tags' lists, each photo once
+    scores, ids = tagged_first(semantic, top, tagged={2, 4, 9})
+    assert list(ids) == [2, 9, 4, 1, 3] and list(scores) == pytest.approx([0.8, 0.65, 0.6, 0.9, 0.7])
 
 
 def test_tag_in_a_query_becomes_a_filter():
@@ -142,6 +145,15 @@ def test_tag_query_lists_the_photos_carrying_it_best_first(demo_searcher):
     assert set(names_of(demo_searcher.search(request("a cat tag:dog")))) == {"puppy.jpg", "puppies.jpg"}
     with pytest.raises(BadInput, match="tag: 'dgo' is not a tag"):
         demo_searcher.search(request("tag:dgo"))
+
+
+def test_broad_words_pages_neither_overlap_nor_skip(demo_searcher):
+    whole = [h.photo.id for h in demo_searcher.search(request("an animal", limit=34)).hits]
+    pages = [h.photo.id for offset in range(0, 34, 5)
+             for h in demo_searcher.search(request("an animal", limit=5, offset=offset)).hits]
+    assert pages == whole and len(set(whole)) == 34
+    tagged = {h.photo.id for h in demo_searcher.search(request("tag:animal", limit=34)).hits}
+    assert set(whole[:len(tagged)]) == tagged  # the animals first
 
 
 def test_broad_words_bring_tagged_photos_up(demo_searcher):

@@ -455,7 +455,7 @@ class Catalogue:
             members.setdefault(tag, []).append(image_id)
         return {t: np.asarray(i, dtype=np.int64) for t, i in members.items()}
 
-    def photos_with_tags(self, conn, tags: list[str], filters: Filters | None = None, *, limit: int = 1000,
+    def photos_with_tags(self, conn, tags: list[str], filters: Filters | None = None, *, limit: int | None = 1000,
                          offset: int = 0, sort: str = "relevance", min_score: float | None = None
                          ) -> list[tuple[int, float]]:
         """(id, score) of the photos carrying any of ``tags`` and passing ``filters``: best score first
