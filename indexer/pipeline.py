@@ -86,6 +86,7 @@ class RunSummary:
     ocr_failed: int = 0
     ocr_failures: list[tuple[str, str]] = field(default_factory=list)
     text_read_again: int = 0  # photos indexed earlier without --ocr whose text this run read (no embedding)
+    tagged: int = 0  # photos given automatic tags (photoseek.tags): new ones, or all after a vocabulary change
 
     @property
     def saved(self) -> int:
@@ -276,6 +277,8 @@ class Indexer:
                 if self.settings.ocr and not summary.interrupted:
                     self._check_stop()
                     generation = self._read_missing_text(session, plan, summary, generation)
+                if dim and not summary.interrupted and self.settings.tags:
+                    generation = self._tag(cat, model_id, generation, summary)
             except _Stopped:
                 summary.interrupted = True
             summary.seconds = time.perf_counter() - started
@@ -568,6 +571,17 @@ class Indexer:
             progress.close()
         if self.stop.is_set():
             summary.interrupted = True
+        return generation
+
+    def _tag(self, cat: Catalogue, model_id: str, generation: int, summary: RunSummary) -> int:
+        """Tag the photos not yet tagged with the index's vocabulary, from their stored embeddings
+        (photoseek.tags): this run's new photos, or all of them when the vocabulary changed."""
+        from photoseek.tags import tag_pending, vocabulary_for
+
+        with cat.engine.connect() as conn:
+            vocabulary = vocabulary_for(cat, conn, self.settings.tag_vocabulary)
+        summary.tagged, generation = tag_pending(cat, vocabulary, lambda: self._get_encoder(model_id),
+                                                 model_id=model_id, generation=generation, stop=self.stop)
         return generation
 
     def _skip(self, session: Session, f: FoundFile, reason: str, plan: _Plan, vectors: VectorStore | None,

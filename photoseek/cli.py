@@ -161,6 +161,9 @@ def index(
         typer.echo(summary.ocr_line())
     for path, reason in summary.ocr_failures:
         typer.echo(f"  no text read from {_show(path)}: {_show(reason)}", err=True)
+    if summary.tagged:
+        typer.echo(f"tagged {summary.tagged} photo{'' if summary.tagged == 1 else 's'} ('photoseek tags' lists the tags)",
+                   err=True)
     for path, reason in summary.skipped_files:
         typer.echo(f"  skipped {_show(path)}: {_show(reason)}", err=True)
     if summary.skipped > len(summary.skipped_files):
@@ -371,7 +374,7 @@ def facets(
     index: IndexOpt = None,
     database: DatabaseOpt = None,
 ) -> None:
-    """How many photos each filter choice keeps: per camera, year (or month), folder and file type.
+    """How many photos each filter choice keeps: per camera, year (or month), folder, file type and tag.
 
     With a QUERY, only the photos that match it count. Each list counts with the other filters
     applied but not its own, so it shows the alternatives to what is chosen."""
@@ -390,7 +393,7 @@ def facets(
     if as_json:
         typer.echo(out.model_dump_json())
         return
-    for name in ("camera", "year", "month", "folder", "type"):
+    for name in ("camera", "year", "month", "folder", "type", "tag"):
         values = getattr(out, name)
         if values:
             typer.echo(f"{name}:")
@@ -453,6 +456,66 @@ def duplicates(
                f"{report.photos} photos, {report.candidate_pairs} pairs compared at threshold {report.threshold:g}, "
                f"{report.seconds:.1f} s" + (f"; {len(report.unreadable)} photos could not be read"
                                           if report.unreadable else ""))
+
+
+@app.command()
+def tags(
+    vocabulary: Annotated[Optional[str], typer.Option(
+        metavar="FILE", help="Tag with the shipped vocabulary plus your own tags from FILE (one a line: "
+        "'name > parent, parent = synonym, synonym'), or 'default' for the shipped one alone. Re-tags every photo "
+        "from its stored embedding (no photo is read again); the index remembers the choice. "
+        "[env: PHOTOSEEK_TAG_VOCABULARY]")] = None,
+    update: Annotated[bool, typer.Option("--update", help="Tag the photos not tagged with the index's vocabulary "
+                                         "yet (e.g. an index from before tags), without scanning its folders.")] = False,
+    xmp: Annotated[bool, typer.Option("--xmp", help="Also write each tagged photo's tags as keywords into an XMP "
+                                      "sidecar beside it (photo.jpg.xmp: digiKam, darktable, Lightroom). Originals are "
+                                      "never touched; sidecars photoseek did not write are left alone.")] = False,
+    as_json: JsonOpt = False,
+    index: IndexOpt = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """List the automatic tags photos carry, with how many photos carry each (most first).
+
+    Search by tag with tag:NAME in a query ("tag:dog", "tag:musical-instrument beach"); broad words
+    ("an animal") find tagged photos without it."""
+    from photoseek.search import Searcher
+    from photoseek.web.schemas import tags_out
+
+    settings = _settings(index, database)
+    if vocabulary is not None:
+        settings = settings.model_copy(update={"tag_vocabulary": vocabulary})
+    try:
+        if vocabulary is not None or update:
+            from photoseek.indexer.retag import retag
+            from photoseek.tags import load_vocabulary
+
+            if vocabulary not in (None, "default"):
+                load_vocabulary(vocabulary)  # a mistake in the file is reported before anything is opened
+            done = retag(settings.resolved_index_dir, settings)
+            typer.echo(f"tagged {done} photo{'' if done == 1 else 's'} from their stored embeddings", err=True)
+        searcher = Searcher(settings.resolved_index_dir, settings)
+        out = tags_out(searcher)
+        if xmp:
+            from photoseek.xmp import sidecars_for_index
+
+            report = sidecars_for_index(searcher.catalogue, searcher.vocabulary)
+            typer.echo(f"XMP sidecars: {report.written} written, {report.unchanged} already up to date, "
+                       f"{len(report.foreign)} not photoseek's (left alone), {len(report.failed)} failed", err=True)
+            for path, why in report.failed[:5]:
+                typer.echo(f"  cannot write {_show(path)}: {why}", err=True)
+    except PhotoseekError as exc:
+        raise _error(exc) from None
+    if as_json:
+        typer.echo(out.model_dump_json())
+        return
+    for t in out.tags:
+        typer.echo(f"{t.count:6d}  {t.tag}" + (f"  ({', '.join(t.parents)})" if t.parents else ""))
+    if not out.tags:
+        typer.echo("no tags yet")
+    if out.untagged:
+        typer.echo(f"{out.untagged} of {out.photos} photos are not tagged with this vocabulary yet: run "
+                   "'photoseek tags --update' (or 'photoseek index')", err=True)
+    typer.echo(f"vocabulary: {_show(out.vocabulary)} ({out.vocabulary_size} tags)", err=True)
 
 
 def _describe_run(r) -> str:

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     ocr_at_once: int = Field(
         default=1, ge=1, description="Photos whose text is read at the same time, across the decode workers: each "
         "takes about 250 MB more while it is read.")
+    tag_vocabulary: str | None = Field(
+        default=None, description="Tag vocabulary: a file of your own tags, added to the shipped ones (see "
+        "photoseek.tags.parse_user_vocabulary), or 'default'. Unset: the one the index was last tagged with.")
+    tags: bool = Field(default=True, description="Tag new photos at the end of 'photoseek index' (photoseek.tags); "
+                       "off: 'photoseek tags --update' tags them later.")
+    tag_words: bool = Field(default=True, description="Words in plain queries that name tags ('an animal') bring "
+                            "the photos carrying those tags into the ranking.")
     checkpoint_every: int = Field(default=256, ge=1, description="Commit progress every N embedded images.")
     ray_address: str | None = Field(
         default=None, description="Decode and embed on Ray: 'local' (start one here), 'auto' (the cluster this "

@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +36,8 @@ from photoseek.search.batching import Coalescer
 from photoseek.search.filters import NO_DATE, FilterColumns
 from photoseek.search.fusion import reciprocal_rank_fusion
 from photoseek.search.local import LocalVectorSearch
-from photoseek.search.query import Filters, SearchRequest, Term
+from photoseek.search.query import Filters, SearchRequest, Term, split_tags
+from photoseek.search.tag_fusion import merge_tops, tagged_first
 
 if TYPE_CHECKING:
     from photoseek.encoders import Encoder
@@ -100,6 +101,15 @@ class Page:
     next_offset: int | None
     cutoff: float | None  # the score below which photos were left out (None: none were)
     matches: int | None  # how many photos passed the cutoff, when there was one
+
+
+@dataclass(frozen=True)
+class TagSummary:
+    photos: int
+    untagged: int  # photos not tagged with the current vocabulary (yet)
+    vocabulary: str  # "default" or the user's file
+    vocabulary_size: int
+    counts: list[tuple[str, int, list[str]]]  # (tag, photos, parents), most photos first
 
 
 @dataclass(frozen=True)
@@ -262,6 +272,7 @@ class Searcher:
         self._image_cache = _Lru(IMAGE_CACHE_SIZE)
         self._text_encoder = None  # the encoder's text side alone, when it has one without torch
         self._embed_texts = Coalescer(self._encode_texts, max_batch=TEXT_BATCH_MAX)
+        self._vocabulary = None  # photoseek.tags.Vocabulary, loaded when first needed, again after a reload
         self._index = None  # LocalVectorSearch or the back end's own (PgVectorSearch); None: nothing indexed yet
         self._loaded_generation = -1
         self._reload_lock = threading.Lock()
@@ -304,6 +315,7 @@ class Searcher:
                     self._text_cache.clear()
                     self._image_cache.clear()
             self._index, self._loaded_generation = index, generation
+            self._vocabulary = None  # the index may have been re-tagged with another vocabulary
             return True
 
     def _load_vector_file(self, generation: int, dim: int) -> LocalVectorSearch | None:
@@ -314,7 +326,7 @@ class Searcher:
             store = load_vectors(self.files, self.catalogue, dim=dim, generation=generation, persist=False,
                                  exact_up_to=self.settings.exact_search_up_to, pq_above=self.settings.pq_above)
         with self._engine.connect() as conn:
-            columns = FilterColumns.load(self.catalogue.filter_columns(conn))
+            columns = FilterColumns.load(self.catalogue.filter_columns(conn), self.catalogue.tag_members(conn))
         return LocalVectorSearch(store, columns)
 
     @property
@@ -407,7 +419,10 @@ class Searcher:
         keywords and text read in them (:mod:`photoseek.keywords`): by relevance, the two rankings
         are fused (:mod:`photoseek.search.fusion`); by date, keyword matches count as matches
         whatever their score. Raises :class:`~photoseek.errors.BadInput` / :class:`~photoseek.errors.NotFound`."""
+        request = replace(request, filters=self.resolve_tags(request.filters))
         index = self._index
+        if not request.terms:  # tag:x alone: the photos carrying the tags
+            return self._tag_listing(request)
         vector = self.query_vector(request.terms)
         exclude = {t.photo_id for t in request.terms if t.photo_id is not None and t.weight > 0}
         filters = request.filters if request.filters.active else None
@@ -420,7 +435,9 @@ class Searcher:
         if relevance:
             cutoff = request.min_score
             want = request.offset + request.limit + 1 + len(exclude) + (8 if filters is None else 0)
-            scores, ids = index.top(vector, max(want, FUSION_DEPTH) if keyword else want, filters)
+            depth = max(want, FUSION_DEPTH) if keyword else want
+            scores, ids = index.top(vector, depth, filters)
+            scores, ids = self._fuse_broad_words(request, vector, scores, ids, depth)
             dates = None
         else:
             cutoff = request.min_score if request.min_score is not None else self.cutoff_for(index, vector)
@@ -491,6 +508,8 @@ class Searcher:
         """Counts for the filter bar (see :meth:`photoseek.storage.Catalogue.facet_counts`). With ``terms``,
         over the photos that match them: those scoring ``min_score`` or more (default: the calibrated
         cutoff that sorting by date uses)."""
+        terms, filters = split_tags(terms, filters)
+        filters = self.resolve_tags(filters)
         ids = None
         index = self._index
         if terms and index is not None and len(index):
@@ -536,6 +555,73 @@ class Searcher:
             return {}
         with self._engine.connect() as conn:
             return {row.id: _photo(row) for row in self.catalogue.photo_rows(conn, ids)}
+
+    # -- tags (photoseek.tags) ----------------------------------------------------------------
+
+    @property
+    def vocabulary(self):
+        """The vocabulary the index is tagged with (the setting, else the one its catalogue records)."""
+        if self._vocabulary is None:
+            from photoseek.tags import vocabulary_for
+
+            with self._engine.connect() as conn:
+                self._vocabulary = vocabulary_for(self.catalogue, conn, self.settings.tag_vocabulary)
+        return self._vocabulary
+
+    def resolve_tags(self, filters: Filters) -> Filters:
+        """``filters`` with its tags as the vocabulary names them (``golden-retriever``, a synonym,
+        a plural -> the tag); :class:`BadInput` for a word that names no tag."""
+        if not filters.tags:
+            return filters
+        names = tuple(dict.fromkeys(self.vocabulary.resolve(t, "tag") for t in filters.tags))
+        return filters if names == filters.tags else replace(filters, tags=names)
+
+    def _tag_listing(self, request: SearchRequest) -> Page:
+        """A query of tags only: the photos carrying them, best tag score first (or by date)."""
+        with self._engine.connect() as conn:
+            pairs = self.catalogue.photos_with_tags(conn, list(request.filters.tags), request.filters,
+                                                    limit=request.limit + 1, offset=request.offset, sort=request.sort,
+                                                    min_score=request.min_score)
+        photos = self._photos([i for i, _ in pairs])
+        hits = [Hit(photos[i], s) for i, s in pairs if i in photos]
+        next_offset = request.offset + request.limit if len(pairs) > request.limit else None
+        return Page(request, hits[:request.limit], next_offset, request.min_score, None)
+
+    def _fuse_broad_words(self, request: SearchRequest, vector: np.ndarray, scores: np.ndarray, ids: np.ndarray,
+                          want: int) -> tuple[np.ndarray, np.ndarray]:
+        """Words in a plain text query that name tags ("an animal", "a musical instrument"): the photos
+        carrying those tags come first, then the rest, each in semantic order (search.tag_fusion)."""
+        if not self.settings.tag_words or any(t.text is None or t.weight < 0 for t in request.terms):
+            return scores, ids  # photos, or words subtracted: the user steers the ranking themselves
+        from photoseek.tags import tags_in_query
+
+        tags = tags_in_query(" ".join(t.text for t in request.terms), self.vocabulary)
+        if not tags:
+            return scores, ids
+        with self._engine.connect() as conn:
+            tagged = {i for i, _ in self.catalogue.photos_with_tags(conn, tags, request.filters if request.filters.active
+                                                                    else None, limit=None)}
+        if not tagged:
+            return scores, ids
+        index = self._index
+        tops = [index.top(vector, want, replace(request.filters, tags=(tag,))) for tag in tags]
+        return tagged_first((scores, ids), merge_tops(tops, want), tagged)
+
+    def photo_tags(self, image_id: int) -> list[tuple[str, float, str | None]]:
+        """A photo's tags, (name, score, via), best first."""
+        with self._engine.connect() as conn:
+            return self.catalogue.tags_of(conn, image_id)
+
+    def tag_summary(self) -> TagSummary:
+        """What ``photoseek tags`` shows: tags with their counts, and how much of the index is tagged."""
+        vocabulary = self.vocabulary
+        with self._engine.connect() as conn:
+            counts = self.catalogue.tag_counts(conn)
+            photos = self.catalogue.photo_count(conn)
+            untagged = len(self.catalogue.untagged_ids(conn, vocabulary.version()))
+        parents = {t: sorted(vocabulary.tags[t].parents) if t in vocabulary else [] for t, _ in counts}
+        return TagSummary(photos, untagged, vocabulary.source, len(vocabulary),
+                          [(t, n, parents[t]) for t, n in counts])
 
     # -- lookups ---------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ they always describe the same photos), as NumPy arrays, and a filter is a vector
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 import numpy as np
@@ -33,10 +33,11 @@ class FilterColumns:
     cameras: list[str]  # "make model", lower case
     dir_codes: np.ndarray  # int32 index into dirs
     dirs: list[str]  # each photo's folder
+    tags: dict[str, np.ndarray] = field(default_factory=dict)  # tag -> sorted ids carrying it (Catalogue.tag_members)
 
     @classmethod
-    def load(cls, rows) -> FilterColumns:
-        """From :meth:`photoseek.storage.Catalogue.filter_columns`'s rows."""
+    def load(cls, rows, tags: dict[str, np.ndarray] | None = None) -> FilterColumns:
+        """From :meth:`photoseek.storage.Catalogue.filter_columns`'s rows (and ``tag_members``)."""
         n = len(rows)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
         dates = np.fromiter((_seconds(r[1]) for r in rows), dtype=np.int64, count=n)
@@ -47,7 +48,7 @@ class FilterColumns:
         dir_codes, dirs = _codes(os.path.dirname(r[7]) for r in rows)
         order = np.argsort(ids, kind="stable")
         return cls(ids[order], dates[order], widths[order], heights[order], type_codes[order], types,
-                   camera_codes[order], cameras, dir_codes[order], dirs)
+                   camera_codes[order], cameras, dir_codes[order], dirs, dict(tags or {}))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -84,6 +85,8 @@ class FilterColumns:
             keep &= self.widths == self.heights
         if filters.min_pixels:
             keep &= self.widths * self.heights >= filters.min_pixels
+        for tag in filters.tags:
+            keep &= np.isin(self.ids, self.tags.get(tag, np.zeros(0, np.int64)), assume_unique=True)
         return self.ids[keep]
 
 

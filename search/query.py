@@ -12,6 +12,10 @@ Query syntax (the search box, ``photoseek search TEXT``, ``?q=``):
   it), so ``t-shirt`` or ``c++`` stay one term; a leading ``-`` subtracts the first term.
 * ``2:sunset + beach``, ``0.5:people``: a number and a colon before a term weigh it (default 1).
 * The query vector is the normalised weighted sum of the terms' unit embeddings.
+* ``tag:beach`` (``tag:musical-instrument``: hyphens for spaces) anywhere in the words keeps only
+  photos carrying that automatic tag (photoseek.tags), like a filter; a query of tags alone lists
+  those photos, best tag score first. :class:`SearchRequest` moves them from its text terms to
+  ``filters.tags`` itself, so every caller gets the same syntax.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ Sort = Literal["relevance", "newest", "oldest"]
 Orientation = Literal["landscape", "portrait", "square"]
 
 _OPERATOR = re.compile(r"(?:^|\s)([+-])(?=\s|$)")
+_TAG = re.compile(r"(?:^|(?<=\s))tag:(\S+)", re.I)
 _WEIGHT = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(?!\d)(.*)$", re.S)  # not "12:30 lunch"
 
 
@@ -67,6 +72,7 @@ class Filters:
     types: tuple[str, ...] = ()
     orientation: Orientation | None = None
     min_pixels: int | None = None
+    tags: tuple[str, ...] = ()  # photoseek.tags names; a photo must carry every one (directly or via a descendant)
 
     def __post_init__(self) -> None:
         if self.after and self.before and self.after > self.before:
@@ -78,7 +84,8 @@ class Filters:
 
     @property
     def active(self) -> bool:
-        return any((self.after, self.before, self.camera, self.folder, self.types, self.orientation, self.min_pixels))
+        return any((self.after, self.before, self.camera, self.folder, self.types, self.orientation, self.min_pixels,
+                    self.tags))
 
 
 @dataclass(frozen=True)
@@ -93,11 +100,14 @@ class SearchRequest:
     keywords: bool = True
 
     def __post_init__(self) -> None:
-        if not self.terms:
+        terms, filters = split_tags(self.terms, self.filters)
+        object.__setattr__(self, "terms", terms)  # frozen: normalised once, here
+        object.__setattr__(self, "filters", filters)
+        if not self.terms and not self.filters.tags:
             raise BadInput("the query is empty: give some words, a photo, or a photo id to search by")
         if len(self.terms) > MAX_TERMS:
             raise BadInput(f"too many terms ({len(self.terms)}; at most {MAX_TERMS})")
-        if not any(t.weight > 0 for t in self.terms):
+        if self.terms and not any(t.weight > 0 for t in self.terms):
             raise BadInput("a query needs at least one term with a positive weight (what to look for), "
                            "not only terms to subtract")
         if self.sort not in SORTS:
@@ -115,6 +125,27 @@ class SearchRequest:
 
     def page(self, limit: int, offset: int) -> SearchRequest:
         return replace(self, limit=limit, offset=offset)
+
+
+def split_tags(terms: tuple[Term, ...] | list[Term], filters: Filters) -> tuple[tuple[Term, ...], Filters]:
+    """``tag:NAME`` words taken out of text terms into ``filters.tags`` (a term left with no words is
+    dropped). A tag cannot be subtracted or weighed: :class:`BadInput` says so."""
+    kept, tags = [], list(filters.tags)
+    for term in terms:
+        found = _TAG.findall(term.text) if term.text is not None else []
+        if not found:
+            kept.append(term)
+            continue
+        if term.weight != 1:
+            raise BadInput(f"tag:{found[0]} cannot be weighed or subtracted: a tag only keeps the photos carrying it; "
+                           "write it as a plain word to steer the ranking instead")
+        tags += [t.strip('"').lower() for t in found if t.strip('"')]
+        rest = " ".join(_TAG.sub(" ", term.text).split())
+        if rest:
+            kept.append(replace(term, text=rest))
+    if len(tags) == len(filters.tags):
+        return tuple(terms), filters
+    return tuple(kept), replace(filters, tags=tuple(dict.fromkeys(tags)))
 
 
 def parse_query(text: str, *, max_chars: int = 500) -> list[Term]:

@@ -23,8 +23,8 @@ from photoseek.settings import Settings
 
 from . import security
 from .schemas import (
-    ErrorResponse, FacetsResponse, PhotoDetailOut, SearchResponse, StatusResponse, facets_out, page_out,
-    photo_detail_out,
+    ErrorResponse, FacetsResponse, PhotoDetailOut, PhotoTagOut, SearchResponse, StatusResponse, TagsResponse,
+    facets_out, page_out, photo_detail_out, tags_out,
     DATE_PATTERN, photo_version, search_body_model, status_out,
 )
 from .schemas import DuplicatesResponse, duplicates_out
@@ -64,10 +64,12 @@ def filter_params(
                                      "repeatable.")] = [],  # noqa: B006 (FastAPI copies defaults)
     orientation: Annotated[Literal["landscape", "portrait", "square"] | None, Query()] = None,
     min_pixels: Annotated[int | None, Query(ge=1, le=10**12, description="Width x height at least.")] = None,
+    tag: Annotated[list[str], Query(max_length=16, description="Only photos carrying this automatic tag (as "
+                                    "tag:NAME in q); repeatable: every one.")] = [],  # noqa: B006
 ) -> Filters:
     """The filter parameters /api/search and /api/facets share."""
     return Filters(after=parse_date(after, "after"), before=parse_date(before, "before"), camera=camera, folder=folder, types=tuple(t.lower() for t in type),
-                   orientation=orientation, min_pixels=min_pixels)
+                   orientation=orientation, min_pixels=min_pixels, tags=tuple(t.strip().lower() for t in tag if t.strip()))
 
 
 def api_router(settings: Settings, service: Service) -> APIRouter:
@@ -123,7 +125,8 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         f = body.filters
         filters = Filters(after=parse_date(f.after, "filters.after"), before=parse_date(f.before, "filters.before"),
                           camera=f.camera, folder=f.folder,
-                          types=tuple(t.lower() for t in f.type), orientation=f.orientation, min_pixels=f.min_pixels)
+                          types=tuple(t.lower() for t in f.type), orientation=f.orientation, min_pixels=f.min_pixels,
+                          tags=tuple(t.strip().lower() for t in f.tag if t.strip()))
         search = SearchRequest(terms=tuple(terms), filters=filters, sort=body.sort, min_score=body.min_score,
                                limit=body.limit, offset=body.offset, keywords=body.keywords)
         page, source = await run(answer, searcher, search, settings)
@@ -195,7 +198,14 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
              responses={404: errors[404]})
     async def image(request: Request, image_id: ImageId) -> PhotoDetailOut:
         searcher, photo = await _photo(image_id)
-        return photo_detail_out(photo, await run(searcher.photo_text, image_id), root_path(request))
+        out = photo_detail_out(photo, await run(searcher.photo_text, image_id), root_path(request))
+        out.tags = [PhotoTagOut(tag=t, score=round(s, 6), via=v) for t, s, v in await run(searcher.photo_tags, image_id)]
+        return out
+
+    @api.get("/tags", response_model=TagsResponse, tags=["search"], summary="Automatic tags, with how many photos "
+             "carry each")
+    async def tags() -> TagsResponse:
+        return await run(tags_out, service.need(await service.current()))
 
     @api.get("/images/{image_id}/thumbnail", tags=["images"], summary="A photo's thumbnail (WebP)",
              response_class=FileResponse, responses={

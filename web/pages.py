@@ -188,6 +188,8 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
             raise NotFound(f"no photo has id {image_id}")
         context = await run(base_context, request, searcher)
         context["photo"] = photo_detail_out(photo, await run(searcher.photo_text, image_id), context["root"])
+        context["tags"] = [{"tag": t, "score": sc, "via": v, "href": f"{context['root']}/?" + urlencode({"q": tag_token(t)})}
+                           for t, sc, v in await run(searcher.photo_tags, image_id)]
         return render(request, "photo.html", context)
 
     @router.get("/duplicates", response_class=HTMLResponse, include_in_schema=False)
@@ -407,7 +409,13 @@ def filter_bar(asked: Asked, facets: FacetsResponse | None, root: str) -> dict[s
         params = asked.params(after="" if active else start, before="" if active else end)
         years.append({"label": y.label, "count": y.count, "active": active, "after": start, "before": end,
                       "href": f"{root}/?" + urlencode(params)})
+    tags = []
+    for t in (facets.tag if facets else [])[:BAR_TAGS]:
+        q, on = toggle_tag(asked.q, t.value or "")
+        tags.append({"label": t.label, "count": t.count, "active": on, "q": q,
+                     "href": f"{root}/?" + urlencode(asked.params(q=q))})
     return {
+        "tags": tags,
         "camera": choices(facets.camera if facets else [], asked.camera),
         "folder": choices(folders, asked.folder, label=folder_label, title=lambda v: v.value),
         "type": type_choices,
@@ -421,6 +429,23 @@ def filter_bar(asked: Asked, facets: FacetsResponse | None, root: str) -> dict[s
                                                           orientation="", min_pixels="")),
         "filtered": asked.filtered,
     }
+
+
+BAR_TAGS = 12  # the most common tags the filter bar shows (web/static/app.js shows as many)
+
+
+def tag_token(name: str) -> str:
+    """A tag as it is written in a query: ``tag:golden-retriever``."""
+    return "tag:" + name.replace(" ", "-")
+
+
+def toggle_tag(q: str, name: str) -> tuple[str, bool]:
+    """``q`` with the tag added (at the end), or taken out when it is there; and whether it was there."""
+    token = tag_token(name)
+    words = q.split()
+    if any(w.lower() == token for w in words):
+        return " ".join(w for w in words if w.lower() != token), True
+    return " ".join(words + [token]), False
 
 
 def _sentence(message: str) -> str:

@@ -22,6 +22,34 @@ from photoseek.search.query import format_query
 Timestamp = Annotated[AwareDatetime, BeforeValidator(as_utc)]
 
 
+class PhotoTagOut(BaseModel):
+    """An automatic tag of a photo (photoseek.tags)."""
+
+    tag: str = Field(examples=["golden retriever"], description="The tag; search for it with tag:NAME "
+                     "(hyphens for spaces).")
+    score: float = Field(examples=[0.93], description="Cosine of the photo and the tag's text embedding; for a "
+                         "tag derived from the hierarchy, its descendant's.")
+    via: str | None = Field(default=None, examples=[None], description="The tag this one was derived from "
+                            "(\"dog\" via \"golden retriever\"); null: scored directly.")
+
+
+class TagCountOut(BaseModel):
+    tag: str = Field(examples=["dog"])
+    count: int = Field(description="Photos carrying the tag (directly or through a descendant).", examples=[2])
+    parents: list[str] = Field(description="Its parents in the vocabulary's hierarchy.", examples=[["animal"]])
+
+
+class TagsResponse(BaseModel):
+    """GET /api/tags and photoseek tags --json."""
+
+    photos: int = Field(description="Photos in the index.")
+    untagged: int = Field(description="Photos not tagged with the current vocabulary yet (photoseek index or "
+                          "photoseek tags --update tags them).")
+    vocabulary: str = Field(description="'default' (the shipped vocabulary) or the user's vocabulary file.")
+    vocabulary_size: int = Field(description="Tags in the vocabulary.")
+    tags: list[TagCountOut] = Field(description="Tags photos carry, most photos first.")
+
+
 class PhotoOut(BaseModel):
     """An indexed photo. ``path`` is display text; files are only ever fetched by ``id``."""
 
@@ -46,6 +74,8 @@ class PhotoOut(BaseModel):
     file_url: str = Field(description="The original file.")
     similar_url: str = Field(description="API URL of photos like this one.")
     page_url: str = Field(description="The photo's page in the web UI.")
+    tags: list[PhotoTagOut] | None = Field(default=None, description="Its automatic tags, best score first "
+                                           "(GET /api/images/{id} only; null in search results).")
 
 
 class PhotoDetailOut(PhotoOut):
@@ -94,6 +124,7 @@ class FiltersOut(BaseModel):
     type: list[str] = Field(default=[], max_length=16, description="File types: jpeg, png, heif, ...")
     orientation: Literal["landscape", "portrait", "square"] | None = None
     min_pixels: int | None = Field(default=None, ge=1, le=10**12)
+    tag: list[str] = Field(default=[], max_length=16, description="Automatic tags every photo must carry.")
 
 
 # Dates as the schema says: ISO calendar dates only (a bare number is not a day).
@@ -154,6 +185,8 @@ def search_body_model(max_query_chars: int, max_upload_bytes: int) -> type[BaseM
         type: list[str] = Field(default=[], max_length=16, description="File types: jpeg, png, heif, ...")
         orientation: Literal["landscape", "portrait", "square"] | None = None
         min_pixels: int | None = Field(default=None, ge=1, le=10**12)
+        tag: list[str] = Field(default=[], max_length=16, description="Automatic tags every photo must carry "
+                               "(as tag:NAME in q).")
 
     return create_model(
         "SearchBody",
@@ -273,6 +306,8 @@ class FacetsResponse(BaseModel):
     folder: list[FacetValue] = Field(description="Per top-level folder inside each indexed folder.")
     type: list[FacetValue]
     orientation: list[FacetValue] = Field(default=[], description="Per shape: landscape, portrait, square.")
+    tag: list[FacetValue] = Field(default=[], description="Per automatic tag, the 30 most common (filter with "
+                                  "tag:NAME in q, or ?tag=NAME).")
 
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -295,6 +330,7 @@ def facets_out(counts: dict[str, list]) -> FacetsResponse:
         folder=values("folder", lambda v: v),
         type=values("type", lambda v: (v or "unknown").upper()),
         orientation=values("orientation", lambda v: v.capitalize()),
+        tag=values("tag", lambda v: v),
     )
 
 
@@ -358,11 +394,19 @@ def page_out(page: Page, *, source: Photo | None = None, root: str = "", model_i
         source=photo_out(source, root) if source is not None else None,
         terms=[TermOut(weight=t.weight, kind=t.kind, text=t.text, photo_id=t.photo_id) for t in request.terms],
         filters=FiltersOut(after=f.after, before=f.before, camera=f.camera, folder=f.folder, type=list(f.types),
-                           orientation=f.orientation, min_pixels=f.min_pixels),
+                           orientation=f.orientation, min_pixels=f.min_pixels, tag=list(f.tags)),
         sort=request.sort, cutoff=None if page.cutoff is None else round(page.cutoff, 6), matches=page.matches,
         offset=request.offset, limit=request.limit, next_offset=page.next_offset,
         results=hits_out(page.hits, request.offset, root),
         language_hint=language_hint_out(model_id, [t.text for t in request.terms if t.kind == "text"]))
+
+
+def tags_out(searcher) -> TagsResponse:
+    """:meth:`Searcher.tag_summary` in the API's shape (``photoseek tags --json`` too)."""
+    summary = searcher.tag_summary()
+    return TagsResponse(photos=summary.photos, untagged=summary.untagged, vocabulary=summary.vocabulary,
+                        vocabulary_size=summary.vocabulary_size,
+                        tags=[TagCountOut(tag=t, count=n, parents=p) for t, n, p in summary.counts])
 
 
 def status_out(st: IndexStatus) -> StatusResponse:

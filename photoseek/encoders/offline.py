@@ -288,6 +288,12 @@ class OfflineEncoder(Encoder):
         return embed_texts(self.text_model, [template.format(t.strip()) for t in texts], batch_size=64)
 
     @property
+    def tag_prompts(self) -> tuple[str, ...]:
+        """Automatic tags (photoseek.tags) are embedded with the templates the class texts were: an
+        image vector is a mix of exactly such texts."""
+        return self.config.class_templates
+
+    @property
     def multilingual(self) -> bool:
         return self.config.text_model == "use-multilingual"
 

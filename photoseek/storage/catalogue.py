@@ -25,10 +25,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from photoseek.errors import PhotoseekError
 from photoseek.keywords import FIELDS, document
-from photoseek.storage.schema import ImageRow, IndexRun, Meta, PhotoText, Root, SkippedFile, photo_date, utcnow
+from photoseek.storage.schema import (ImageRow, IndexRun, Meta, PhotoTag, PhotoText, Root, SkippedFile, TaggedPhoto,
+                                      photo_date, utcnow)
 
 if TYPE_CHECKING:
     from photoseek.search.query import Filters
+    from photoseek.tags import PhotoTags
     from photoseek.settings import Settings
 
 # Catalogue facts kept in ``meta``.
@@ -37,6 +39,7 @@ GENERATION, DIM, MODEL_ID, CREATED_AT = "generation", "dim", "model_id", "create
 # pairs its vectors with the rows of another catalogue (``photoseek index --rebuild``).
 INDEX_UID = "index_uid"
 CHUNK = 900  # ids per IN (...): older SQLite builds allow 999 parameters a statement
+TAG_FACET_SIZE = 30  # tags the filter bar lists
 
 
 class SchemaTooNew(PhotoseekError, RuntimeError):
@@ -403,6 +406,8 @@ class Catalogue:
             where.append(img.width == img.height)
         if filters.min_pixels:
             where.append(img.width * img.height >= filters.min_pixels)
+        for tag in filters.tags:  # every tag: photos carrying it, directly or through a descendant
+            where.append(img.id.in_(select(PhotoTag.image_id).where(PhotoTag.tag == tag)))
         return where
 
     def facet_counts(self, conn: Connection, filters: Filters, *, ids: np.ndarray | None = None,
@@ -446,7 +451,76 @@ class Catalogue:
         rows = conn.execute(select(Root.path, top, func.count()).join(Root, img.root_id == Root.id).where(*where)
                             .group_by(Root.path, top).order_by(func.count().desc(), Root.path, top))
         out["folder"] = [(os.path.join(root, os.fsdecode(bytes(sub))).rstrip(os.sep), n) for root, sub, n in rows]
+        out["tag"] = self.tag_counts(conn, replace(filters, tags=()), ids=ids, limit=TAG_FACET_SIZE)
         return out
+
+    # -- tags (photoseek.tags) ---------------------------------------------------------------
+
+    def write_tags(self, session: Session, tagged: list[PhotoTags], vocabulary: str) -> None:
+        """Photos' tags, replacing what they had, and the vocabulary version they were tagged with: in
+        the caller's transaction, so a photo is either tagged under ``vocabulary`` or marked as not."""
+        ids = [t.image_id for t in tagged]
+        for start in range(0, len(ids), CHUNK):
+            part = ids[start:start + CHUNK]
+            session.execute(delete(PhotoTag).where(PhotoTag.image_id.in_(part)))
+            session.execute(delete(TaggedPhoto).where(TaggedPhoto.image_id.in_(part)))
+        rows = [dict(image_id=t.image_id, tag=name, score=score, via=via) for t in tagged for name, score, via in t.tags]
+        if rows:
+            session.execute(insert(PhotoTag), rows)
+        if ids:
+            session.execute(insert(TaggedPhoto), [dict(image_id=i, vocabulary=vocabulary) for i in ids])
+
+    def untagged_ids(self, conn, vocabulary: str) -> np.ndarray:
+        """Ids of the photos not tagged under ``vocabulary`` (never tagged, or under another one), sorted."""
+        done = select(TaggedPhoto.image_id).where(TaggedPhoto.vocabulary == vocabulary)
+        ids = conn.execute(select(ImageRow.id).where(ImageRow.id.not_in(done)).order_by(ImageRow.id)).scalars()
+        return np.fromiter(ids, dtype=np.int64)
+
+    def tag_counts(self, conn, filters: Filters | None = None, *, ids: np.ndarray | None = None,
+                   limit: int | None = None) -> list[tuple[str, int]]:
+        """(tag, photos) for the photos passing ``filters`` (and among ``ids``), most photos first."""
+        where = self.filter_clauses(filters)
+        if ids is not None:
+            where.append(self._ids_clause(ImageRow.id, ids))
+        query = (select(PhotoTag.tag, func.count()).select_from(PhotoTag).join(ImageRow, PhotoTag.image_id == ImageRow.id)
+                 .where(*where).group_by(PhotoTag.tag).order_by(func.count().desc(), PhotoTag.tag))
+        return [(t, n) for t, n in conn.execute(query.limit(limit) if limit else query)]
+
+    def tags_of(self, conn, image_id: int) -> list[tuple[str, float, str | None]]:
+        """A photo's (tag, score, via), best score first, a scored tag before those derived from it."""
+        rows = conn.execute(select(PhotoTag.tag, PhotoTag.score, PhotoTag.via).where(PhotoTag.image_id == image_id)
+                            .order_by(PhotoTag.score.desc(), PhotoTag.via.is_not(None), PhotoTag.tag))
+        return [(t, float(s), v) for t, s, v in rows]
+
+    def tag_members(self, conn) -> dict[str, np.ndarray]:
+        """tag -> sorted ids of the photos carrying it: what in-memory filters need (search.filters)."""
+        members: dict[str, list[int]] = {}
+        for tag, image_id in conn.execute(select(PhotoTag.tag, PhotoTag.image_id).order_by(PhotoTag.tag, PhotoTag.image_id)):
+            members.setdefault(tag, []).append(image_id)
+        return {t: np.asarray(i, dtype=np.int64) for t, i in members.items()}
+
+    def photos_with_tags(self, conn, tags: list[str], filters: Filters | None = None, *, limit: int | None = 1000,
+                         offset: int = 0, sort: str = "relevance", min_score: float | None = None
+                         ) -> list[tuple[int, float]]:
+        """(id, score) of the photos carrying any of ``tags`` and passing ``filters``: best score first
+        (a photo's best over those tags), or by date (``sort`` newest / oldest, undated last), then by
+        id. Ancestors are stored with each photo, so a broad tag ("animal") finds the photos of all its
+        descendants."""
+        if not tags:
+            return []
+        best = func.max(PhotoTag.score)
+        if sort == "relevance":
+            order = (best.desc(), PhotoTag.image_id)
+        else:
+            newest = sort == "newest"
+            date = ImageRow.photo_date
+            order = (date.is_(None), date.desc() if newest else date, PhotoTag.image_id.desc() if newest else PhotoTag.image_id)
+        query = (select(PhotoTag.image_id, best).join(ImageRow, PhotoTag.image_id == ImageRow.id)
+                 .where(PhotoTag.tag.in_(list(tags)), *self.filter_clauses(filters))
+                 .group_by(PhotoTag.image_id, ImageRow.photo_date))
+        if min_score is not None:
+            query = query.having(best >= min_score)
+        return [(int(i), float(s)) for i, s in conn.execute(query.order_by(*order).offset(offset).limit(limit))]
 
 
 def _reason(text: str | None) -> str | None:

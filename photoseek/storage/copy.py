@@ -28,14 +28,16 @@ from sqlalchemy.engine import Connection
 from photoseek.errors import BadInput, IndexNotFound, PhotoseekError
 from photoseek.storage import catalogue_exists, open_catalogue, sqlite_path
 from photoseek.storage.catalogue import CREATED_AT, DIM, GENERATION, INDEX_UID, MODEL_ID, Catalogue
-from photoseek.storage.schema import ImageRow, IndexRun, Meta, PhotoText, Root, SkippedFile
+from photoseek.storage.schema import ImageRow, IndexRun, Meta, PhotoTag, PhotoText, Root, SkippedFile, TaggedPhoto
 
 if TYPE_CHECKING:
     from photoseek.settings import Settings
 
 BATCH = 2000  # photos read and written at a time (with 512-d embeddings, about 4 MB)
 # Parents before children (images point at roots); deleted in the reverse order.
-TABLES = (Root, IndexRun, SkippedFile, ImageRow, PhotoText)  # in the order rows may be inserted
+TABLES = (Root, IndexRun, SkippedFile, ImageRow)
+# Keyed by their photo (no ids of their own): copied after it, as they are (nothing is tagged or read again).
+PHOTO_TABLES = (PhotoText, PhotoTag, TaggedPhoto)
 
 
 class TargetNotEmpty(PhotoseekError):
@@ -135,9 +137,10 @@ def _copy(source: Catalogue, target: Catalogue, *, replace: bool, batch: int,
                 copied += len(rows)
                 if progress is not None:
                     progress(copied)
-            for rows in _batches(src, PhotoText, batch):
-                target.insert_rows(dst, PhotoText, rows)
-            target.rows_inserted_with_ids(dst, [t for t in TABLES if "id" in t.__table__.c])
+            for table in PHOTO_TABLES:
+                for rows in _batches(src, table, batch):
+                    target.insert_rows(dst, table, rows)
+            target.rows_inserted_with_ids(dst, TABLES)
             # A new id and a later generation: a server holding the target's old state drops it.
             for key, value in ((INDEX_UID, uuid.uuid4().hex), (GENERATION, str(generation + 1))):
                 dst.execute(delete(Meta).where(Meta.key == key))

@@ -11,7 +11,7 @@ import os
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -190,3 +190,26 @@ def photo_date(taken_at: datetime | None, mtime_ns: int) -> tuple[datetime, str]
     if taken_at is not None:
         return taken_at, "exif"
     return datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc).replace(tzinfo=None), "file"
+
+
+class PhotoTag(Base):
+    """Schema 3: a tag a photo carries (photoseek.tags), with its zero-shot score. ``via``: the tag it was
+    derived from when it is an ancestor in the vocabulary's hierarchy ("dog" via "golden retriever");
+    None when the photo was scored for it directly. Goes with its photo (ON DELETE CASCADE)."""
+
+    __tablename__ = "photo_tags"
+    __table_args__ = (Index("ix_photo_tags_tag_score", "tag", "score"),)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    via: Mapped[str | None] = mapped_column(String(100))
+
+
+class TaggedPhoto(Base):
+    """Schema 3: which vocabulary (:meth:`photoseek.tags.Vocabulary.version`) a photo was tagged with,
+    written in the same transaction as its tags. A photo without a row, or with another version, is
+    tagged (again) by the next run: a crash never leaves a photo looking tagged when it is not."""
+
+    __tablename__ = "tagged_photos"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    vocabulary: Mapped[str] = mapped_column(String(64), index=True)

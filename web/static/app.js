@@ -323,6 +323,15 @@
   }
 
   let shownFacets = null;
+  const BAR_TAGS = 12; // as web/pages.py
+  // The query syntax's tag filter: tag:golden-retriever (see search/query.py; web/pages.py toggle_tag).
+  function toggleTag(q, name) {
+    const token = `tag:${name.replace(/ /g, '-')}`;
+    const words = q.split(/\s+/).filter(Boolean);
+    if (words.some((w) => w.toLowerCase() === token)) return { q: words.filter((w) => w.toLowerCase() !== token).join(' '), on: true };
+    return { q: words.concat([token]).join(' '), on: false };
+  }
+
   function renderBar(facets) {
     if (!filterBar) return;
     if (facets !== undefined) shownFacets = facets;
@@ -362,6 +371,16 @@
       return a;
     });
     $('f-years').replaceChildren(...years);
+    // Tags (the most common among these photos): each adds tag:NAME to the words, or takes it out.
+    const tags = (shownFacets && shownFacets.tag || []).filter((t) => t.value).slice(0, BAR_TAGS).map((t) => {
+      const { q, on } = toggleTag(s.q, t.value);
+      const next = withState({ q });
+      const a = el('a', { class: `year tag${on ? ' on' : ''}`, href: `${ROOT}/?${keyOf(next)}`, 'aria-current': on ? 'true' : null },
+        t.label, ' ', el('span', { class: 'count', text: String(t.count) }));
+      a.addEventListener('click', (event) => { event.preventDefault(); search(next, true); });
+      return a;
+    });
+    $('f-tags').replaceChildren(...tags);
     const clearLink = $('f-clear');
     const cleared = withState({ after: '', before: '', camera: '', folder: '', types: [], orientation: '', min_pixels: '' });
     clearLink.hidden = !filtered(s);
@@ -628,6 +647,7 @@
     $('detail-score').textContent = score === null ? '—' : score.toFixed(3);
     $('detail-why').textContent = score === null ? '—' : whyText(why);
     $('detail-original').href = photo.file_url;
+    showDetailTags(photo);
     // The small thumbnail is usually cached already: show it at once, then swap in the large one.
     detailImg.src = photo.thumbnail_url;
     detailImg.alt = photo.name;
@@ -639,6 +659,20 @@
     large.src = photo.preview_url;
     $('detail-prev').disabled = detailIndex <= 0;
     $('detail-next').disabled = detailIndex < 0 || (detailIndex >= view.results.length - 1 && view.next == null);
+  }
+
+  async function showDetailTags(photo) {
+    // Search results carry no tags: the photo's own answer does (GET /api/images/{id}).
+    const box = $('detail-tags');
+    box.textContent = '…';
+    let full;
+    try { full = await api(`/api/images/${photo.id}`); } catch (err) { box.textContent = '—'; return; }
+    if (detailPhoto !== photo) return;
+    const chips = (full.tags || []).map((t) => el('a', {
+      class: 'chip tag-chip', href: `${ROOT}/?q=${encodeURIComponent(`tag:${t.tag.replace(/ /g, '-')}`)}`,
+      title: `score ${t.score.toFixed(3)}${t.via ? `, from ${t.via}` : ''}`,
+    }, t.tag, ' ', el('span', { class: 'count', text: t.score.toFixed(2) })));
+    if (chips.length) box.replaceChildren(...chips); else box.textContent = '—';
   }
 
   function openDetail(index, push) {

@@ -3,14 +3,14 @@ with the back end's full-text index. Existing photos get their file and folder n
 their rows hold (no photo is decoded); captions and OCR text arrive when a photo is next indexed.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
