@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sysmon import OthersMeter, TreeSampler
+from sysmon import run_measured
 
 SUMMARY = re.compile(r"added (\d+), updated (\d+), moved (\d+), removed (\d+), skipped (\d+), unchanged (\d+) "
                      r"in ([\d.]+) s \(([\d.]+) images/s\)")
@@ -49,15 +48,10 @@ def run_index(folder: Path, model_id: str, *, images: int, env_overrides: dict[s
     cmd = [sys.executable, "-m", "photoseek", "index", str(folder), "--index", str(index_dir),
            "--model", model_id, "--no-progress"]
     try:
-        with OthersMeter() as others:
-            started = time.perf_counter()
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            with TreeSampler(proc.pid) as sampler:
-                others.add(sampler)
-                out, err = proc.communicate()
-            wall = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise RuntimeError(f"photoseek index failed ({proc.returncode}):\n{err[-3000:]}")
+        run = run_measured(cmd, env)
+        out, err, wall, u = run.out, run.err, run.wall, run.usage
+        if run.returncode != 0:
+            raise RuntimeError(f"photoseek index failed ({run.returncode}):\n{err[-3000:]}")
         line = next((ln for ln in out.splitlines() if SUMMARY.search(ln)), None)
         if line is None:
             raise RuntimeError(f"no summary line in photoseek's output:\n{out[-2000:]}\n{err[-2000:]}")
@@ -69,12 +63,11 @@ def run_index(folder: Path, model_id: str, *, images: int, env_overrides: dict[s
             if keep_index.exists():
                 shutil.rmtree(keep_index)
             shutil.copytree(index_dir, keep_index)
-        u = sampler.usage
         return IndexRun(
             images=images, embedded=embedded, skipped=skipped, summary_seconds=seconds,
             summary_ips=embedded / seconds if seconds else 0.0, wall_seconds=wall, wall_ips=embedded / wall,
             peak_rss_mb=u.peak_rss_mb, peak_pss_mb=u.peak_pss_mb, peak_main_rss_mb=u.peak_main_rss_mb,
-            peak_processes=u.peak_processes, others_cpu_share=others.share, summary_line=line.strip(),
+            peak_processes=u.peak_processes, others_cpu_share=run.others_share, summary_line=line.strip(),
         )
     finally:
         shutil.rmtree(index_dir, ignore_errors=True)

@@ -22,7 +22,6 @@ import re
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import helpers  # the tests' text_photo: the bench reads the same rendered photos as the tests
 from PIL import Image
-from sysmon import OthersMeter, TreeSampler
+from sysmon import OthersMeter, run_measured
 
 RENDERED = {
     "sign_lisbon": (["LISBON", "BAKERY"], dict()),
@@ -113,21 +112,15 @@ def index_tree(folder: Path, ocr_on: bool) -> dict:
     cmd = [sys.executable, "-m", "photoseek", "index", str(folder), "--index", str(index_dir), "--model", "offline",
            "--no-progress", *(["--ocr"] if ocr_on else [])]
     try:
-        with OthersMeter() as others:
-            started = time.perf_counter()
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            with TreeSampler(proc.pid) as sampler:
-                others.add(sampler)
-                out, err = proc.communicate()
-            wall = time.perf_counter() - started
-        if proc.returncode:
-            raise RuntimeError(err[-2000:])
-        u = sampler.usage
-        m = SUMMARY.search(out)
-        return {"ocr": ocr_on, "wall_s": round(wall, 1), "run_s": float(m.group(2)) if m else None,
+        run = run_measured(cmd, env)
+        if run.returncode:
+            raise RuntimeError(run.err[-2000:])
+        u = run.usage
+        m = SUMMARY.search(run.out)
+        return {"ocr": ocr_on, "wall_s": round(run.wall, 1), "run_s": float(m.group(2)) if m else None,
                 "peak_pss_mb": round(u.peak_pss_mb), "peak_rss_sum_mb": round(u.peak_rss_mb),
-                "peak_processes": u.peak_processes, "others_cpu_share": others.share,
-                "ocr_line": next((ln for ln in out.splitlines() if ln.startswith("OCR:")), None)}
+                "peak_processes": u.peak_processes, "others_cpu_share": run.others_share,
+                "ocr_line": next((ln for ln in run.out.splitlines() if ln.startswith("OCR:")), None)}
     finally:
         shutil.rmtree(index_dir, ignore_errors=True)
 

@@ -187,6 +187,31 @@ class OthersMeter:
         self.share = min(1.0, max(0.0, busy - self._busy - own) / max(1e-9, wall * cores))
 
 
+@dataclass
+class MeasuredRun:
+    """A command run to its end with its process tree's memory and the others' CPU share sampled."""
+
+    returncode: int
+    out: str
+    err: str
+    wall: float
+    usage: TreeUsage
+    others_share: float | None
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> MeasuredRun:
+    import subprocess
+
+    with OthersMeter() as others:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with TreeSampler(proc.pid) as sampler:
+            others.add(sampler)
+            out, err = proc.communicate()
+        wall = time.perf_counter() - started
+    return MeasuredRun(proc.returncode, out, err, wall, sampler.usage, others.share)
+
+
 def wait_until_quiet(max_wait: float, threshold: float = 0.15, window: float = 2.0, echo=print) -> float | None:
     """Wait (up to ``max_wait`` s) for a ``window`` in which other processes use < ``threshold`` of the CPU."""
     deadline = time.monotonic() + max_wait
