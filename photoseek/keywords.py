@@ -15,7 +15,7 @@ import re
 # ("why it matched"). Searches by meaning report "semantic".
 FIELDS = ("name", "folders", "caption", "keywords", "ocr")
 REASONS = {"name": "file_name", "folders": "folder", "caption": "caption", "keywords": "keyword", "ocr": "ocr_text"}
-SEMANTIC = "semantic"
+SEMANTIC = "semantic"  # and "tag": an automatic tag the query's words name (photoseek.tags)
 # How much a match in each field counts relative to the others (bm25 / ts_rank weights): words
 # someone chose (a caption, keywords, a file name) over words read off pixels or inherited from folders.
 FIELD_WEIGHTS = {"name": 3.0, "folders": 1.5, "caption": 3.0, "keywords": 3.0, "ocr": 1.0}

@@ -437,11 +437,12 @@ class Searcher:
             want = request.offset + request.limit + 1 + len(exclude) + (8 if filters is None else 0)
             depth = max(want, FUSION_DEPTH) if keyword else want
             scores, ids = index.top(vector, depth, filters)
-            scores, ids = self._fuse_broad_words(request, vector, scores, ids, depth)
+            scores, ids, tagged = self._fuse_broad_words(request, vector, scores, ids, depth)
             dates = None
         else:
             cutoff = request.min_score if request.min_score is not None else self.cutoff_for(index, vector)
             scores, ids, dates = index.above(vector, cutoff, filters)
+            tagged = set()
         ranked = [int(i) for i in ids if i >= 0 and int(i) not in exclude]
         score_of = {int(i): float(s) for i, s in zip(ids, scores)}
         if keyword:
@@ -467,7 +468,8 @@ class Searcher:
         window = pairs[request.offset: request.offset + request.limit + 1 + 8]
         photos = self._photos([i for i, _ in window])
         good = self.cutoff_for(index, vector) if any(i in keyword for i, _ in window) else None
-        hits = [Hit(photos[i], s, self._why(i in keyword and keyword[i], s, good)) for i, s in window if i in photos]
+        hits = [Hit(photos[i], s, self._why(i in keyword and keyword[i], s, good, i in tagged))
+                for i, s in window if i in photos]
         more = len(hits) > request.limit or len(pairs) > request.offset + len(window)
         next_offset = request.offset + request.limit if more else None
         return Page(request, hits[:request.limit], next_offset, cutoff, matches)
@@ -496,12 +498,14 @@ class Searcher:
         return {hit.id: hit.fields for hit in hits if hit.id not in excluded}
 
     @staticmethod
-    def _why(fields, score: float, good: float | None) -> tuple[str, ...]:
+    def _why(fields, score: float, good: float | None, tagged: bool = False) -> tuple[str, ...]:
         """A photo found by meaning is a semantic match; one found by its words is also one when it
-        scores as well as sorting by date requires (the query's calibrated cutoff)."""
+        scores as well as sorting by date requires (the query's calibrated cutoff). "tag": it carries a
+        tag the query's words name ("an animal")."""
+        tag = ("tag",) if tagged else ()
         if not fields:
-            return (SEMANTIC,)
-        return ((SEMANTIC,) if good is not None and score >= good else ()) + tuple(REASONS[f] for f in fields)
+            return (SEMANTIC, *tag)
+        return ((SEMANTIC,) if good is not None and score >= good else ()) + tuple(REASONS[f] for f in fields) + tag
 
     def facets(self, filters: Filters, *, terms: tuple[Term, ...] = (), min_score: float | None = None,
                year: int | None = None) -> dict[str, list]:
@@ -588,24 +592,25 @@ class Searcher:
         return Page(request, hits[:request.limit], next_offset, request.min_score, None)
 
     def _fuse_broad_words(self, request: SearchRequest, vector: np.ndarray, scores: np.ndarray, ids: np.ndarray,
-                          want: int) -> tuple[np.ndarray, np.ndarray]:
+                          want: int) -> tuple[np.ndarray, np.ndarray, set[int]]:
         """Words in a plain text query that name tags ("an animal", "a musical instrument"): the photos
-        carrying those tags come first, then the rest, each in semantic order (search.tag_fusion)."""
+        carrying those tags come first, then the rest, each in semantic order (search.tag_fusion).
+        Also returns the ids of the photos carrying them."""
         if not self.settings.tag_words or any(t.text is None or t.weight < 0 for t in request.terms):
-            return scores, ids  # photos, or words subtracted: the user steers the ranking themselves
+            return scores, ids, set()  # photos, or words subtracted: the user steers the ranking themselves
         from photoseek.tags import tags_in_query
 
         tags = tags_in_query(" ".join(t.text for t in request.terms), self.vocabulary)
         if not tags:
-            return scores, ids
+            return scores, ids, set()
         with self._engine.connect() as conn:
             tagged = {i for i, _ in self.catalogue.photos_with_tags(conn, tags, request.filters if request.filters.active
                                                                     else None, limit=None)}
         if not tagged:
-            return scores, ids
+            return scores, ids, set()
         index = self._index
         tops = [index.top(vector, want, replace(request.filters, tags=(tag,))) for tag in tags]
-        return tagged_first((scores, ids), merge_tops(tops, want), tagged)
+        return (*tagged_first((scores, ids), merge_tops(tops, want), tagged), tagged)
 
     def photo_tags(self, image_id: int) -> list[tuple[str, float, str | None]]:
         """A photo's tags, (name, score, via), best first."""

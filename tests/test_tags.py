@@ -154,6 +154,9 @@ def test_broad_words_pages_neither_overlap_nor_skip(demo_searcher):
     assert pages == whole and len(set(whole)) == 34
     tagged = {h.photo.id for h in demo_searcher.search(request("tag:animal", limit=34)).hits}
     assert set(whole[:len(tagged)]) == tagged  # the animals first
+    # ... and each says why: it carries the tag the query's word names.
+    hits = demo_searcher.search(request("an animal", limit=34)).hits
+    assert all(("tag" in h.why) == (h.photo.id in tagged) for h in hits)
 
 
 def test_broad_words_bring_tagged_photos_up(demo_searcher):

@@ -349,7 +349,7 @@ class Asked:
 
 # Why a result matched, in words (the same as web/static/app.js's WHY).
 WHY_LABELS = {"semantic": "by meaning", "file_name": "file name", "folder": "folder", "caption": "caption",
-              "keyword": "keyword", "ocr_text": "text in photo"}
+              "keyword": "keyword", "ocr_text": "text in photo", "tag": "tag"}
 
 
 def why_label(reason: str) -> str:

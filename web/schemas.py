@@ -94,7 +94,7 @@ def photo_detail_out(photo: Photo, text: dict[str, str], root: str = "") -> Phot
 
 
 # Why a photo is a result (photoseek.keywords.REASONS, and "semantic").
-Reason = Literal["semantic", "file_name", "folder", "caption", "keyword", "ocr_text"]
+Reason = Literal["semantic", "file_name", "folder", "caption", "keyword", "ocr_text", "tag"]
 
 
 class HitOut(BaseModel):
@@ -103,7 +103,8 @@ class HitOut(BaseModel):
     why: list[Reason] = Field(default=["semantic"], min_length=1, examples=[["semantic", "ocr_text"]], description=(
         "Why it matched: 'semantic' (by meaning: the photo looks like the query; for a keyword match, it also scores "
         "as well as the query's calibrated cutoff), and the parts of the photo's text holding a word of the query: "
-        "'file_name', 'folder', 'caption', 'keyword' (keywords written into the photo), 'ocr_text' (text read in it)."))
+        "'file_name', 'folder', 'caption', 'keyword' (keywords written into the photo), 'ocr_text' (text read in it); "
+        "'tag': it carries an automatic tag a word of the query names ('an animal')."))
     photo: PhotoOut
 
 

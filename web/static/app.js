@@ -196,7 +196,7 @@
 
   // Why a result matched, in words (the API's "why"); the usual "by meaning" alone goes unsaid on tiles.
   const WHY = { semantic: 'by meaning', file_name: 'file name', folder: 'folder', caption: 'caption',
-    keyword: 'keyword', ocr_text: 'text in photo' };
+    keyword: 'keyword', ocr_text: 'text in photo', tag: 'tag' };
   const whyText = (why) => (why || ['semantic']).map((w) => WHY[w] || w).join(' · ');
   function whyBadge(why) {
     if (!why || (why.length === 1 && why[0] === 'semantic')) return null;
