@@ -35,7 +35,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the file's layout changes: older files are then ignored
+FORMAT = 2  # bump when the folder's layout changes: older ones are then ignored
 
 
 # -- where the file lives ------------------------------------------------------------------------
@@ -89,6 +89,8 @@ def export(model_id: str, model, tokenizer) -> Path | None:
             meta = arrays.pop("meta")
             for name, array in arrays.items():
                 np.save(staging / f"{name}.npy", array, allow_pickle=False)
+            # CLIP's BPE merges, uncompressed: read in milliseconds instead of gunzipped in a tenth of a second.
+            (staging / "bpe_merges.txt").write_bytes(gzip.open(_bpe_path()).read())
             (staging / "meta.json").write_text(json.dumps(meta))
             try:
                 os.rename(staging, path)
@@ -166,7 +168,7 @@ class ClipTextTower:
         self.weights = {f.stem: np.load(f, mmap_mode="r", allow_pickle=False) for f in path.glob("*.npy")}
         self.model_id = model_id
         self.heads, self.layers, self.act, self.eps = meta["heads"], meta["layers"], meta["act"], meta["eps"]
-        self.tokenizer = Tokenizer(meta["clean"], meta["context_length"])
+        self.tokenizer = Tokenizer(meta["clean"], meta["context_length"], merges=path / "bpe_merges.txt")
         self.dim = int(self.weights["text_projection"].shape[1])
 
     def encode_texts(self, texts) -> np.ndarray:
@@ -257,10 +259,11 @@ class Tokenizer:
     """CLIP's byte-level BPE: ``encode(text)`` -> token ids from start- to end-of-text, truncated to
     the context length as open_clip does (the end-of-text token kept last)."""
 
-    def __init__(self, clean: str, context_length: int):
+    def __init__(self, clean: str, context_length: int, merges: Path | None = None):
         import regex
 
-        merges = gzip.open(_bpe_path()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+        raw = merges.read_bytes() if merges is not None else gzip.open(_bpe_path()).read()
+        merges = raw.decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
         merges = [tuple(m.split()) for m in merges]
         vocab = list(_bytes_to_unicode().values())
         vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<start_of_text>", "<end_of_text>"]
