@@ -43,11 +43,11 @@ class MiniLM:
         self.eps = float(config["layer_norm_eps"])
         self.dim = int(config["hidden_size"])
         weights = load_file(str(folder / "model.safetensors"))
-        self.weights = {k: v.astype(np.float32) for k, v in weights.items()}
-        # Linear layers as (in, out): x @ W with no transpose per call.
+        self.weights = {k: v.astype(np.float32, copy=False) for k, v in weights.items()}
+        # Linear layers as (in, out) views: x @ W, and BLAS reads the stored (out, in) layout as it is.
         for name in list(self.weights):
             if name.endswith(".weight") and self.weights[name].ndim == 2 and not name.startswith("embeddings."):
-                self.weights[name] = np.ascontiguousarray(self.weights[name].T)
+                self.weights[name] = self.weights[name].T
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)), pad_token="[PAD]")
