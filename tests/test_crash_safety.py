@@ -161,7 +161,9 @@ def kill_once(photos: Path, index: Path, env: dict, how: str, rng: random.Random
     elif how.startswith("progress"):  # mid-batch / mid-commit: after 1 or 2 batches, then a random pause
         # A run's first checkpoint records its cheap changes (before the model loads); later ones are batches.
         want = 2 if how == "progress-1" else rng.randint(2, 3)
-        pause = rng.uniform(0.0, 0.1 * startup)  # about 0.25 s here; shorter on a faster machine
+        # About 0.25 s here (shorter on a faster machine); an incremental run ("progress-1") has only a
+        # couple of batches and its tagging after them, so its kill comes sooner, or the run may be over.
+        pause = rng.uniform(0.0, (0.02 if how == "progress-1" else 0.1) * startup)
         while time.monotonic() < deadline and proc.poll() is None and generation(index) - gen_before < want:
             time.sleep(0.01)
         time.sleep(pause)
