@@ -70,8 +70,15 @@ def _main(
 def _settings(index: Path | None, database: str | None = None) -> Settings:
     from photoseek.settings import Settings
 
+    from pydantic import ValidationError
+
     given = {k: v for k, v in dict(index_dir=index, database_url=database).items() if v is not None}
-    return Settings(**given)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:  # a setting from the environment or .env: one line per bad value, not a traceback
+        lines = [f"PHOTOSEEK_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!s:.60}: {e['msg'].lower()}"
+                 for e in exc.errors()]
+        raise _fail("bad setting (environment or .env): " + "; ".join(lines) + "; fix or unset it", 2) from None
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -287,3 +287,12 @@ def test_ctrl_c_during_a_search_ends_it_quietly(cli_index):
             continue
         assert proc.returncode == 130, (delay, err)
         assert err.strip() == "" and out == "", (delay, err)
+
+
+def test_a_bad_setting_in_the_environment_is_one_line_naming_it(tmp_path):
+    result = run_cli("status", "--index", str(tmp_path / "index"), check=False,
+                     env_extra={"PHOTOSEEK_OCR_SECONDS": "0"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: bad setting (environment or .env): PHOTOSEEK_OCR_SECONDS=0: input should be greater than 0; "
+        "fix or unset it"]
