@@ -316,3 +316,21 @@ class CurrentAdapter:
         if adapter is None or adapter.summary.get("model_id") != model_id or adapter.dim != dim:
             return text_vector
         return adapter.fold_query(text_vector)
+
+
+def describe(summary: dict) -> list[str]:
+    """What an adapter learned, for people (``photoseek tune --report`` and after a tune)."""
+    lines = [f"adapter v{summary.get('version')} for {summary.get('model_id')}, trained {summary.get('trained_at')} "
+             f"from {summary.get('source')}" + (" (applied with --force)" if summary.get("forced") else ""),
+             f"pairs: {summary.get('pairs')} captions of {summary.get('photos')} photos; held out: "
+             f"{summary.get('held_out_pairs')} captions of {summary.get('held_out_photos')} photos (recall measured on "
+             f"{summary.get('test_photos')} of them, the others chose when to stop)",
+             f"held-out recall@{summary.get('k')}: {summary.get('recall_before'):.3f} -> {summary.get('recall_after'):.3f}"
+             f" (MRR {summary.get('mrr_before'):.3f} -> {summary.get('mrr_after'):.3f}), best after "
+             f"{summary.get('epochs')} epochs, {summary.get('seconds')} s"]
+    if summary.get("generic_before") is not None:
+        lines.append(f"generic recall@{RECALL_AT} (hand-labelled demo queries): {summary['generic_before']:.3f} -> "
+                     f"{summary['generic_after']:.3f}")
+    else:
+        lines.append(summary.get("note", ""))
+    return lines

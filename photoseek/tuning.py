@@ -143,18 +143,31 @@ def retrieval(queries: np.ndarray, targets: np.ndarray, photos: np.ndarray, phot
     return float((ranks < k).mean()), float((1.0 / (ranks + 1)).mean())
 
 
+TRAIN, VALIDATION, TEST = 0, 1, 2
+
+
 def split_by_photo(photo_of_pair: np.ndarray, captions: list[str] | None = None, share: float = HOLDOUT_SHARE,
                    seed: int = 0) -> np.ndarray:
-    """A boolean mask of held-out pairs: all the captions of about ``share`` of the photos (at least one).
+    """The role of each pair: TRAIN, VALIDATION (early stopping) or TEST (the figure reported and the
+    decision to apply). All the captions of a photo share its role; about ``share`` of the photos are
+    held out (at least two), half for validation, half for test. The test photos are never used to
+    choose anything: picking the best epoch on them would find "gains" in noise.
 
-    With ``captions`` (one per pair), a caption shared by several photos ("Rex") has some of its photos
-    held out and at least one kept for training: held-out recall then asks what a tune is for, whether
-    a word learnt on some photos finds another photo of the same subject. The rest is drawn at random."""
+    With ``captions`` (one per pair), a caption shared by three or more photos ("Rex") has photos in
+    each role, so held-out recall asks what a tune is for: whether a word learnt on some photos finds
+    another photo of the same subject. The rest are drawn at random."""
     photos = np.unique(photo_of_pair)
     rng = np.random.default_rng(seed)
     order = [int(p) for p in rng.permutation(photos)]
-    wanted = max(1, round(share * len(photos)))
-    held: set[int] = set()
+    wanted = max(2, round(share * len(photos)))
+    role: dict[int, int] = {}
+
+    def hold(members: list[int]) -> None:
+        count = {r: sum(1 for v in role.values() if v == r) for r in (VALIDATION, TEST)}
+        first = VALIDATION if count[VALIDATION] <= count[TEST] else TEST
+        for j, p in enumerate(members):
+            role[p] = first if j % 2 == 0 else VALIDATION + TEST - first
+
     if captions is not None:
         photos_of: dict[str, list[int]] = {}
         for p, c in zip(photo_of_pair, captions):
@@ -162,18 +175,11 @@ def split_by_photo(photo_of_pair: np.ndarray, captions: list[str] | None = None,
         rank = {p: i for i, p in enumerate(order)}
         for caption in sorted(photos_of, key=lambda c: (-len(set(photos_of[c])), c)):
             members = sorted(set(photos_of[caption]), key=rank.__getitem__)
-            if len(members) < 2:
+            if len(members) < 3 or any(role.get(m) is not None for m in members) or len(role) + 2 > wanted:
                 continue
-            target = max(1, round(share * len(members)))
-            for p in members[:-1]:  # the last stays in training
-                if sum(m in held for m in members) >= target or len(held) >= wanted:
-                    break
-                held.add(p)
-    for p in order:
-        if len(held) >= wanted:
-            break
-        held.add(p)
-    return np.isin(photo_of_pair, list(held))
+            hold(members[:max(2, round(share * len(members)))])  # the rest (at least one) is learnt from
+    hold([p for p in order if p not in role][:max(0, wanted - len(role))])
+    return np.array([role.get(int(p), TRAIN) for p in photo_of_pair], np.int8)
 
 
 @dataclass
@@ -183,6 +189,7 @@ class TrainReport:
     train_pairs: int
     held_out_pairs: int
     held_out_photos: int
+    test_photos: int  # of the held-out photos, those the recall figures are measured on (the rest chose the epoch)
     recall_before: float
     recall_after: float
     mrr_before: float
@@ -198,18 +205,19 @@ class TrainReport:
 def train(image_vectors: np.ndarray, text_vectors: np.ndarray, photo_of_pair: np.ndarray,
           all_photos: np.ndarray, all_ids: np.ndarray, *, hard: np.ndarray | None = None,
           hard_owner_photo: np.ndarray | None = None, captions: list[str] | None = None, seed: int = 0,
-          rank: int = RANK, epochs: int = EPOCHS, holdout: np.ndarray | None = None) -> tuple[Adapter, TrainReport]:
+          rank: int = RANK, epochs: int = EPOCHS, roles: np.ndarray | None = None) -> tuple[Adapter, TrainReport]:
     """Train an adapter on pairs (row i of ``image_vectors`` is the photo ``photo_of_pair[i]``, captioned
-    by row i of ``text_vectors``), holding out pairs by photo (``holdout``, default
-    :func:`split_by_photo`), and keep the epoch with the best held-out (recall@k, MRR) over all
-    ``all_photos``. ``captions``: the pairs' captions, for the split. ``hard``: texts that must not match the photo ``hard_owner_photo``."""
+    by row i of ``text_vectors``), holding out pairs by photo (``roles``, default :func:`split_by_photo`),
+    keep the epoch with the best validation (recall@k, MRR) over all ``all_photos``, and report
+    recall before/after on the test photos. ``captions``: the pairs' captions, for the split. ``hard``: texts that must not match the photo ``hard_owner_photo``."""
     import torch
 
     started = time.monotonic()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     dim = image_vectors.shape[1]
-    held = split_by_photo(photo_of_pair, captions, seed=seed) if holdout is None else holdout
+    roles = split_by_photo(photo_of_pair, captions, seed=seed) if roles is None else roles
+    held, val, test = roles != TRAIN, roles == VALIDATION, roles == TEST
     adapter = Adapter.identity(dim, rank, seed)
     params = {name: torch.nn.Parameter(torch.from_numpy(getattr(adapter, name).copy()))
               for name in ("image_a", "image_b", "text_a", "text_b")}
@@ -225,11 +233,10 @@ def train(image_vectors: np.ndarray, text_vectors: np.ndarray, photo_of_pair: np
         return Adapter(*(params[n].detach().numpy().copy() for n in ("image_a", "image_b", "text_a", "text_b")),
                        float(logit_scale.detach()))
 
-    def held_score(candidate: Adapter) -> tuple[float, float]:
-        return retrieval(candidate.fold_query(text_vectors[held]), photo_of_pair[held], all_photos, all_ids)
+    def score_on(mask: np.ndarray, candidate: Adapter) -> tuple[float, float]:
+        return retrieval(candidate.fold_query(text_vectors[mask]), photo_of_pair[mask], all_photos, all_ids)
 
-    before = held_score(adapter)
-    best, best_adapter, best_epoch, stale, epoch = before, adapter, 0, 0, 0
+    best, best_adapter, best_epoch, stale, epoch = score_on(val, adapter), adapter, 0, 0, 0
     by_photo: dict[int, list[int]] = {}
     for i, p in enumerate(p_train):
         by_photo.setdefault(int(p), []).append(i)
@@ -261,16 +268,18 @@ def train(image_vectors: np.ndarray, text_vectors: np.ndarray, photo_of_pair: np
             optimiser.step()
             with torch.no_grad():
                 logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        score = held_score(snapshot())
+        score = score_on(val, snapshot())
         if score > best:
             best, best_adapter, best_epoch, stale = score, snapshot(), epoch, 0
         else:
             stale += 1
             if stale >= PATIENCE:
                 break
+    before, after = score_on(test, adapter), score_on(test, best_adapter)
     report = TrainReport(
         pairs=len(photo_of_pair), photos=len(np.unique(photo_of_pair)), train_pairs=int((~held).sum()),
         held_out_pairs=int(held.sum()), held_out_photos=len(np.unique(photo_of_pair[held])),
-        recall_before=before[0], recall_after=best[0], mrr_before=before[1], mrr_after=best[1],
+        test_photos=len(np.unique(photo_of_pair[test])),
+        recall_before=before[0], recall_after=after[0], mrr_before=before[1], mrr_after=after[1],
         epochs=best_epoch, seconds=round(time.monotonic() - started, 2))
     return best_adapter, report
