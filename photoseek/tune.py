@@ -38,7 +38,7 @@ from photoseek.files import atomic_write
 from photoseek.settings import Settings
 from photoseek.storage import open_catalogue
 from photoseek.store import IndexFiles
-from photoseek.tuning import RECALL_AT, Adapter, TrainReport, retrieval, train
+from photoseek.tuning import RECALL_AT, Adapter, TrainReport, train
 
 ADAPTER_FILE = "adapter.npz"
 MIN_PHOTOS = 8  # captioned photos needed: a quarter are held out, and held-out recall needs at least two
@@ -135,11 +135,12 @@ def pairs_from_file(catalogue, conn, path: Path) -> list[Pair]:
     return [Pair(ids[p], c) for _, p, c in rows]
 
 
-def pairs_from_catalogue(catalogue, conn, *, folders: bool) -> list[Pair]:
-    """Each photo's stored caption, its keywords (one pair each) and, with ``folders``, its folder names."""
+def pairs_from_catalogue(catalogue, conn, *, folders: bool, stored: bool = True) -> list[Pair]:
+    """Each photo's stored caption and keywords (one pair each; not with ``stored=False``) and, with
+    ``folders``, its folder names."""
     pairs: list[Pair] = []
     for image_id, _path, caption, keywords, folder_names in catalogue.photo_words(conn):
-        texts = [caption] + [k for k in (keywords or "").split(",")]
+        texts = [caption] + [k for k in (keywords or "").split(",")] if stored else []
         if folders:
             texts += [f for f in (folder_names or "").split(" / ")[1:]]  # the indexed folder's own name says little
         seen = set()
@@ -218,8 +219,15 @@ def tune(index_dir: Path, settings: Settings, *, captions: Path | None = None, f
             _generation, dim, model_id = catalogue.index_state(conn)
             if not model_id or not dim:
                 raise Unavailable(f"the index at {files.root} is empty: run 'photoseek index FOLDER' first")
-            pairs = (pairs_from_file(catalogue, conn, captions) if captions is not None
-                     else pairs_from_catalogue(catalogue, conn, folders=folders))
+            if captions is not None:
+                captions = Path(captions).expanduser().resolve()
+                pairs = pairs_from_file(catalogue, conn, captions)
+                if folders:
+                    known = {(p.photo_id, p.caption.casefold()) for p in pairs}
+                    pairs += [p for p in pairs_from_catalogue(catalogue, conn, folders=True, stored=False)
+                              if (p.photo_id, p.caption.casefold()) not in known]
+            else:
+                pairs = pairs_from_catalogue(catalogue, conn, folders=folders)
             photos = len({p.photo_id for p in pairs})
             if photos < MIN_PHOTOS:
                 source = (f"{captions}" if captions is not None else
@@ -267,7 +275,7 @@ def tune(index_dir: Path, settings: Settings, *, captions: Path | None = None, f
         adapter.summary = {
             "version": version, "model_id": model_id, "dim": int(dim),
             "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": str(captions) if captions is not None else ("catalogue+folders" if folders else "catalogue"),
+            "source": (str(captions) if captions is not None else "catalogue") + ("+folders" if folders else ""),
             "forced": bool(force and not (improved and kept_general)),
             "generic_before": generic_before, "generic_after": generic_after, "note": note, **report.as_dict()}
         atomic_write(adapter_path(files.root), adapter.to_bytes(), durable=True)
@@ -320,14 +328,14 @@ class CurrentAdapter:
 
 def describe(summary: dict) -> list[str]:
     """What an adapter learned, for people (``photoseek tune --report`` and after a tune)."""
-    lines = [f"adapter v{summary.get('version')} for {summary.get('model_id')}, trained {summary.get('trained_at')} "
-             f"from {summary.get('source')}" + (" (applied with --force)" if summary.get("forced") else ""),
-             f"pairs: {summary.get('pairs')} captions of {summary.get('photos')} photos; held out: "
+    lines = [(f"adapter v{summary.get('version')} for {summary.get('model_id')}, trained {summary.get('trained_at')} "
+             f"from {summary.get('source')}") + (" (applied with --force)" if summary.get("forced") else ""),
+             (f"pairs: {summary.get('pairs')} captions of {summary.get('photos')} photos; held out: "
              f"{summary.get('held_out_pairs')} captions of {summary.get('held_out_photos')} photos (recall measured on "
-             f"{summary.get('test_photos')} of them, the others chose when to stop)",
-             f"held-out recall@{summary.get('k')}: {summary.get('recall_before'):.3f} -> {summary.get('recall_after'):.3f}"
+             f"{summary.get('test_photos')} of them, the others chose when to stop)"),
+             (f"held-out recall@{summary.get('k')}: {summary.get('recall_before'):.3f} -> {summary.get('recall_after'):.3f}"
              f" (MRR {summary.get('mrr_before'):.3f} -> {summary.get('mrr_after'):.3f}), best after "
-             f"{summary.get('epochs')} epochs, {summary.get('seconds')} s"]
+             f"{summary.get('epochs')} epochs, {summary.get('seconds')} s")]
     if summary.get("generic_before") is not None:
         lines.append(f"generic recall@{RECALL_AT} (hand-labelled demo queries): {summary['generic_before']:.3f} -> "
                      f"{summary['generic_after']:.3f}")

@@ -25,8 +25,12 @@ import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch  # imported when training, never by a search
 
 RANK = 16
 EPOCHS = 200
@@ -106,8 +110,8 @@ class Adapter:
 # -- the loss ----------------------------------------------------------------------------------
 
 
-def info_nce(image: "torch.Tensor", text: "torch.Tensor", logit_scale: "torch.Tensor",
-             hard: "torch.Tensor | None" = None, hard_owner: "torch.Tensor | None" = None) -> "torch.Tensor":
+def info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+             hard: torch.Tensor | None = None, hard_owner: torch.Tensor | None = None) -> torch.Tensor:
     """CLIP's symmetric InfoNCE: row i of ``image`` matches row i of ``text``; every other row is a
     negative. mean(CE(s I T^T, diag), CE(s T I^T, diag)) with s = exp(logit_scale).
 

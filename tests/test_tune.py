@@ -22,7 +22,6 @@ from sqlalchemy import text
 from photoseek.demo_labels import LABELS
 from photoseek.errors import BadInput
 from photoseek.search import Searcher
-from photoseek.storage import open_catalogue
 from photoseek.tune import ADAPTER_FILE, NotApplied, load_adapter, tune, undo
 from photoseek.tuning import TEST, TRAIN, VALIDATION, Adapter, info_nce, split_by_photo
 from tests import helpers
