@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +158,21 @@ def test_a_made_up_name_finds_the_uncaptioned_photo_of_its_subject(story_index, 
     # A photo-to-photo search is not touched by an adapter for words.
     assert [h.photo.id for h in searcher.similar(fish_id, limit=10)] == like_fish
 
-    assert undo(story_index)
-    assert [rank_of(searcher, q, UNCAPTIONED_FISH) for q in queries] == before
+    # The JSON API says what the adapter learned, timestamps with their offset.
+    from fastapi.testclient import TestClient
+
+    from photoseek.web.app import create_app
+
+    with TestClient(create_app(settings, searcher), base_url="http://127.0.0.1") as api:
+        body = api.get("/api/tune").json()["adapter"]
+        assert body["version"] == 1 and body["recall_after"] > body["recall_before"]
+        assert datetime.fromisoformat(body["trained_at"]).utcoffset() is not None  # RFC 3339, "Z" or "+00:00"
+        assert body["generic_before"] is not None
+        assert UNCAPTIONED_FISH in api.get("/api/search", params={"q": "Gus", "limit": 5}).text
+        undo(story_index)
+        assert api.get("/api/tune").json() == {"adapter": None}
+
+    assert [rank_of(searcher, q, UNCAPTIONED_FISH) for q in queries] == before  # undone above
     assert not undo(story_index)
     searcher.close()
 
