@@ -207,13 +207,13 @@ class TrainReport:
 
 
 def train(image_vectors: np.ndarray, text_vectors: np.ndarray, photo_of_pair: np.ndarray,
-          all_photos: np.ndarray, all_ids: np.ndarray, *, hard: np.ndarray | None = None,
-          hard_owner_photo: np.ndarray | None = None, captions: list[str] | None = None, seed: int = 0,
+          all_photos: np.ndarray, all_ids: np.ndarray, *, captions: list[str] | None = None, seed: int = 0,
           rank: int = RANK, epochs: int = EPOCHS, roles: np.ndarray | None = None) -> tuple[Adapter, TrainReport]:
     """Train an adapter on pairs (row i of ``image_vectors`` is the photo ``photo_of_pair[i]``, captioned
     by row i of ``text_vectors``), holding out pairs by photo (``roles``, default :func:`split_by_photo`),
     keep the epoch with the best validation (recall@k, MRR) over all ``all_photos``, and report
-    recall before/after on the test photos. ``captions``: the pairs' captions, for the split. ``hard``: texts that must not match the photo ``hard_owner_photo``."""
+    recall before/after on the test photos. ``captions``: the pairs' captions, for the split.
+    (Hard negatives, the web page's "wrong" marks of issue 13, are not collected yet: :func:`info_nce` takes them.)"""
     import torch
 
     started = time.monotonic()
@@ -231,7 +231,6 @@ def train(image_vectors: np.ndarray, text_vectors: np.ndarray, photo_of_pair: np
     x_train = torch.from_numpy(np.ascontiguousarray(image_vectors[~held], np.float32))
     t_train = torch.from_numpy(np.ascontiguousarray(text_vectors[~held], np.float32))
     p_train = photo_of_pair[~held]
-    hard_t = torch.from_numpy(np.asarray(hard, np.float32)) if hard is not None and len(hard) else None
 
     def snapshot() -> Adapter:
         return Adapter(*(params[n].detach().numpy().copy() for n in ("image_a", "image_b", "text_a", "text_b")),
@@ -257,16 +256,7 @@ def train(image_vectors: np.ndarray, text_vectors: np.ndarray, photo_of_pair: np
             xi = x + (x @ params["image_a"].T) @ params["image_b"].T
             ti = t + (t @ params["text_a"].T) @ params["text_b"].T
             ti = ti / ti.norm(dim=1, keepdim=True)
-            hard_rows = owner = None
-            if hard_t is not None:
-                position = {int(p_train[r]): j for j, r in enumerate(rows.tolist())}
-                keep = [j for j, p in enumerate(hard_owner_photo) if int(p) in position]
-                if keep:
-                    h = hard_t[keep]
-                    h = h + (h @ params["text_a"].T) @ params["text_b"].T
-                    hard_rows = h / h.norm(dim=1, keepdim=True)
-                    owner = torch.tensor([position[int(hard_owner_photo[j])] for j in keep])
-            loss = info_nce(xi, ti, logit_scale, hard_rows, owner)
+            loss = info_nce(xi, ti, logit_scale)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -285,3 +285,38 @@ def test_tuning_works_on_postgresql(demo_pg_searcher, tmp_path, offline_encoder)
     finally:
         undo(index)  # the shared PostgreSQL demo index is left as it was
     assert rank_of(searcher, "Gus", UNCAPTIONED_FISH) == before
+
+
+def test_a_tune_interrupted_while_training_leaves_the_previous_adapter(story_index, tmp_path, offline_encoder,
+                                                                       settings_factory, monkeypatch):
+    import photoseek.tune as tune_module
+
+    settings = settings_factory(story_index)
+    captions = write_captions(tmp_path / "captions.csv", story_index)
+    tune(story_index, settings, captions=captions, encoder=offline_encoder)
+    previous = (story_index / ADAPTER_FILE).read_bytes()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C mid-training
+
+    monkeypatch.setattr(tune_module, "train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tune(story_index, settings, captions=write_captions(tmp_path / "rex.csv", story_index, "Rex"),
+             encoder=offline_encoder)
+    assert (story_index / ADAPTER_FILE).read_bytes() == previous
+    assert not list(story_index.glob(f".{ADAPTER_FILE}-*"))  # no temp file left behind either
+
+
+def test_an_adapter_made_for_another_model_is_ignored(tmp_path):
+    from photoseek.tune import CurrentAdapter, adapter_path
+
+    adapter = Adapter.identity(8, rank=2)
+    adapter.text_b[:] = 1.0  # far from the identity
+    adapter.summary = {"version": 1, "model_id": "offline:lite0"}
+    adapter_path(tmp_path).write_bytes(adapter.to_bytes())
+    current = CurrentAdapter(tmp_path)
+    query = np.eye(8, dtype=np.float32)[0]
+    assert not np.allclose(current.apply(query, "offline:lite0", 8), query)
+    assert np.array_equal(current.apply(query, "ViT-B-32/laion2b_s34b_b79k", 8), query)  # index rebuilt with CLIP
+    adapter_path(tmp_path).write_bytes(b"not an adapter")  # a damaged file: the pretrained space
+    assert np.array_equal(current.apply(query, "offline:lite0", 8), query)
