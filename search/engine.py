@@ -361,6 +361,11 @@ class Searcher:
         """A text query's vector through the index's tuned adapter, if any (:mod:`photoseek.tune`)."""
         return self._adapter.apply(vector, self.model_id, len(vector))
 
+    def tuned(self) -> dict | None:
+        """The summary of the adapter text queries pass through (``photoseek tune``), or None."""
+        adapter = self._adapter.get()
+        return adapter.summary if adapter is not None and adapter.summary.get("model_id") == self.model_id else None
+
     def embed_image(self, image: Image.Image | bytes) -> np.ndarray:
         if not isinstance(image, (bytes, bytearray)):
             return self._encode(lambda enc: enc.encode_images([image]))[0]

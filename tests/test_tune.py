@@ -169,8 +169,10 @@ def test_a_made_up_name_finds_the_uncaptioned_photo_of_its_subject(story_index, 
         assert datetime.fromisoformat(body["trained_at"]).utcoffset() is not None  # RFC 3339, "Z" or "+00:00"
         assert body["generic_before"] is not None
         assert UNCAPTIONED_FISH in api.get("/api/search", params={"q": "Gus", "limit": 5}).text
+        assert "tuned to your words (v1" in api.get("/", params={"q": "Gus"}).text  # the page says so
         undo(story_index)
         assert api.get("/api/tune").json() == {"adapter": None}
+        assert "tuned to your words" not in api.get("/", params={"q": "Gus"}).text
 
     assert [rank_of(searcher, q, UNCAPTIONED_FISH) for q in queries] == before  # undone above
     assert not undo(story_index)
