@@ -525,6 +525,59 @@ def tags(
     typer.echo(f"vocabulary: {_show(out.vocabulary)} ({out.vocabulary_size} tags)", err=True)
 
 
+@app.command()
+def tune(
+    captions: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Learn from this file of captions: CSV "
+                                                     "'path,caption' or JSON lines {\"path\": ..., \"caption\": ...}; "
+                                                     "several captions per photo allowed. Default: the captions and "
+                                                     "keywords stored in the photos (EXIF/IPTC/XMP).")] = None,
+    folders: Annotated[bool, typer.Option("--folders", help="Also use folder names as captions.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Apply the adapter even if held-out recall did not improve "
+                                        "or generic recall fell by more than a point.")] = False,
+    report: Annotated[bool, typer.Option("--report", help="Show what the current adapter learned.")] = False,
+    undo: Annotated[bool, typer.Option("--undo", help="Remove the adapter: back to the pretrained space.")] = False,
+    as_json: JsonOpt = False,
+    index: IndexOpt = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Teach the index your own words: train small adapters on your captions so that text queries use them.
+
+    Photos are not read again (their stored embeddings are used); only text queries change."""
+    import json
+
+    from photoseek import tune as tuning
+
+    settings = _settings(index, database)
+    index_dir = settings.resolved_index_dir
+    if sum((report, undo, captions is not None or folders or force)) > 1:
+        raise _fail("--report and --undo stand alone: give one of them, or options to tune", 2)
+    try:
+        if undo:
+            removed = tuning.undo(index_dir)
+            typer.echo("adapter removed: text queries use the pretrained space again" if removed
+                       else "no adapter: the index already uses the pretrained space")
+            return
+        if report:
+            adapter = tuning.load_adapter(index_dir)
+            if as_json:
+                typer.echo(json.dumps(adapter.summary if adapter else None))
+            elif adapter is None:
+                typer.echo("no adapter: the index uses the pretrained space ('photoseek tune' trains one)")
+            else:
+                typer.echo("\n".join(tuning.describe(adapter.summary)))
+            return
+        outcome = tuning.tune(index_dir, settings, captions=captions, folders=folders, force=force,
+                              progress=lambda m: typer.echo(m, err=True))
+    except PhotoseekError as exc:
+        raise _error(exc) from None
+    summary = tuning.load_adapter(index_dir).summary
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"applied adapter v{outcome.version}")
+    typer.echo("\n".join(tuning.describe(summary)))
+
+
 def _describe_run(r) -> str:
     when = r.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     return (f"{when}, {r.status}: added {r.added}, updated {r.updated}, moved {r.moved}, removed {r.removed}, "

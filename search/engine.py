@@ -31,6 +31,7 @@ from photoseek.keywords import REASONS, SEMANTIC, query_words
 from photoseek.settings import Settings
 from photoseek.storage import Catalogue, catalogue_exists, open_catalogue
 from photoseek.storage.schema import as_utc, display_path
+from photoseek.tune import CurrentAdapter
 from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
 from photoseek.search.filters import NO_DATE, FilterColumns
@@ -273,6 +274,7 @@ class Searcher:
         self._text_encoder = None  # the encoder's text side alone, when it has one without torch
         self._embed_texts = Coalescer(self._encode_texts, max_batch=TEXT_BATCH_MAX)
         self._vocabulary = None  # photoseek.tags.Vocabulary, loaded when first needed, again after a reload
+        self._adapter = CurrentAdapter(self.files.root)  # photoseek tune's, applied to text queries
         self._index = None  # LocalVectorSearch or the back end's own (PgVectorSearch); None: nothing indexed yet
         self._loaded_generation = -1
         self._reload_lock = threading.Lock()
@@ -354,6 +356,15 @@ class Searcher:
         if vector is None:
             vector = self._text_cache.put(query, self._embed_texts(query))
         return vector
+
+    def adapt_text(self, vector: np.ndarray) -> np.ndarray:
+        """A text query's vector through the index's tuned adapter, if any (:mod:`photoseek.tune`)."""
+        return self._adapter.apply(vector, self.model_id, len(vector))
+
+    def tuned(self) -> dict | None:
+        """The summary of the adapter text queries pass through (``photoseek tune``), or None."""
+        adapter = self._adapter.get()
+        return adapter.summary if adapter is not None and adapter.summary.get("model_id") == self.model_id else None
 
     def embed_image(self, image: Image.Image | bytes) -> np.ndarray:
         if not isinstance(image, (bytes, bytearray)):
@@ -532,7 +543,7 @@ class Searcher:
         total = None
         for term in terms:
             if term.text is not None:
-                unit = self.embed_text(term.text)
+                unit = self.adapt_text(self.embed_text(term.text))
             elif term.image is not None:
                 unit = self.embed_image(term.image)
             else:

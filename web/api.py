@@ -28,6 +28,7 @@ from .schemas import (
     DATE_PATTERN, photo_version, search_body_model, status_out,
 )
 from .schemas import DuplicatesResponse, duplicates_out
+from .schemas import AdapterOut, TuneResponse
 from .service import NO_INDEX, Service, answer, run
 from .service import search_request as build_request
 from .uploads import read_upload
@@ -247,6 +248,14 @@ def api_router(settings: Settings, service: Service) -> APIRouter:
         if searcher is None:
             return StatusResponse(ready=False, message=NO_INDEX, index_dir=str(service.files.root), model=None)
         return status_out(await run(searcher.status, skipped))
+
+    @api.get("/tune", response_model=TuneResponse, tags=["index"], summary="What photoseek tune taught the index")
+    async def tuned() -> TuneResponse:
+        """The adapter trained on your captions ('photoseek tune'), with held-out recall before and after."""
+        from photoseek.tune import load_adapter
+
+        adapter = await run(load_adapter, service.files.root)
+        return TuneResponse(adapter=None if adapter is None else AdapterOut.model_validate(adapter.summary))
 
     @api.get("/duplicates", response_model=DuplicatesResponse, tags=["index"], summary="Near-duplicate photos")
     async def duplicates(request: Request, threshold: Threshold = None) -> DuplicatesResponse:

@@ -66,6 +66,7 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
             st = searcher.status(skipped_limit=0)
             index.update(ready=bool(st.model_id) and st.image_count > 0, count=st.image_count, model=st.model_id,
                          updated=ago(st.last_run.finished_at or st.last_run.started_at) if st.last_run else None)
+            index["tuned"] = searcher.tuned()  # photoseek tune's adapter, shown in the footer
         return {
             "request": request, "root": root, "index": index, "page_size": page_size,
             "max_upload_bytes": settings.max_upload_bytes, "max_query_chars": settings.max_query_chars,

@@ -479,3 +479,34 @@ def duplicates_out(report, root: str = "") -> DuplicatesResponse:
         duplicates=report.duplicates, unreadable=list(report.unreadable), seconds=round(report.seconds, 3),
         groups=groups, csv_url=f"{root}/api/duplicates.csv?threshold={report.threshold:g}",
     )
+
+
+class AdapterOut(BaseModel):
+    """What ``photoseek tune`` taught the index (text queries pass through this adapter)."""
+
+    version: int = Field(ge=1)
+    model_id: str = Field(description="The encoder it was trained for; ignored for an index rebuilt with another.")
+    trained_at: Timestamp
+    source: str = Field(description="Where the captions came from: a captions file, or 'catalogue' (EXIF/IPTC/XMP "
+                        "captions and keywords), with '+folders' when folder names were used too.")
+    forced: bool = Field(description="Applied with --force although it did not pass the checks.")
+    pairs: int = Field(ge=0, description="(photo, caption) pairs.")
+    photos: int = Field(ge=0)
+    held_out_pairs: int = Field(ge=0)
+    held_out_photos: int = Field(ge=0)
+    test_photos: int = Field(ge=0, description="Held-out photos the recall figures are measured on.")
+    k: int = Field(ge=1)
+    recall_before: float = Field(ge=0, le=1, description="Held-out recall@k of the pretrained space.")
+    recall_after: float = Field(ge=0, le=1, description="Held-out recall@k with the adapter.")
+    mrr_before: float = Field(ge=0, le=1)
+    mrr_after: float = Field(ge=0, le=1)
+    generic_before: float | None = Field(ge=0, le=1, description="Recall@10 of the hand-labelled demo queries "
+                                         "before; null when the index does not hold those photos.")
+    generic_after: float | None = Field(ge=0, le=1)
+    note: str
+    epochs: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+
+
+class TuneResponse(BaseModel):
+    adapter: AdapterOut | None = Field(description="The current adapter; null: the pretrained space.")

@@ -348,6 +348,20 @@ class Catalogue:
     def photo_path(self, conn, image_id: int) -> str | None:
         return conn.execute(select(ImageRow.path).where(ImageRow.id == image_id)).scalar_one_or_none()
 
+    def ids_of_paths(self, conn, paths: list[str]) -> dict[str, int]:
+        """The photo id of each of ``paths`` that is indexed (exact stored path)."""
+        found: dict[str, int] = {}
+        for start in range(0, len(paths), CHUNK):
+            found.update((p, i) for i, p in conn.execute(
+                select(ImageRow.id, ImageRow.path).where(ImageRow.path.in_(paths[start:start + CHUNK]))))
+        return found
+
+    def photo_words(self, conn) -> list[tuple[int, str, str, str, str]]:
+        """(id, path, caption, keywords, folders) of every photo: what ``photoseek tune`` learns from."""
+        return [tuple(r) for r in conn.execute(
+            select(ImageRow.id, ImageRow.path, PhotoText.caption, PhotoText.keywords, PhotoText.folders)
+            .join(PhotoText, PhotoText.image_id == ImageRow.id).order_by(ImageRow.id))]
+
     def filter_columns(self, conn) -> list:
         """(id, photo_date, width, height, file_type, camera_make, camera_model, path) of every photo:
         what :class:`photoseek.search.filters.FilterColumns` keeps in memory."""
