@@ -74,6 +74,11 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":  # servers on several machines may start at once
             conn.execute(text("SELECT pg_advisory_xact_lock(1347636018)"))
+        else:
+            # pysqlite opens a transaction only before INSERT/UPDATE/DELETE: without this, each CREATE
+            # would commit on its own, and a server opening the file mid-creation would find tables
+            # without a version and "upgrade" them too. IMMEDIATE also takes the write lock at once.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         current = state(conn)  # again, inside the transaction: another process may have done it
         if current == TOO_NEW:
             raise too_new()
