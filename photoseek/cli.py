@@ -343,12 +343,12 @@ def search(
 
 
 def _run_search(settings: Settings, requests, as_json: bool, headers: bool = False) -> None:
-    from photoseek.imaging import DecodeError
+    from photoseek.errors import DecodeError
     from photoseek.search import Searcher
     from photoseek.search.query import format_query
     from photoseek.web.schemas import page_out
 
-    searcher = Searcher(settings.resolved_index_dir, settings)
+    searcher = Searcher(settings.resolved_index_dir, settings, one_shot=True)
     if not len(searcher):
         raise Unavailable(f"the index at {searcher.files.root} is empty: run 'photoseek index FOLDER' to add photos")
     for request in requests:

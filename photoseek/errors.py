@@ -63,3 +63,15 @@ class IndexNotFound(Unavailable, RuntimeError):
     """No index where one was asked for (or an empty catalogue): the message says how to make one."""
 
     kind = "no_index"
+
+
+class DecodeError(PhotoseekError):
+    """A file that cannot be indexed; ``reason`` says why, for the user. ``kind``: ``not_image``
+    (415 in the API), ``too_large``, ``unreadable`` or ``corrupt`` (400)."""
+
+    status = 400
+    kind = "corrupt"
+
+    def __init__(self, reason: str, kind: str = "corrupt"):
+        super().__init__(reason, kind=kind, status=415 if kind == "not_image" else 400)
+        self.reason = reason

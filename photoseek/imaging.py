@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from photoseek.embedded_text import read_embedded_text
-from photoseek.errors import PhotoseekError
+from photoseek.errors import DecodeError, PhotoseekError  # noqa: F401 (DecodeError: its home was here)
 
 try:  # HEIC/HEIF (iPhone photos); pillow-heif registers itself as a Pillow plugin.
     import pillow_heif
@@ -67,18 +67,6 @@ _MAGIC = (
     b"II*\x00",  # TIFF little-endian
     b"MM\x00*",  # TIFF big-endian
 )
-
-
-class DecodeError(PhotoseekError):
-    """A file that cannot be indexed; ``reason`` says why, for the user. ``kind``: ``not_image``
-    (415 in the API), ``too_large``, ``unreadable`` or ``corrupt`` (400)."""
-
-    status = 400
-    kind = "corrupt"
-
-    def __init__(self, reason: str, kind: str = "corrupt"):
-        super().__init__(reason, kind=kind, status=415 if kind == "not_image" else 400)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 from sqlalchemy import event
 
 from photoseek.errors import BadInput, IndexNotFound, NotFound
 from photoseek.files import is_under, map_path, parse_path_map
-from photoseek.imaging import open_image
 from photoseek.keywords import REASONS, SEMANTIC, query_words
 from photoseek.settings import Settings
 from photoseek.storage import Catalogue, catalogue_exists, open_catalogue
@@ -41,6 +39,8 @@ from photoseek.search.query import Filters, SearchRequest, Term, split_tags
 from photoseek.search.tag_fusion import merge_tops, tagged_first
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from photoseek.encoders import Encoder
 
 TEXT_CACHE_SIZE = 1024
@@ -247,8 +247,13 @@ def _photo(row) -> Photo:
 class Searcher:
     """Read-only queries over one index directory. Thread-safe."""
 
-    def __init__(self, index_dir: Path, settings: Settings | None = None, *, encoder: Encoder | None = None):
+    def __init__(self, index_dir: Path, settings: Settings | None = None, *, encoder: Encoder | None = None,
+                 one_shot: bool = False):
+        """``one_shot``: for a process that answers a few queries and exits (the command line): the
+        columns filters need are loaded by the first query that needs them, not with the vectors
+        (a second at a million photos that a search without filters never uses)."""
         self.settings = settings or Settings()
+        self._one_shot = one_shot
         self.files = IndexFiles(Path(index_dir).expanduser().resolve())
         # Where the indexed folders are on this machine, when not where they were indexed (checked first:
         # a mistyped setting is one line at start-up, not a 404 per photo).
@@ -321,15 +326,17 @@ class Searcher:
             return True
 
     def _load_vector_file(self, generation: int, dim: int) -> LocalVectorSearch | None:
-        store = VectorStore.load(self.files.vectors, dim=dim, generation=generation)
+        store = VectorStore.load(self.files.vectors, dim=dim, generation=generation, mapped=True)
         if store is None:
             if self._index is not None and self.catalogue.writer_alive():
                 return None
             store = load_vectors(self.files, self.catalogue, dim=dim, generation=generation, persist=False,
                                  exact_up_to=self.settings.exact_search_up_to, pq_above=self.settings.pq_above)
-        with self._engine.connect() as conn:
-            columns = FilterColumns.load(self.catalogue.filter_columns(conn), self.catalogue.tag_members(conn))
-        return LocalVectorSearch(store, columns)
+        def columns() -> FilterColumns:
+            with self._engine.connect() as conn:
+                return FilterColumns.load(self.catalogue.filter_columns(conn), self.catalogue.tag_members(conn))
+
+        return LocalVectorSearch(store, columns if self._one_shot else columns())
 
     @property
     def encoder(self) -> Encoder:
@@ -372,6 +379,8 @@ class Searcher:
         key = hashlib.blake2b(image, digest_size=16).digest()
         vector = self._image_cache.get(key)
         if vector is None:
+            from photoseek.imaging import open_image  # Pillow and friends: only searches by image need them
+
             decoded, _ = open_image(bytes(image), draft_size=self.encoder.input_spec.size,
                                     max_pixels=self.settings.max_image_pixels)
             vector = self._image_cache.put(key, self._encode(lambda enc: enc.encode_images([decoded]))[0])

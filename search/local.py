@@ -9,6 +9,8 @@ the ids it may return, so a filter costs no recall.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import faiss
@@ -24,8 +26,21 @@ DIRECT_SCORING_SHARE = 0.01
 
 
 class LocalVectorSearch:
-    def __init__(self, store: VectorStore, columns: FilterColumns):
-        self.store, self.columns = store, columns  # loaded together: they describe the same photos
+    def __init__(self, store: VectorStore, columns: FilterColumns | Callable[[], FilterColumns]):
+        """``columns``: loaded with the vectors (they then describe the same photos), or a function that
+        loads them when a query first needs them (a one-shot process: the catalogue may have moved on
+        by then, which costs the photos removed since, as results are checked against it anyway)."""
+        self.store = store
+        self._columns, self._load_columns = (None, columns) if callable(columns) else (columns, None)
+        self._columns_lock = threading.Lock()
+
+    @property
+    def columns(self) -> FilterColumns:
+        if self._columns is None:
+            with self._columns_lock:
+                if self._columns is None:
+                    self._columns = self._load_columns()
+        return self._columns
 
     def __len__(self) -> int:
         return len(self.store)

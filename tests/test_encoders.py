@@ -215,7 +215,9 @@ def test_the_exported_text_tower_gives_open_clips_vectors_without_torch(random_c
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
     tower = clip_text.load(encoder.model_id)
     texts = ["a dog on a beach", "A photo of a golden retriever, at sunset!", "café au lait", "word " * 100, "",
-             "ΑΒΓ 東京 🙂", "it's 5 o'clock"]
+             "ΑΒΓ 東京 🙂", "it's 5 o'clock",
+             # What ftfy and html fix (plain ASCII skips ftfy): entities, line breaks, escapes, quotes, ligatures.
+             "Tom &amp; Jerry", "&amp;amp;lt;", "two\r\nlines\ttab", "\x1b[31mred\x1b[0m", "“curly”", "ﬁsh"]
     for text, row in zip(texts, encoder.tokenizer(texts)):
         assert tower.tokenizer.encode(text) == [int(t) for t in row if t != 0]
     ours, theirs = tower.encode_texts(texts), fp32.encode_texts(texts)

@@ -377,3 +377,37 @@ def test_indexer_and_searcher_use_ivf_pq_above_the_setting(tmp_path, samples_dir
         searcher.close()
     assert VectorStore.load(IndexFiles(index_dir).vectors, dim=offline_encoder.dim,
                             generation=generation(index_dir)).quantized
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf"])
+def test_a_searcher_reads_the_vectors_from_the_file_mapped_and_answers_the_same(large, tmp_path, kind):
+    """Searchers load the vector file mapped (no copy: it opens at once at any size); the answers are
+    those of the loaded copy, the store refuses changes, and a file replaced meanwhile (as an indexer
+    replaces it) leaves the mapped one answering from the old file."""
+    _, ids, vectors = large
+    if kind == "exact":
+        store = VectorStore(DIM)
+    else:
+        store = VectorStore(DIM, new_ivf_index(DIM, vectors, len(vectors)))
+    store.add(ids, vectors)
+    path = tmp_path / "vectors.faiss"
+    store.save(path, generation=5)
+    copied = VectorStore.load(path, dim=DIM, generation=5)
+    mapped = VectorStore.load(path, dim=DIM, generation=5, mapped=True)
+    assert mapped.approximate == (kind == "ivf") and len(mapped) == len(ids)
+    queries = clustered(8, clusters=3, seed=9)
+    for a, b in zip(copied.search(queries, 10), mapped.search(queries, 10)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="read-only"):
+        mapped.add(ids[:1], vectors[:1])
+    with pytest.raises(RuntimeError, match="read-only"):
+        mapped.remove([1])
+    VectorStore(DIM).save(path, generation=6)  # replaced whole, by rename
+    for a, b in zip(copied.search(queries, 10), mapped.search(queries, 10)):
+        np.testing.assert_array_equal(a, b)
+    assert VectorStore.load(path, dim=DIM, generation=5, mapped=True) is None  # the new file is another generation
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) // 2])  # truncated: never used
+    assert VectorStore.load(path, dim=DIM, generation=6, mapped=True) is None
+    path.write_bytes(b"")
+    assert VectorStore.load(path, dim=DIM, generation=6, mapped=True) is None

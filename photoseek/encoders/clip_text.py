@@ -26,6 +26,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from functools import lru_cache
@@ -255,6 +256,9 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
+_PLAIN = re.compile(r"[ -%'-~]*")  # printable ASCII but "&"
+
+
 class Tokenizer:
     """CLIP's byte-level BPE: ``encode(text)`` -> token ids from start- to end-of-text, truncated to
     the context length as open_clip does (the end-of-text token kept last)."""
@@ -263,12 +267,15 @@ class Tokenizer:
         import regex
 
         raw = merges.read_bytes() if merges is not None else gzip.open(_bpe_path()).read()
-        merges = raw.decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
-        merges = [tuple(m.split()) for m in merges]
+        used = 49152 - 256 - 2  # CLIP uses the first merges of the file's 262,000 ("a b" lines, best first)
+        merges = raw.decode("utf-8").split("\n", used + 1)[1:used + 1]
         vocab = list(_bytes_to_unicode().values())
-        vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<start_of_text>", "<end_of_text>"]
-        self.encoder = {v: i for i, v in enumerate(vocab)}
-        self.bpe_ranks = {m: i for i, m in enumerate(merges)}
+        vocab = vocab + [v + "</w>" for v in vocab] + [m.replace(" ", "") for m in merges]
+        vocab += ["<start_of_text>", "<end_of_text>"]
+        # dict(zip()) builds in C: a tenth of the time of comprehensions over the 49,000 entries, paid by
+        # every terminal search. Ranks are keyed by the merge's own line, "first second".
+        self.encoder = dict(zip(vocab, range(len(vocab))))
+        self.bpe_ranks = dict(zip(merges, range(len(merges))))
         self.sot, self.eot = self.encoder["<start_of_text>"], self.encoder["<end_of_text>"]
         self.clean, self.context_length = clean, context_length
         self.pattern = regex.compile(r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"""
@@ -283,10 +290,10 @@ class Tokenizer:
         if not pairs:
             return token + "</w>"
         while True:
-            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
-            if bigram not in self.bpe_ranks:
-                break
+            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(f"{pair[0]} {pair[1]}", float("inf")))
             first, second = bigram
+            if f"{first} {second}" not in self.bpe_ranks:
+                break
             merged: list[str] = []
             i = 0
             while i < len(word):
@@ -312,9 +319,11 @@ class Tokenizer:
         return out
 
     def encode(self, text: str) -> list[int]:
-        import ftfy
+        if not _PLAIN.fullmatch(text):  # ftfy leaves printable ASCII without entities as it is: skip its import
+            import ftfy
 
-        text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+            text = ftfy.fix_text(text)
+        text = html.unescape(html.unescape(text)).strip()
         text = " ".join(text.split()).strip()
         if self.clean == "lower":
             text = text.lower()
