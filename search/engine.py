@@ -277,6 +277,7 @@ class Searcher:
         self._text_cache = _Lru(TEXT_CACHE_SIZE)
         self._image_cache = _Lru(IMAGE_CACHE_SIZE)
         self._text_encoder = None  # the encoder's text side alone, when it has one without torch
+        self._image_encoder = None  # and its image side alone (clip_image), for a search by an image file
         self._embed_texts = Coalescer(self._encode_texts, max_batch=TEXT_BATCH_MAX)
         self._vocabulary = None  # photoseek.tags.Vocabulary, loaded when first needed, again after a reload
         self._adapter = CurrentAdapter(self.files.root)  # photoseek tune's, applied to text queries
@@ -318,7 +319,7 @@ class Searcher:
                 index = self.catalogue.vector_search(dim, self.settings)
             if model_id != self.model_id:  # rebuilt with another model
                 with self._encoder_lock:
-                    self.model_id, self._encoder, self._text_encoder = model_id, None, None
+                    self.model_id, self._encoder, self._text_encoder, self._image_encoder = model_id, None, None, None
                     self._text_cache.clear()
                     self._image_cache.clear()
             self._index, self._loaded_generation = index, generation
@@ -375,16 +376,34 @@ class Searcher:
 
     def embed_image(self, image: Image.Image | bytes) -> np.ndarray:
         if not isinstance(image, (bytes, bytearray)):
-            return self._encode(lambda enc: enc.encode_images([image]))[0]
+            return self._encode_images([image])[0]
         key = hashlib.blake2b(image, digest_size=16).digest()
         vector = self._image_cache.get(key)
         if vector is None:
             from photoseek.imaging import open_image  # Pillow and friends: only searches by image need them
 
-            decoded, _ = open_image(bytes(image), draft_size=self.encoder.input_spec.size,
+            encoder = self._image_side()
+            decoded, _ = open_image(bytes(image), draft_size=encoder.input_spec.size,
                                     max_pixels=self.settings.max_image_pixels)
-            vector = self._image_cache.put(key, self._encode(lambda enc: enc.encode_images([decoded]))[0])
+            vector = self._image_cache.put(key, self._encode_images([decoded])[0])
         return vector
+
+    def _image_side(self):
+        """The full encoder when it is loaded (a server), else the image tower alone where one was
+        exported without torch (:mod:`photoseek.encoders.clip_image`: a terminal search by a CLIP
+        model's image), else the full encoder, loaded now."""
+        if self._encoder is None and self._image_encoder is None and self.model_id:
+            from photoseek.encoders.clip_image import load as load_image_tower
+
+            with self._encoder_lock:
+                if self._image_encoder is None and self._encoder is None:
+                    self._image_encoder = load_image_tower(self.model_id)
+        return self._encoder or self._image_encoder or self.encoder
+
+    def _encode_images(self, images: list) -> np.ndarray:
+        encoder = self._image_side()
+        with self._inference_lock:
+            return encoder.encode_images(images)
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         """Text queries through the full encoder when it is loaded (a server), else through its text
@@ -400,11 +419,6 @@ class Searcher:
             encoder = self._encoder or self._text_encoder or self.encoder
         with self._inference_lock:
             return encoder.encode_texts(texts)
-
-    def _encode(self, fn) -> np.ndarray:
-        encoder = self.encoder
-        with self._inference_lock:
-            return fn(encoder)
 
     # Shorthands for one-term searches (scripts, tests, the benchmark): each is a search() like any other.
 

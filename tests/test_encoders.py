@@ -236,6 +236,42 @@ def test_the_exported_text_tower_gives_open_clips_vectors_without_torch(random_c
     assert clip_text.load(encoder.model_id) is None
 
 
+def test_the_exported_image_tower_gives_open_clips_vectors_without_torch(random_clip, samples_dir, tmp_path,
+                                                                           monkeypatch):
+    """A search by an image file on a CLIP index runs the image tower exported when the model was
+    loaded (photoseek.encoders.clip_image: float16 matrices, float32 arithmetic, in NumPy). Its vectors
+    are open_clip's own (fp32) to cosine >= 0.999 and rank the photos the same, without torch; an
+    export made for weights since replaced is removed when the new one is written."""
+    from PIL import Image
+
+    from photoseek.encoders import clip_image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path, encoder = random_clip
+    fp32 = load_encoder(encoder.model_id, precision="fp32")  # loading it exports both towers
+    exported = clip_image.path_for(encoder.model_id)
+    assert exported.is_relative_to(tmp_path) and (exported / "meta.json").is_file()
+    tower = clip_image.load(encoder.model_id)
+    assert (tower.dim, tower.input_spec) == (fp32.dim, fp32.input_spec)
+    photos = [Image.open(p) for p in sorted(samples_dir.iterdir())[:12]]
+    ours, theirs = tower.encode_images(photos), fp32.encode_images(photos)
+    assert float((ours * theirs).sum(axis=1).min()) >= 0.999
+    for a, b in zip(ours, theirs):  # each photo as a query over all of them, both ways
+        assert list(np.argsort(-(theirs @ a))[:10]) == list(np.argsort(-(theirs @ b))[:10])
+    code = ("import sys; from PIL import Image; from photoseek.encoders import clip_image; "
+            f"t = clip_image.load({encoder.model_id!r}); "
+            f"print(t.encode_images([Image.open({str(sorted(samples_dir.iterdir())[0])!r})]).shape, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert out.stdout.strip() == "(1, 512) False", out.stderr
+    # Replaced weights: the old export is not used; loading the model exports anew and removes the old one.
+    os.utime(path, ns=(10**18, 10**18))
+    assert clip_image.load(encoder.model_id) is None
+    clip_image.export(encoder.model_id, fp32.model, fp32.input_spec)  # as loading the model does
+    assert exported.exists() is False and clip_image.load(encoder.model_id) is not None
+    assert [p.name for p in exported.parent.iterdir()] == [clip_image.path_for(encoder.model_id).name]
+
+
 def test_clip_text_query_stops_at_end_of_text(random_clip):
     """Running only a query's own tokens gives open_clip's full 77-position answer, alone or
     batched with longer queries (the batch runs to its longest query)."""

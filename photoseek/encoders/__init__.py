@@ -13,12 +13,13 @@ from photoseek.errors import EncoderUnavailable
 
 # Loaded on first use: the base class and the factory import torch (seconds), which a command
 # that only catches EncoderUnavailable, or never loads a model (status), must not pay for.
-_LAZY = {"Encoder": "base", "ImageInputSpec": "base", "DEFAULT_CLIP_MODEL": "factory",
+_LAZY = {"Encoder": "base", "ImageInputSpec": "spec", "DEFAULT_CLIP_MODEL": "factory",
          "DEFAULT_OFFLINE_MODEL": "factory", "canonical_model_id": "factory", "load_encoder": "factory",
          "resolve_new_index_model": "factory"}
 
 if TYPE_CHECKING:
-    from photoseek.encoders.base import Encoder, ImageInputSpec
+    from photoseek.encoders.base import Encoder
+    from photoseek.encoders.spec import ImageInputSpec
     from photoseek.encoders.factory import (
         DEFAULT_CLIP_MODEL,
         DEFAULT_OFFLINE_MODEL,

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
+from photoseek.encoders.spec import ImageInputSpec  # noqa: F401 - re-exported: its old home
 from photoseek.errors import EncoderUnavailable  # noqa: F401 - re-exported: its old home
 from photoseek.imaging import fit_square, to_rgb
-
-
-@dataclass(frozen=True)
-class ImageInputSpec:
-    """How pixels must be prepared: resize the short side to ``size`` (bicubic), centre-crop
-    a square, then per channel ``(x / 255 - mean) / std``. The first part runs in the
-    decode workers (:func:`photoseek.imaging.fit_square`), the second in :meth:`Encoder.encode_pixels`."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
 
 class Encoder(ABC):

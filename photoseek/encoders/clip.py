@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from photoseek.encoders import clip_text
+from photoseek.encoders import clip_image, clip_text
 from photoseek.encoders.base import Encoder, EncoderUnavailable, ImageInputSpec
 from photoseek.encoders.precision import resolve_dtype
 
@@ -356,6 +356,7 @@ class ClipEncoder(Encoder):
         # Once per weights file, from the float32 weights as loaded: later searches by words run this
         # tower without torch (photoseek.encoders.clip_text).
         clip_text.export(self.model_id, model, self.tokenizer)
+        clip_image.export(self.model_id, model, self.input_spec)  # and searches by an image file (clip_image)
         self.dtype = resolve_dtype(precision)
         model.to(dtype=self.dtype)
         model.visual.to(memory_format=torch.channels_last)

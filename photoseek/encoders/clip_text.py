@@ -49,10 +49,11 @@ def _open_clip_version() -> str | None:
         return None
 
 
-def path_for(model_id: str) -> Path | None:
-    """The text tower file for ``model_id`` as its weights are now. A checkpoint file is known by its
-    size and modification time too (replaced, its tower is exported again); a pretrained tag's
-    weights never change. None for a checkpoint file that is gone."""
+def path_for(model_id: str, folder: str = "text-towers", version: int = FORMAT) -> Path | None:
+    """The text tower file for ``model_id`` as its weights are now (``folder``: another tower's exports,
+    :mod:`photoseek.encoders.clip_image`). A checkpoint file is known by its size and modification time
+    too (replaced, its tower is exported again); a pretrained tag's weights never change. None for a
+    checkpoint file that is gone."""
     _, _, pretrained = model_id.partition(":")
     checkpoint = os.path.expanduser(pretrained)
     stamp: list = []
@@ -62,10 +63,10 @@ def path_for(model_id: str) -> Path | None:
         except OSError:
             return None
         stamp = [os.path.abspath(checkpoint), st.st_size, st.st_mtime_ns]
-    key = json.dumps([FORMAT, model_id, *stamp, _open_clip_version()])
+    key = json.dumps([version, model_id, *stamp, _open_clip_version()])
     import platformdirs
 
-    cache = Path(platformdirs.user_cache_dir("photoseek", appauthor=False)) / "text-towers"
+    cache = Path(platformdirs.user_cache_dir("photoseek", appauthor=False)) / folder
     return cache / hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
@@ -76,22 +77,30 @@ def export(model_id: str, model, tokenizer) -> Path | None:
     """Write the text tower of ``model`` (an open_clip model in float32, as loaded) for later
     searches, unless it is there already or the model is not one this module runs. Never raises
     for want of a cache folder: the search then simply loads the full encoder."""
+    # CLIP's BPE merges, uncompressed: read in milliseconds instead of gunzipped in a tenth of a second.
+    return write_export(path_for(model_id), model_id, lambda: _tensors(model, tokenizer),
+                        {"bpe_merges.txt": lambda: gzip.open(_bpe_path()).read()}, what="text tower")
+
+
+def write_export(path: Path | None, model_id: str, tensors, files: dict | None = None, *, what: str) -> Path | None:
+    """Write ``tensors()`` (a dict of arrays plus ``"meta"``; None: a model this cannot run) as one
+    ``.npy`` file each, ``files`` (name -> bytes maker) and ``meta.json`` into ``path``, unless it is
+    there already. Exports of the same model for weights since replaced are removed: one per model."""
     try:
-        path = path_for(model_id)
         if path is None or (path / "meta.json").is_file():
             return path
-        arrays = _tensors(model, tokenizer)
+        arrays = tensors()
         if arrays is None:
             return None
         # Written beside, then renamed into place: a reader sees the whole folder or none of it.
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
         try:
-            meta = arrays.pop("meta")
+            meta = arrays.pop("meta") | {"model_id": model_id}
             for name, array in arrays.items():
                 np.save(staging / f"{name}.npy", array, allow_pickle=False)
-            # CLIP's BPE merges, uncompressed: read in milliseconds instead of gunzipped in a tenth of a second.
-            (staging / "bpe_merges.txt").write_bytes(gzip.open(_bpe_path()).read())
+            for name, make in (files or {}).items():
+                (staging / name).write_bytes(make())
             (staging / "meta.json").write_text(json.dumps(meta))
             try:
                 os.rename(staging, path)
@@ -100,10 +109,24 @@ def export(model_id: str, model, tokenizer) -> Path | None:
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        _remove_stale(path, model_id)
         return path
     except OSError as exc:
-        log.warning("could not save the text tower for fast searches: %s", exc)
+        log.warning("could not save the %s for fast searches: %s", what, exc)
         return None
+
+
+def _remove_stale(path: Path, model_id: str) -> None:
+    """Other exports of ``model_id`` beside ``path`` were made from weights since replaced (or by
+    another open_clip): never read again, so not kept (a ViT-B-32 text tower is 254 MB)."""
+    for other in path.parent.iterdir():
+        if other == path or other.name.startswith("."):
+            continue
+        try:
+            if json.loads((other / "meta.json").read_text()).get("model_id") == model_id:
+                shutil.rmtree(other, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
 
 
 def _tensors(m, tokenizer) -> dict | None:
@@ -115,7 +138,33 @@ def _tensors(m, tokenizer) -> dict | None:
             and type(tokenizer).__name__ == "SimpleTokenizer" and getattr(tokenizer, "reduction_fn", None) is None
             and _clean_name(tokenizer) is not None):
         return None
-    blocks = list(m.transformer.resblocks)
+    blocks = block_arrays(list(m.transformer.resblocks))
+    if blocks is None:
+        return None
+    projection = m.text_projection
+    out = {
+        "token_embedding": _f32(m.token_embedding.weight),
+        "positional_embedding": _f32(m.positional_embedding),
+        "ln_final.weight": _f32(m.ln_final.weight), "ln_final.bias": _f32(m.ln_final.bias),
+        "text_projection": _f32(projection.weight.T) if isinstance(projection, torch.nn.Linear) else _f32(projection),
+        "meta": blocks.pop("meta") | {"eps": float(m.ln_final.eps), "context_length": int(tokenizer.context_length),
+                                      "clean": _clean_name(tokenizer)},
+    }
+    if isinstance(projection, torch.nn.Linear) and projection.bias is not None:
+        out["text_projection_bias"] = _f32(projection.bias)
+    return out | blocks
+
+
+def _f32(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def block_arrays(blocks: list) -> dict | None:
+    """The arrays of open_clip residual attention blocks (pre-norm, ``nn.MultiheadAttention``, MLP with
+    GELU or QuickGELU, no layer scale), as :func:`run_blocks` reads them, plus ``"meta"`` (heads,
+    layers, act); None for blocks of another kind."""
+    import torch
+
     acts = set()
     for b in blocks:
         if not (isinstance(b.attn, torch.nn.MultiheadAttention) and isinstance(b.ls_1, torch.nn.Identity)
@@ -125,30 +174,15 @@ def _tensors(m, tokenizer) -> dict | None:
         acts.add(type(b.mlp.gelu).__name__)
     if len(acts) != 1 or acts - {"GELU", "QuickGELU"}:
         return None
-
-    def f32(t) -> np.ndarray:
-        return t.detach().float().cpu().numpy()
-
-    projection = m.text_projection
-    out = {
-        "token_embedding": f32(m.token_embedding.weight),
-        "positional_embedding": f32(m.positional_embedding),
-        "ln_final.weight": f32(m.ln_final.weight), "ln_final.bias": f32(m.ln_final.bias),
-        "text_projection": f32(projection.weight.T) if isinstance(projection, torch.nn.Linear) else f32(projection),
-        "meta": {"heads": blocks[0].attn.num_heads, "layers": len(blocks), "act": acts.pop(),
-                 "eps": float(m.ln_final.eps), "context_length": int(tokenizer.context_length),
-                 "clean": _clean_name(tokenizer)},
-    }
-    if isinstance(projection, torch.nn.Linear) and projection.bias is not None:
-        out["text_projection_bias"] = f32(projection.bias)
+    out: dict = {"meta": {"heads": blocks[0].attn.num_heads, "layers": len(blocks), "act": acts.pop()}}
     for i, b in enumerate(blocks):
         p = f"{i}."
-        out |= {p + "ln_1.weight": f32(b.ln_1.weight), p + "ln_1.bias": f32(b.ln_1.bias),
-                p + "ln_2.weight": f32(b.ln_2.weight), p + "ln_2.bias": f32(b.ln_2.bias),
-                p + "in_proj.weight": f32(b.attn.in_proj_weight.T), p + "in_proj.bias": f32(b.attn.in_proj_bias),
-                p + "out_proj.weight": f32(b.attn.out_proj.weight.T), p + "out_proj.bias": f32(b.attn.out_proj.bias),
-                p + "c_fc.weight": f32(b.mlp.c_fc.weight.T), p + "c_fc.bias": f32(b.mlp.c_fc.bias),
-                p + "c_proj.weight": f32(b.mlp.c_proj.weight.T), p + "c_proj.bias": f32(b.mlp.c_proj.bias)}
+        out |= {p + "ln_1.weight": _f32(b.ln_1.weight), p + "ln_1.bias": _f32(b.ln_1.bias),
+                p + "ln_2.weight": _f32(b.ln_2.weight), p + "ln_2.bias": _f32(b.ln_2.bias),
+                p + "in_proj.weight": _f32(b.attn.in_proj_weight.T), p + "in_proj.bias": _f32(b.attn.in_proj_bias),
+                p + "out_proj.weight": _f32(b.attn.out_proj.weight.T), p + "out_proj.bias": _f32(b.attn.out_proj.bias),
+                p + "c_fc.weight": _f32(b.mlp.c_fc.weight.T), p + "c_fc.bias": _f32(b.mlp.c_fc.bias),
+                p + "c_proj.weight": _f32(b.mlp.c_proj.weight.T), p + "c_proj.bias": _f32(b.mlp.c_proj.bias)}
     return out
 
 
@@ -180,37 +214,55 @@ class ClipTextTower:
         with threadpool_limits(1, user_api="blas"):  # small matrices: see photoseek.encoders.minilm
             return np.concatenate([self._encode_one(t) for t in texts])
 
-    def _norm(self, x: np.ndarray, prefix: str) -> np.ndarray:
-        mean = x.mean(axis=-1, keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-        return (x - mean) / np.sqrt(var + self.eps) * self.weights[f"{prefix}.weight"] + self.weights[f"{prefix}.bias"]
-
     def _encode_one(self, text: str) -> np.ndarray:
         w = self.weights
         tokens = self.tokenizer.encode(text)
         length = len(tokens)  # up to the end-of-text token: with the causal mask the padding changes nothing
         x = w["token_embedding"][tokens] + w["positional_embedding"][:length]
-        width = x.shape[-1]
-        head = width // self.heads
         causal = np.triu(np.full((length, length), -np.inf, np.float32), 1)
-        for i in range(self.layers):
-            p = f"{i}."
-            h = self._norm(x, p + "ln_1")
-            qkv = h @ w[p + "in_proj.weight"] + w[p + "in_proj.bias"]
-            q, k, v = (qkv[:, j * width:(j + 1) * width].reshape(length, self.heads, head).transpose(1, 0, 2)
-                       for j in range(3))
-            scores = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(head)) + causal
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            attention = scores / scores.sum(axis=-1, keepdims=True)
-            context = (attention @ v).transpose(1, 0, 2).reshape(length, width)
-            x = x + context @ w[p + "out_proj.weight"] + w[p + "out_proj.bias"]
-            h = self._norm(x, p + "ln_2") @ w[p + "c_fc.weight"] + w[p + "c_fc.bias"]
-            h = h * _sigmoid(1.702 * h) if self.act == "QuickGELU" else _gelu(h)
-            x = x + h @ w[p + "c_proj.weight"] + w[p + "c_proj.bias"]
-        pooled = self._norm(x[-1:], "ln_final") @ w["text_projection"]
+        x = run_blocks(x, w, self.layers, self.heads, self.act, self.eps, causal)
+        pooled = layer_norm(x[-1:], w, "ln_final", self.eps) @ w["text_projection"]
         if "text_projection_bias" in w:
             pooled = pooled + w["text_projection_bias"]
         return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+
+
+def layer_norm(x: np.ndarray, w, prefix: str, eps: float) -> np.ndarray:
+    """LayerNorm over the last axis with ``w[prefix + ".weight"]`` and ``.bias``."""
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    weight, bias = (np.asarray(w[f"{prefix}.{n}"], dtype=np.float32) for n in ("weight", "bias"))
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def run_blocks(x: np.ndarray, w, layers: int, heads: int, act: str, eps: float,
+               mask: np.ndarray | None = None) -> np.ndarray:
+    """open_clip's residual attention blocks (see :func:`block_arrays`) on one sequence ``x`` (tokens,
+    width) in float32: ``w[f"{i}.{name}"]`` are layer i's arrays (any float type: converted as used)."""
+    length, width = x.shape
+    head = width // heads
+
+    def a(name: str) -> np.ndarray:
+        return np.asarray(w[name], dtype=np.float32)
+
+    for i in range(layers):
+        p = f"{i}."
+        h = layer_norm(x, w, p + "ln_1", eps)
+        qkv = h @ a(p + "in_proj.weight") + a(p + "in_proj.bias")
+        q, k, v = (qkv[:, j * width:(j + 1) * width].reshape(length, heads, head).transpose(1, 0, 2)
+                   for j in range(3))
+        scores = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(head))
+        if mask is not None:
+            scores = scores + mask
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        attention = scores / scores.sum(axis=-1, keepdims=True)
+        context = (attention @ v).transpose(1, 0, 2).reshape(length, width)
+        x = x + context @ a(p + "out_proj.weight") + a(p + "out_proj.bias")
+        h = layer_norm(x, w, p + "ln_2", eps)
+        h = h @ a(p + "c_fc.weight") + a(p + "c_fc.bias")
+        h = h * _sigmoid(1.702 * h) if act == "QuickGELU" else _gelu(h)
+        x = x + h @ a(p + "c_proj.weight") + a(p + "c_proj.bias")
+    return x
 
 
 def load(model_id: str) -> ClipTextTower | None:

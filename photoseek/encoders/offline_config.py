@@ -61,7 +61,7 @@ class OfflineConfig:
 
     @property
     def input_spec(self):
-        from photoseek.encoders.base import ImageInputSpec  # torch: only the image side asks
+        from photoseek.encoders.spec import ImageInputSpec
 
         return ImageInputSpec(size=self.image_size, mean=self.mean, std=self.std)
 

@@ -1,0 +1,153 @@
+"""A CLIP model's image tower without torch: what ``photoseek search --image`` needs of open_clip.
+
+Like the text tower (:mod:`photoseek.encoders.clip_text`, whose keys, export and transformer blocks
+this shares), a ViT image tower is exported once, when photoseek has the model loaded anyway
+(indexing, or a search that loaded it), into the user's cache folder (``image-towers``; float32, 350 MB
+for ViT-B-32), and a later search by an image file runs it in NumPy: no torch to import, no text
+tower to load. Each array is read when the forward pass reaches it and dropped after, so the process
+holds one layer's weights at a time, not the tower (float16 on disk would halve the file but cost
+more to convert on every query than reading float32 does).
+
+Only what it can run exactly is exported: open_clip's ``VisionTransformer`` with a plain patch
+embedding (a convolution without bias whose stride is its size), class-token pooling after
+``ln_post``, a projection, and the pre-norm blocks the text tower has; any other model is searched
+with the full encoder. Pixels are prepared as the indexer prepares them
+(:func:`photoseek.imaging.fit_square`, then the model's mean and std). A test holds the vectors
+to open_clip's own float32 tower (cosine >= 0.999, the same top 10).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from photoseek.encoders import clip_text
+from photoseek.encoders.spec import ImageInputSpec
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the folder's layout changes: older ones are then ignored
+FOLDER = "image-towers"
+
+
+def path_for(model_id: str) -> Path | None:
+    return clip_text.path_for(model_id, FOLDER, FORMAT)
+
+
+def export(model_id: str, model, input_spec) -> Path | None:
+    """Write the image tower of ``model`` (open_clip, float32 as loaded) for later searches by image,
+    unless it is there or the model is not one this module runs. Never raises for want of a cache."""
+    return clip_text.write_export(path_for(model_id), model_id, lambda: _tensors(model, input_spec), what="image tower")
+
+
+def _tensors(model, spec) -> dict | None:
+    from open_clip.transformer import VisionTransformer
+    from torch import nn
+
+    v = getattr(model, "visual", None)
+    if not (isinstance(v, VisionTransformer) and getattr(v, "attn_pool", None) is None
+            and getattr(v, "pool_type", None) == "tok" and not getattr(v, "final_ln_after_pool", False)
+            and not getattr(v, "output_tokens", False) and isinstance(v.ln_pre, nn.LayerNorm)
+            and isinstance(v.ln_post, nn.LayerNorm) and v.proj is not None
+            and isinstance(v.conv1, nn.Conv2d) and v.conv1.bias is None
+            and v.conv1.kernel_size == v.conv1.stride and v.conv1.kernel_size[0] == v.conv1.kernel_size[1]
+            and v.conv1.padding in ((0, 0), "valid")):
+        return None
+    patch = int(v.conv1.kernel_size[0])
+    grid = spec.size // patch
+    if spec.size % patch or v.positional_embedding.shape[0] != grid * grid + 1:
+        return None
+    blocks = clip_text.block_arrays(list(v.transformer.resblocks))
+    if blocks is None:
+        return None
+    width = v.conv1.out_channels
+    f32 = clip_text._f32
+    out = {
+        "patch_embedding": f32(v.conv1.weight.reshape(width, -1).T),  # (3 * patch * patch, width), (c, y, x) order
+        "class_embedding": f32(v.class_embedding),
+        "positional_embedding": f32(v.positional_embedding),
+        "ln_pre.weight": f32(v.ln_pre.weight), "ln_pre.bias": f32(v.ln_pre.bias),
+        "ln_post.weight": f32(v.ln_post.weight), "ln_post.bias": f32(v.ln_post.bias),
+        "projection": f32(v.proj),
+    } | blocks
+    meta = out.pop("meta") | {"eps": float(v.ln_pre.eps), "patch": patch, "size": int(spec.size),
+                              "mean": list(spec.mean), "std": list(spec.std)}
+    return out | {"meta": meta}
+
+
+class ClipImageTower:
+    """Query images through an exported CLIP image tower: ``model_id``, ``dim``, ``input_spec``,
+    ``encode_pixels`` and ``encode_images``, as :class:`photoseek.encoders.Encoder` has them."""
+
+    def __init__(self, model_id: str, path: Path):
+        meta = json.loads((path / "meta.json").read_text())
+        self.weights = _ReadEachTime(path)
+        self.model_id = model_id
+        self.heads, self.layers, self.act, self.eps = meta["heads"], meta["layers"], meta["act"], meta["eps"]
+        self.patch = meta["patch"]
+        self.input_spec = ImageInputSpec(size=meta["size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+        self.dim = int(np.load(path / "projection.npy", mmap_mode="r").shape[1])
+
+    def encode_images(self, images: Sequence) -> np.ndarray:
+        from photoseek.imaging import fit_square, to_rgb
+
+        size = self.input_spec.size
+        return self.encode_pixels(np.stack([fit_square(to_rgb(img), size) for img in images]) if images
+                                  else np.zeros((0, size, size, 3), np.uint8))
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, size, size, 3) uint8 -> (N, dim) float32, unit length."""
+        size = self.input_spec.size
+        if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected (N, {size}, {size}, 3) pixels, got {pixels.shape}")
+        return np.concatenate([self._encode_one(p) for p in pixels]) if len(pixels) else np.zeros((0, self.dim), np.float32)
+
+    def _encode_one(self, pixels: np.ndarray) -> np.ndarray:
+        w, p = self.weights, self.patch
+        mean, std = np.float32(self.input_spec.mean), np.float32(self.input_spec.std)
+        x = (pixels.astype(np.float32) / np.float32(255.0) - mean) / std  # (size, size, 3)
+        grid = x.shape[0] // p
+        # The patch convolution as one product: each patch's pixels in the weight's (channel, y, x) order.
+        patches = x.reshape(grid, p, grid, p, 3).transpose(0, 2, 4, 1, 3).reshape(grid * grid, 3 * p * p)
+        x = patches @ np.asarray(w["patch_embedding"], dtype=np.float32)
+        x = np.concatenate([np.asarray(w["class_embedding"], dtype=np.float32)[None], x])
+        x = x + np.asarray(w["positional_embedding"], dtype=np.float32)
+        x = clip_text.layer_norm(x, w, "ln_pre", self.eps)
+        x = clip_text.run_blocks(x, w, self.layers, self.heads, self.act, self.eps)
+        pooled = clip_text.layer_norm(x[:1], w, "ln_post", self.eps) @ np.asarray(w["projection"], dtype=np.float32)
+        return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+
+
+class _ReadEachTime(Mapping):
+    """The tower's arrays by name, read from their files on each access (see the module's note)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.names = {f.stem for f in path.glob("*.npy")}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.names:
+            raise KeyError(name)
+        return np.load(self.path / f"{name}.npy", allow_pickle=False)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def load(model_id: str) -> ClipImageTower | None:
+    """The exported image tower of ``model_id``, or None when there is none for its weights as they are now."""
+    try:
+        path = path_for(model_id)
+        if path is None or not (path / "meta.json").is_file():
+            return None
+        return ClipImageTower(model_id, path)
+    except Exception as exc:  # noqa: BLE001 - a damaged cache file costs speed, never the search
+        log.warning("ignoring the saved image tower of %s: %s", model_id, exc)
+        return None
