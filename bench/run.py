@@ -33,7 +33,7 @@ from sysmon import OthersMeter, wait_until_quiet  # noqa: E402
 RESULTS = HERE / "results"
 CACHE = RESULTS / "cache"
 CLIP_ARCH = "ViT-B-32"
-SYNTHETIC_VERSION = "photo-like-v3"  # bump when bench/synthetic.py makes a different index (v3: filter columns)
+SYNTHETIC_VERSION = "photo-like-v4"  # bump when bench/synthetic.py makes a different index (v4: keyword documents)
 TARGET_CLIENTS = 8  # the HTTP targets are for 8 concurrent clients
 TARGETS = {
     "ratio_limit": 0.70, "ratio_naive": 4.0,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert
 
+from photoseek.keywords import document
 from photoseek.storage import schema as db
 from photoseek.storage.sqlite import SqliteCatalogue
 from photoseek.store import IndexFiles, VectorStore
@@ -97,6 +98,9 @@ def build_index(index_dir: Path, n: int, *, model_id: str, dim: int, seed: int =
                         file_type=synthetic_type(i), photo_date=base_time + timedelta(minutes=i), date_source="exif",
                     ))
                 conn.execute(insert(db.ImageRow), rows)
+                # Each photo's keyword document, as the indexer writes it (the full-text index is kept by triggers).
+                conn.execute(insert(db.PhotoText), [dict(image_id=r["id"], **document(r["path"], "/synthetic"))
+                                                    for r in rows])
             for key, value in (("model_id", model_id), ("dim", str(dim)), ("generation", str(generation)),
                                ("created_at", datetime(2024, 1, 1).isoformat())):
                 conn.execute(insert(db.Meta).values(key=key, value=value))

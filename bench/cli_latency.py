@@ -1,0 +1,117 @@
+"""Terminal commands from process start to printed results: wall time and peak resident memory.
+
+    python bench/cli_latency.py                      # 100,000 photos, ViT-B-32 (random weights) and offline
+    python bench/cli_latency.py --photos 20000 --runs 3 --models clip
+
+Each command is run cold (a new process each time; the page cache warm, as for someone searching
+twice in a row), ``--runs`` times. Wall time is measured around the process, peak RSS is the
+process's own (``wait4``; so this process stays small: a child's high-water mark starts at what it
+was forked from, and the models and the index are made in a subprocess), and the share of the CPU that other processes took is printed beside
+it: figures from a busy machine say so. The index is synthetic (bench/synthetic.py: photo-like
+vectors, metadata and keyword documents for every photo), built once and cached in bench/results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from sysmon import OthersMeter  # noqa: E402
+
+REPO = HERE.parent
+QUERY_PHOTO = REPO / "data" / "samples" / "bear.jpg"
+
+
+def commands(index_dir: Path) -> list[tuple[str, list[str]]]:
+    base = ["--index", str(index_dir)]
+    return [
+        ('search "a dog on a beach"', ["search", "a dog on a beach", "-k", "5", *base]),
+        ("search --image bear.jpg", ["search", "--image", str(QUERY_PHOTO), "-k", "5", *base]),
+        ("search --similar 42", ["search", "--similar", "42", "-k", "5", *base]),
+        ("status", ["status", *base]),
+    ]
+
+
+def measure(argv: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS in MB, exit code) of one cold ``photoseek`` process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "photoseek", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"photoseek {' '.join(argv)} failed: {proc.stderr.read().decode()[-500:]}")
+    return wall, usage.ru_maxrss / 1024, proc.returncode
+
+
+BUILD = """
+import sys
+sys.path.insert(0, {here!r})
+from run import CACHE, SYNTHETIC_VERSION, random_clip_checkpoint
+from synthetic import build_index
+from photoseek.encoders import canonical_model_id, load_encoder
+
+model, n = {model!r}, {n}
+model_id = f"ViT-B-32:{{random_clip_checkpoint()}}" if model == "clip" else canonical_model_id("offline")
+index_dir = CACHE / f"cli-{{model}}-{{n}}"
+stamp = index_dir / "model.txt"
+encoder = load_encoder(model_id)  # for CLIP this also exports the towers a search runs without torch
+if not (stamp.is_file() and stamp.read_text() == f"{{model_id}} {{SYNTHETIC_VERSION}}"):
+    print(f"building a synthetic index of {{n:,}} photos for {{model}} (once, in {{index_dir}})", file=sys.stderr)
+    build_index(index_dir, n, model_id=model_id, dim=encoder.dim)
+    stamp.write_text(f"{{model_id}} {{SYNTHETIC_VERSION}}")
+print(index_dir)
+"""
+
+
+def index_for(model: str, n: int) -> Path:
+    """A synthetic index of ``n`` photos for ``model`` (built once), its model's towers exported."""
+    out = subprocess.run([sys.executable, "-c", BUILD.format(here=str(HERE), model=model, n=n)],
+                         stdout=subprocess.PIPE, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--photos", type=int, default=100_000, help="photos in the synthetic index [100000]")
+    p.add_argument("--runs", type=int, default=5, help="cold runs of each command [5]")
+    p.add_argument("--models", default="clip,offline", help="comma-separated: clip (ViT-B-32), offline")
+    args = p.parse_args(argv)
+    rows = []
+    plan = []
+    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+        index_dir = index_for(model, args.photos)
+        plan += [(model, index_dir, label, cmd) for label, cmd in commands(index_dir)]
+    plan.append(("-", None, "--help", ["--help"]))
+    warmed = set()
+    for model, index_dir, label, cmd in plan:
+        if index_dir is not None and index_dir not in warmed:
+            measure(["search", "warm the page cache", "-k", "1", "--index", str(index_dir)])
+            warmed.add(index_dir)
+        walls, rss = [], []
+        with OthersMeter() as others:
+            for _ in range(args.runs):
+                wall, peak, _ = measure(cmd)
+                walls.append(wall)
+                rss.append(peak)
+        rows.append((label, model, min(walls), statistics.median(walls), max(rss), others.share))
+        print(f"  {model:8s} {label:28s} {min(walls):5.2f}-{statistics.median(walls):5.2f} s  {max(rss):5.0f} MB"
+              f"  others' CPU {(others.share or 0):.0%}", flush=True)
+    print(f"\nphotoseek on {args.photos:,} photos, {args.runs} cold runs each (min / median wall, peak RSS):\n")
+    print("| command | model | wall (min / median) | peak RSS | others' CPU |\n| --- | --- | --- | --- | --- |")
+    for label, model, best, median, peak, share in rows:
+        print(f"| `photoseek {label}` | {model} | {best:.2f} / {median:.2f} s | {peak:.0f} MB | {(share or 0):.0%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
