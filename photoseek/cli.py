@@ -593,8 +593,7 @@ def status(
                                               help="List up to this many skipped files.")] = 20,
 ) -> None:
     """What the index holds: model, photo count, skipped files and why, recent runs."""
-    from photoseek.search.engine import read_status
-    from photoseek.web.schemas import status_out
+    from photoseek.search.status import read_status
 
     settings = _settings(index, database)
     try:
@@ -602,6 +601,8 @@ def status(
     except PhotoseekError as exc:
         raise _error(exc) from None
     if as_json:
+        from photoseek.web.schemas import status_out
+
         typer.echo(status_out(st).model_dump_json(indent=2))
         return
     typer.echo(f"index:    {_show(st.index_dir)}{'' if st.writable else '  (read-only here: searchable, not updatable)'}")

@@ -89,3 +89,9 @@ def map_path(path: str, path_map: tuple[tuple[str, str], ...]) -> str:
         if path.startswith(prefix):
             return os.path.join(here, path[len(prefix):])
     return path
+
+
+def display_path(path: str) -> str:
+    """A path for people: bytes that are not UTF-8 (kept by the catalogue as the file system has them)
+    shown as replacement characters."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -24,7 +24,6 @@ rebuild, never a wrong answer.
 
 from __future__ import annotations
 
-import errno
 import math
 import mmap
 import os
@@ -32,128 +31,41 @@ import secrets
 import struct
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
-from photoseek.errors import NotWritable
 from photoseek.files import atomic_write
 from photoseek.settings import EXACT_SEARCH_UP_TO, PQ_ABOVE
+from photoseek.vector_file import (  # noqa: F401 - IndexFiles, EXACT_SEARCH, probes_for: their old home
+    _HEADER,
+    _IVF_HEADER,
+    _MAGIC,
+    _PQ_BLOCK,
+    _PQ_MARK,
+    EXACT_SEARCH,
+    RERANK_FACTOR,
+    IndexFiles,
+    _describe_ivf,
+    _describe_pq,
+    _half_path,
+    _header_count,
+    describe_file,
+    probes_for,
+)
 
 if TYPE_CHECKING:
     from photoseek.storage import Catalogue
 
-_MAGIC = b"PSKFAISS"
-_HEADER = struct.Struct("<8sQQI")  # magic, generation, vector count, dimension
-# FAISS's own header of an IVF index (fourcc, d, ntotal, 2 unused, is_trained, metric, nlist), packed:
-# what `status` reads instead of loading the whole file.
-_IVF_HEADER = struct.Struct("<4siqqqBiQ")
-# An IVF-PQ vector file has this block after photoseek's header, before FAISS's payload: a mark, the
-# token of the float16 file it goes with and that file's row count, clusters, bytes of code a vector.
-_PQ_MARK = b"PQ16"
-_PQ_BLOCK = struct.Struct("<4s16sQII")
 # vectors.f16: this header (magic, token, generation it was written at, rows, dimension) padded to
 # _F16_DATA bytes, the rows (float16, row-major), then the id of each row (int64).
 _F16_MAGIC = b"PSKF16V1"
 _F16_HEADER = struct.Struct("<8s16sQQI")
 _F16_DATA = 4096
-# Candidates an IVF-PQ search takes per result asked for, re-ranked exactly on the float16 vectors.
-RERANK_FACTOR = 10
-
-
-@dataclass(frozen=True)
-class IndexFiles:
-    root: Path
-
-    @property
-    def database(self) -> Path:
-        return self.root / "photoseek.db"
-
-    @property
-    def vectors(self) -> Path:
-        return self.root / "vectors.faiss"
-
-    @property
-    def half_vectors(self) -> Path:
-        """Above ``pq_above`` photos: the float16 vectors the IVF-PQ index re-ranks on."""
-        return _half_path(self.vectors)
-
-    @property
-    def lock(self) -> Path:
-        return self.root / "index.lock"
-
-    @property
-    def thumbnails(self) -> Path:
-        return self.root / "thumbnails"
-
-    def exists(self) -> bool:
-        return self.database.is_file()
-
-    def writable(self) -> bool:
-        try:
-            self.ensure_writable()
-        except NotWritable:
-            return False
-        return True
-
-    def ensure_writable(self) -> None:
-        """Raise :class:`NotWritable`, naming the path and what to do, unless this index can
-        be created or written. Checked before a run starts, so a read-only index is refused in
-        one line instead of failing at its first write."""
-        existed = self.root.is_dir()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            blocked = next((p for p in (self.root, *self.root.parents) if p.exists()), self.root)
-            raise NotWritable(
-                f"cannot create the index at {self.root}: {_reason(exc)} in {blocked}. Choose a folder you can "
-                "write to with --index DIR (or PHOTOSEEK_INDEX_DIR)") from None
-        for path in (self.lock, self.database):
-            if path == self.database and not path.exists():
-                continue
-            try:
-                with open(path, "ab"):
-                    pass
-            except OSError as exc:
-                what = "is read-only" if existed else "cannot be written"
-                raise NotWritable(
-                    f"the index at {self.root} {what} ({_reason(exc)}: {path.name}): it can be searched but not "
-                    "updated. To index, use a copy you can write to (--index DIR) or ask its owner") from None
-
-
-def _reason(exc: OSError) -> str:
-    return {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-            errno.EPERM: "permission denied"}.get(exc.errno, exc.strerror or str(exc))
-
-
-EXACT_SEARCH = "exact: every photo is compared with the query"
 _MIN_TRAINING_PER_LIST = 39  # FAISS warns below this many training vectors per cluster
 _TRAINING_PER_LIST = 64
-
-
-def _header_count(raw: bytes, *, generation: int, dim: int) -> int | None:
-    """The vector count in photoseek's header of a vector file, if it is one built from ``generation``
-    with ``dim``-d vectors; else None (the file is rebuilt from the database)."""
-    if len(raw) < _HEADER.size:
-        return None
-    magic, file_generation, count, file_dim = _HEADER.unpack_from(raw)
-    if magic != _MAGIC or file_generation != generation or file_dim != dim:
-        return None
-    return count
-
-
-def _describe_ivf(nlist: int, nprobe: int) -> str:
-    return f"approximate: IVF, {nlist} cluster{'s' if nlist != 1 else ''}, the nearest {nprobe} searched per query"
-
-
-def _describe_pq(nlist: int, nprobe: int, code_bytes: int, rerank_factor: int) -> str:
-    rerank = (f"the best {rerank_factor}x as many as asked re-ranked on float16 vectors" if rerank_factor
-              else "not re-ranked")
-    return (f"approximate: IVF-PQ, {nlist} cluster{'s' if nlist != 1 else ''}, the nearest {nprobe} searched per "
-            f"query on {code_bytes}-byte codes, {rerank}")
 
 
 def new_flat_index(dim: int) -> faiss.Index:
@@ -173,14 +85,6 @@ def clusters_for(count: int) -> int:
     thumb), but never so many that a list has too few vectors to train on."""
     target = 2 ** round(math.log2(4 * math.sqrt(max(count, 1))))
     return max(1, min(target, count // _MIN_TRAINING_PER_LIST))
-
-
-def probes_for(nlist: int) -> int:
-    """Lists a query visits: a quarter of them, at least 16. On photo-like vectors that finds
-    every exact top result of a "more like this" query and ~91% of a text query's (text
-    queries sit far from all photos, which is what makes them hard for any clustering);
-    fewer lists lose more: ~72% at 1/16 (bench/run.py)."""
-    return min(nlist, max(16, nlist // 4))
 
 
 def new_ivf_index(dim: int, training: np.ndarray, count: int) -> faiss.Index:
@@ -402,25 +306,9 @@ class VectorStore:
 
     @staticmethod
     def describe_file(path: Path, *, generation: int, dim: int) -> str | None:
-        """:meth:`describe` for the vector file at ``path``, from its header alone (a few bytes, not the
-        whole index); None when it is missing or not built from ``generation`` (searches rebuild it)."""
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(_HEADER.size + _IVF_HEADER.size + _PQ_BLOCK.size + 16)
-        except OSError:
-            return None
-        if len(head) < _HEADER.size + 4 or _header_count(head, generation=generation, dim=dim) is None:
-            return None
-        fourcc = head[_HEADER.size:_HEADER.size + 4]
-        if fourcc == b"IxM2":
-            return EXACT_SEARCH
-        if fourcc == b"IwSq" and len(head) >= _HEADER.size + _IVF_HEADER.size:
-            nlist = _IVF_HEADER.unpack_from(head, _HEADER.size)[-1]
-            return _describe_ivf(nlist, probes_for(nlist))
-        if fourcc == _PQ_MARK and len(head) >= _HEADER.size + _PQ_BLOCK.size:
-            *_, nlist, code_bytes = _PQ_BLOCK.unpack_from(head, _HEADER.size)
-            return _describe_pq(nlist, probes_for(nlist), code_bytes, RERANK_FACTOR)
-        return None
+        """:meth:`describe` for the vector file at ``path``, from its header alone (see
+        :func:`photoseek.vector_file.describe_file`)."""
+        return describe_file(path, generation=generation, dim=dim)
 
     @classmethod
     def load(cls, path: Path, *, dim: int, generation: int, mapped: bool = False) -> VectorStore | None:
@@ -550,10 +438,6 @@ def load_vectors(files: IndexFiles, catalogue: Catalogue, *, dim: int, generatio
 # -- IVF-PQ: the float16 vectors beside the codes ------------------------------------------
 
 _GATHER_ROWS = 65_536  # float16 rows read at once (64 MB of float32 at 512-d)
-
-
-def _half_path(vectors: Path) -> Path:
-    return vectors.with_suffix(".f16")
 
 
 def _pq_above(value: int | None) -> int:

@@ -32,6 +32,7 @@ from photoseek.storage.schema import as_utc, display_path
 from photoseek.tune import CurrentAdapter
 from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
+from photoseek.search.status import IndexStatus, LastRun, Skipped, read_status, status_of  # noqa: F401
 from photoseek.search.filters import NO_DATE, FilterColumns
 from photoseek.search.fusion import reciprocal_rank_fusion
 from photoseek.search.local import LocalVectorSearch
@@ -113,92 +114,11 @@ class TagSummary:
     counts: list[tuple[str, int, list[str]]]  # (tag, photos, parents), most photos first
 
 
-@dataclass(frozen=True)
-class Skipped:
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class LastRun:
-    started_at: datetime
-    finished_at: datetime | None
-    status: str
-    added: int
-    updated: int
-    moved: int
-    removed: int
-    skipped: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class IndexStatus:
-    index_dir: str
-    model_id: str | None
-    dim: int
-    image_count: int
-    skipped_count: int
-    skipped: list[Skipped]
-    roots: list[str]
-    last_run: LastRun | None
-    previous_run: LastRun | None  # the run before the last one
-    last_change: LastRun | None  # the latest run that added, updated, moved or removed anything
-    runs: int
-    generation: int
-    search: str  # exact or approximate (see VectorStore.describe)
-    writable: bool  # False: a read-only index (searchable, not updatable here)
-    catalogue: str = ""  # where the catalogue lives (SQLite file, PostgreSQL server)
-
-
 def open_index(files: IndexFiles, settings: Settings, *, connections: int = 5) -> Catalogue:
     """The index's catalogue, read-only; :class:`IndexNotFound` with what to do when there is none."""
     if not catalogue_exists(files.root, settings.database_url):
         raise IndexNotFound(f"no index at {files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)")
     return open_catalogue(files.root, settings.database_url, readonly=True, connections=connections)
-
-
-def read_status(index_dir: Path, skipped_limit: int = 100, settings: Settings | None = None) -> IndexStatus:
-    """What ``photoseek status`` shows, read without a :class:`Searcher`: no vectors loaded, no model,
-    so it answers at once at any size (the kind of vector index is read from the file's header)."""
-    settings = settings or Settings()
-    files = IndexFiles(Path(index_dir).expanduser().resolve())
-    catalogue = open_index(files, settings)
-    try:
-        with catalogue.engine.connect() as conn:
-            generation, dim, model_id = catalogue.index_state(conn)
-        if catalogue.uses_vector_file:
-            search = VectorStore.describe_file(files.vectors, generation=generation, dim=dim) or EXACT_SEARCH
-        else:
-            search = catalogue.vector_search(dim, settings).describe()
-        return _status(files, catalogue, model_id, search, skipped_limit)
-    finally:
-        catalogue.close()
-
-
-def _status(files: IndexFiles, catalogue: Catalogue, model_id: str | None, search: str,
-            skipped_limit: int) -> IndexStatus:
-    with catalogue.sessions() as session:
-        counts = catalogue.counts(session, skipped_limit)
-        generation, dim, _ = catalogue.index_state(session)
-        roots = [display_path(p) for p in catalogue.root_paths(session)]
-    run, previous = (counts.recent_runs + [None, None])[:2]
-    writer_alive = catalogue.writer_alive()
-
-    def last(row) -> LastRun | None:
-        if row is None:
-            return None
-        status = row.status
-        if status == "running" and not writer_alive:
-            status = "interrupted"  # its process is gone (the lock dies with it); the next run marks it so too
-        return LastRun(as_utc(row.started_at), as_utc(row.finished_at), status, row.added, row.updated, row.moved,
-                       row.removed, row.skipped, row.seconds)
-
-    return IndexStatus(str(files.root), model_id, dim, counts.photos, counts.skipped,
-                       [Skipped(p, r) for p, r in counts.skipped_files], roots, last(run), last(previous),
-                       last(counts.last_change), counts.runs, generation, search,
-                       files.writable() if catalogue.can_write() is None else catalogue.can_write(),
-                       catalogue.describe())
 
 
 def load_encoder(model_id: str, precision: str = "auto") -> Encoder:
@@ -699,7 +619,7 @@ class Searcher:
 
     def status(self, skipped_limit: int = 100) -> IndexStatus:
         search = self._index.describe() if self._index is not None else EXACT_SEARCH
-        return _status(self.files, self.catalogue, self.model_id, search, skipped_limit)
+        return status_of(self.files, self.catalogue, self.model_id, search, skipped_limit)
 
     def close(self) -> None:
         self.catalogue.close()

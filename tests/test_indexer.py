@@ -280,6 +280,42 @@ def test_status_reports_model_count_and_last_run(demo_searcher):
     assert st.last_run.status == "finished" and st.last_run.added == 34
 
 
+def test_status_is_read_the_same_without_sqlalchemy(tmp_path, samples_dir, offline_encoder, settings_factory):
+    """photoseek status reads a current SQLite catalogue with the standard library alone (no SQLAlchemy,
+    FAISS or NumPy imported: a quick answer at any size); what it reads is what the catalogue says."""
+    import subprocess
+    import sys
+
+    from photoseek.search.engine import open_index
+    from photoseek.search.status import read_status, status_of
+
+    photos, index_dir = tmp_path / "photos", tmp_path / "index"
+    photos.mkdir()
+    for name in ("bear.jpg", "rocket.jpg", "red_fish.jpg"):
+        shutil.copy(samples_dir / name, photos / name)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    settings = settings_factory(index_dir)
+    Indexer(index_dir, settings, show_progress=False).run([photos], encoder=offline_encoder)
+    (photos / "rocket.jpg").unlink()
+    Indexer(index_dir, settings, show_progress=False).run([photos], encoder=offline_encoder)  # a second run
+
+    light = read_status(index_dir, settings=settings)
+    files = IndexFiles(index_dir.resolve())
+    catalogue = open_index(files, settings)
+    try:
+        full = status_of(files, catalogue, light.model_id, light.search, 100)
+    finally:
+        catalogue.close()
+    assert light == full
+    assert (light.image_count, light.skipped_count, light.runs) == (2, 1, 2)
+    assert light.last_run.removed == 1 and light.previous_run.added == 3 and light.skipped[0].path.endswith("broken.jpg")
+    assert light.last_run.started_at.tzinfo is not None  # RFC 3339 with its offset, as the API sends it
+    code = ("import sys; from photoseek.search.status import read_status; st = read_status(sys.argv[1]); "
+            "print(st.image_count, sorted(m for m in ('sqlalchemy', 'faiss', 'numpy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(index_dir)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "2 []", out.stderr
+
+
 @pytest.fixture(scope="module")
 def random_clip_checkpoint(tmp_path_factory) -> Path:
     """A ViT-B-32 with random weights saved like a user's checkpoint: same code path and speed as real weights."""

@@ -31,7 +31,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +113,9 @@ def conse(probs: torch.Tensor, class_matrix: torch.Tensor, top_k: int) -> torch.
 def embed_texts(text_model, texts: Sequence[str], batch_size: int = 128) -> torch.Tensor:
     """Unit-length text vectors as a tensor (see :func:`photoseek.encoders.text_side.embed_texts`)."""
     return torch.from_numpy(text_side.embed_texts(text_model, texts, batch_size=batch_size))
+
+
+_LATIN_BINOMIAL = re.compile(r"^[A-Z][a-z]+ [a-z]+$")  # "Carassius auratus": left out of the synonyms
 
 
 def class_names(source: str = "clean") -> list[list[str]]:

@@ -15,8 +15,12 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from photoseek.errors import BadInput
-from photoseek.storage.catalogue import Catalogue, IndexLocked
+
+if TYPE_CHECKING:
+    from photoseek.storage.catalogue import Catalogue, IndexLocked
 
 # URL scheme (before any "+driver") -> "module:class".
 BACKENDS = {
@@ -25,6 +29,15 @@ BACKENDS = {
 }
 
 __all__ = ["BACKENDS", "Catalogue", "IndexLocked", "backend_of", "open_catalogue", "sqlite_path"]
+
+
+def __getattr__(name: str):
+    # The interface imports SQLAlchemy (a third of a second): not for what needs only the functions below.
+    if name in ("Catalogue", "IndexLocked"):
+        from photoseek.storage import catalogue
+
+        return getattr(catalogue, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def backend_of(database_url: str | None) -> str:

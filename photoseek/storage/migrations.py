@@ -18,10 +18,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from photoseek.errors import PhotoseekError
-
-# Every revision, oldest first; the last is the head. Keep in step with alembic/versions.
-REVISIONS = ("0001", "0002", "0003", "0004")
-HEAD = REVISIONS[-1]
+from photoseek.storage.revisions import HEAD, REVISIONS  # every revision, oldest first (keep in step with alembic/)
 # SQLite's user_version before Alembic -> the revision it equals. New SQLite files get
 # ALEMBIC_ERA, so that a photoseek from before Alembic refuses them as "newer" instead of
 # writing into a schema it does not know.

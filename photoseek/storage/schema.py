@@ -15,17 +15,8 @@ from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def as_utc(value):
-    """A time as the index stores it (UTC, no offset) with its offset, for people and clients; anything
-    else (None, an aware time, a value that is not a time) as it is."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
+from photoseek.files import display_path  # noqa: F401 - re-exported: its old home
+from photoseek.times import as_utc, utcnow  # noqa: F401 - re-exported: their old home
 
 
 class FsPath(TypeDecorator):
@@ -179,10 +170,6 @@ class IndexRun(Base):
     removed: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
-
-
-def display_path(path: str) -> str:
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def photo_date(taken_at: datetime | None, mtime_ns: int) -> tuple[datetime, str]:

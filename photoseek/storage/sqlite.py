@@ -10,9 +10,7 @@ can be searched.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -26,9 +24,9 @@ from photoseek.errors import PhotoseekError
 from photoseek.keywords import FIELD_WEIGHTS, FIELDS
 from photoseek.storage import migrations
 from photoseek.storage.catalogue import INDEX_UID, Catalogue, IndexLocked, KeywordHit
+from photoseek.storage.sqlite_light import LOCK_NAME, lock_held, readonly_mode  # noqa: F401 (lock_held: its old home)
 from photoseek.storage.schema import ImageRow
 
-LOCK_NAME = "index.lock"
 # Full-text search over photo_text (schema.PhotoText): an FTS5 index whose content is that table,
 # kept in step by triggers, so every write of a photo's words (or its deletion, also by cascade
 # from images) updates the index in the same transaction.
@@ -62,7 +60,7 @@ class SqliteCatalogue(Catalogue):
         self.path = Path(path)
         self.lock_path = self.path.parent / LOCK_NAME
         if readonly:
-            url = f"sqlite:///file:{self.path}?{_readonly_mode(self.path)}&uri=true"
+            url = f"sqlite:///file:{self.path}?{readonly_mode(self.path)}&uri=true"
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{self.path}"
@@ -201,41 +199,3 @@ class SqliteCatalogue(Catalogue):
 
     def _find_bytes(self, haystack, needle: bytes):
         return func.instr(haystack, literal(needle, LargeBinary))
-
-
-def lock_held(path: Path) -> bool:
-    """Whether a writer holds the lock file at ``path`` now. Works on a read-only index too: a
-    shared ``flock`` needs only a read-only descriptor, and conflicts with the writer's exclusive
-    one (filelock's, on Unix) however that process ended."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False  # no lock file: nobody ever wrote here, or it cannot be read
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _readonly_mode(path: Path) -> str:
-    """URI parameters to read ``path`` without writing anything.
-
-    ``mode=ro`` still needs the WAL's shared-memory file, which SQLite creates next to the
-    database: on a read-only mount, or in another user's folder, it cannot. Then the
-    database is opened ``immutable``: SQLite takes no locks and assumes nobody changes the
-    file, which holds for a backup or a read-only mount; a writer we could not coordinate
-    with anyway is the one case it does not cover."""
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return "mode=ro"
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return "mode=ro&immutable=1"
