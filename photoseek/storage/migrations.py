@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from photoseek.errors import PhotoseekError
 
 # Every revision, oldest first; the last is the head. Keep in step with alembic/versions.
-REVISIONS = ("0001", "0002", "0003", "0004")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005")
 HEAD = REVISIONS[-1]
 # SQLite's user_version before Alembic -> the revision it equals. New SQLite files get
 # ALEMBIC_ERA, so that a photoseek from before Alembic refuses them as "newer" instead of
