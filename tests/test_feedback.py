@@ -170,38 +170,47 @@ def test_an_index_from_before_feedback_is_upgraded_in_place(demo_index, tmp_path
 
 
 def test_the_command_line_marks_lists_and_clears_and_answers_mistakes_with_exit_2(demo_index, tmp_path):
+    from typer.testing import CliRunner
+
+    from photoseek.cli import app
+
+    def photoseek(*args: str):  # in-process (a few seconds saved per command); one real process below
+        return CliRunner().invoke(app, [*args, "--index", str(index)], env={"PHOTOSEEK_DATABASE_URL": ""})
+
     index = copy_index(demo_index, tmp_path / "index")
-    red_fish = next(p for p in Path(demo_index).parent.joinpath("photos").iterdir() if p.name == "red_fish.jpg")
+    red_fish = Path(demo_index).parent / "photos" / "red_fish.jpg"
     marked = run_cli("feedback", "--right", "  Gus ", str(red_fish), "--index", str(index))
     assert marked.stdout.strip() == f"marked {red_fish} right for 'Gus'"
-    run_cli("feedback", "--wrong", "Gus", "5", "--index", str(index))
-    listed = json.loads(run_cli("feedback", "--json", "--index", str(index)).stdout)
+    assert photoseek("feedback", "--wrong", "Gus", "5").exit_code == 0  # by id
+    listed = json.loads(photoseek("feedback", "--json").stdout)
     assert listed["total"] == 2 and listed["writable"] is True
     assert {(m["query"], Path(m["path"]).name, m["mark"]) for m in listed["marks"]} == {
         ("Gus", "red_fish.jpg", "right"), ("Gus", "black_cat.jpg", "wrong")}
     assert all(m["created_at"].endswith("+00:00") for m in listed["marks"])
-    plain = run_cli("feedback", "--index", str(index))
+    plain = photoseek("feedback")
     assert "right  " in plain.stdout and "red_fish.jpg  'Gus'" in plain.stdout and "2 marks" in plain.stderr
 
+    mistake = run_cli("feedback", "--right", "Gus", str(tmp_path / "nope.jpg"), "--index", str(index), check=False)
+    assert mistake.returncode == 2 and "Traceback" not in mistake.stderr
+    assert mistake.stderr.strip() == f"error: {tmp_path / 'nope.jpg'} is not an indexed photo (give its path as " \
+        "indexed, or its id from 'photoseek search')"
     for args, message in (
-            (("--right", "Gus", str(tmp_path / "nope.jpg")), "is not an indexed photo"),
             (("--right", "   ", "5"), "--right: the query is empty"),
             (("--wrong", "Gus", "999999"), "no photo has id 999999"),
             (("--right", "Gus"), "say which photo"),
             (("--right", "Gus", "5", "--clear"), "give one of")):
-        result = run_cli("feedback", *args, "--index", str(index), check=False)
-        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, args
+        result = photoseek("feedback", *args)
+        assert result.exit_code == 2 and message in result.stderr, args
 
     # Too few pairs: the message counts the marks; --no-feedback leaves them out.
-    refused = run_cli("tune", "--index", str(index), check=False)
-    assert refused.returncode == 2
+    refused = photoseek("tune")
+    assert refused.exit_code == 2
     assert "too few captioned photos to learn from: 1 in the captions and keywords stored in the photos and 1 " \
            "'right' mark" in refused.stderr
-    refused = run_cli("tune", "--no-feedback", "--index", str(index), check=False)
-    assert refused.returncode == 2 and "0 in the captions and keywords stored in the photos (feedback marks left out" \
+    refused = photoseek("tune", "--no-feedback")
+    assert refused.exit_code == 2 and "0 in the captions and keywords stored in the photos (feedback marks left out" \
         in refused.stderr
-    assert run_cli("feedback", "--clear", "--query", "Gus", "--index", str(index)).stdout.strip() == \
-        "removed 2 marks of 'Gus'"
+    assert photoseek("feedback", "--clear", "--query", "Gus").stdout.strip() == "removed 2 marks of 'Gus'"
     assert not (index / "adapter.npz").exists()
 
 
