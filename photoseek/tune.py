@@ -48,6 +48,14 @@ MAX_GENERIC_DROP = 0.01  # one point of generic recall@10
 MIN_LABELLED_PHOTOS = 20  # demo photos the index must hold for the generic check to mean anything
 
 
+class TooFewPairs(BadInput):
+    """Too few captioned or marked photos to learn from: a mistake on the command line (exit 2); over
+    HTTP a state of the index, not of the request (409: caption or mark more, then ask again)."""
+
+    kind = "too_few_pairs"
+    status = 409
+
+
 class NotApplied(PhotoseekError):
     """The trained adapter did not earn its place (no held-out gain, or generic recall fell)."""
 
@@ -258,10 +266,10 @@ def tune(index_dir: Path, settings: Settings, *, captions: Path | None = None, f
                           "the captions and keywords stored in the photos" + (" and their folder names" if folders else ""))
                 marked = (f" and {right_marks} 'right' mark{'s' if right_marks != 1 else ''}" if feedback
                           else " (feedback marks left out: --no-feedback)")
-                raise BadInput(f"too few captioned photos to learn from: {photos} in {source}{marked}, at least "
+                raise TooFewPairs(f"too few captioned photos to learn from: {photos} in {source}{marked}, at least "
                                f"{MIN_PHOTOS} needed (a quarter are held out to check the result). Caption or mark "
                                "more photos ('right' on results in the web page, or 'photoseek feedback --right'), "
-                               "add --folders, or give a file with --captions", kind="too_few_pairs")
+                               "add --folders, or give a file with --captions")
             id_chunks, vector_chunks = zip(*catalogue.iter_embeddings(conn))
             all_ids, all_photos = np.concatenate(id_chunks), np.concatenate(vector_chunks).astype(np.float32)
             generic = generic_queries(catalogue, conn, all_ids)

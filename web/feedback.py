@@ -67,8 +67,8 @@ def feedback_router(settings: Settings, service: Service) -> APIRouter:
         (400, "Bad request: a parameter is named in the message"),
         (403, "Sent from another site's page"),
         (404, "No photo with this id"),
-        (409, "The index is read-only here (read_only), or a tune is running (tune_running), or the adapter did "
-              "not earn its place (not_applied)"),
+        (409, "The index is read-only here (read_only); for a tune also: one is running (tune_running), too few "
+              "captioned or marked photos (too_few_pairs), or the adapter did not earn its place (not_applied)"),
         (503, "No index yet"))}
     api = APIRouter(prefix="/api", responses={400: errors[400], 503: errors[503]})
     root, url = service.files.root, settings.database_url
@@ -101,10 +101,10 @@ def feedback_router(settings: Settings, service: Service) -> APIRouter:
 
     @api.get("/feedback", response_model=MarksResponse, tags=["feedback"], summary="Feedback marks")
     async def marks(query: Annotated[str | None, Query(max_length=feedback.MAX_QUERY_CHARS, description=(
-            "Only the marks of this query (compared stripped, runs of spaces made one).")) ] = None) -> MarksResponse:
+            "Only the marks of this query (compared stripped, runs of spaces made one); empty: every mark."))] = None) -> MarksResponse:
         """The marks the next tune learns from, by query, newest first."""
         searcher = service.need(await service.current())
-        wanted = feedback.normalise_query(query) if query is not None else None
+        wanted = feedback.normalise_query(query) if query is not None and query.strip() else None
         listed = await run(feedback.marks, searcher.catalogue, wanted)
         return MarksResponse(marks=[_mark_out(m) for m in listed], total=await run(total_marks),
                              writable=await run(feedback.writable, root, url, searcher.catalogue))

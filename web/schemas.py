@@ -524,9 +524,10 @@ class FeedbackIn(BaseModel):
     negative), or "none" to clear it. Marking again replaces the mark."""
 
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(min_length=1, max_length=1000, description="The text query the result was found by "
-                       "(stored stripped, runs of spaces made one).")
-    image_id: int = Field(ge=1, le=2**63 - 1, description="The photo's id, as returned by a search.")
+    query: str = Field(min_length=1, max_length=1000, pattern=r"\S", description="The text query the result was "
+                       "found by: not only spaces (stored stripped, runs of spaces made one).")
+    # 2**53 - 1: exact as a JSON number in every client (photo ids never come near it).
+    image_id: int = Field(ge=1, le=2**53 - 1, description="The photo's id, as returned by a search.")
     mark: Literal["right", "wrong", "none"]
 
 
