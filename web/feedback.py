@@ -44,17 +44,23 @@ class TuneRunning(PhotoseekError):
 
 
 def same_origin(request: Request) -> None:
-    """Refuse a write sent by a page of another origin (the browser says where it comes from in
-    ``Origin``, and in ``Sec-Fetch-Site``). Scripts that send neither header pass."""
+    """Refuse a write sent by a page of another origin. Browsers say where a request comes from:
+    ``Sec-Fetch-Site`` (only ``same-origin``, or ``none`` for one the person typed, pass), else ``Origin``,
+    which must name this server as the request reached it (``Host``, or ``X-Forwarded-Host`` behind a
+    reverse proxy). Scripts that send neither header pass: they are not a browser a page can misuse."""
+    site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
-    host = request.headers.get("host", "").lower()
-    if origin is not None:
-        if origin == "null" or urlsplit(origin).netloc.lower() != host:
-            raise CrossOrigin(f"refused: this request comes from another site ({origin[:100]}); marks and tunes "
-                              "are accepted from this server's own page only")
-    elif request.headers.get("sec-fetch-site", "").lower() == "cross-site":
-        raise CrossOrigin("refused: this request comes from another site; marks and tunes are accepted from this "
-                          "server's own page only")
+    if site is not None:
+        if site.lower() in ("same-origin", "none"):
+            return
+    elif origin is None:
+        return
+    else:
+        hosts = {request.headers.get(h, "").lower() for h in ("host", "x-forwarded-host")} - {""}
+        if origin != "null" and urlsplit(origin).netloc.lower() in hosts:
+            return
+    raise CrossOrigin(f"refused: this request comes from another site ({(origin or site or '')[:100]}); marks and "
+                      "tunes are accepted from this server's own page only")
 
 
 def _mark_out(mark: feedback.Mark) -> MarkOut:
