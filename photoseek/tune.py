@@ -217,18 +217,20 @@ def _text_encoder(model_id: str, settings: Settings):
 
 
 def marks_for_tuning(catalogue, conn, pairs: list[Pair]) -> tuple[list[Pair], list[Pair], int]:
-    """Feedback marks (:mod:`photoseek.feedback`) as training data beside ``pairs``: (pairs to add, one per
-    "right" mark not already a caption of its photo; hard negatives, one per "wrong" mark; "right" marks
-    in all). A "wrong" mark also removes a caption pair that says the same of its photo: the person's
-    latest word wins."""
+    """``pairs`` (captions) with the feedback marks (:mod:`photoseek.feedback`): (the pairs to train on:
+    those captions, plus one per "right" mark not already a caption of its photo; the hard negatives,
+    one per "wrong" mark; how many "right" marks there are). A "wrong" mark also drops a caption that
+    says the same of its photo: the person's latest word wins. Marks come sorted, so the order they were
+    made in does not change the training."""
     right, wrong = [], []
     for query, image_id, _path, mark, _when in catalogue.feedback_marks(conn):
         (right if mark == "right" else wrong).append(Pair(int(image_id), query))
-    right.sort(key=lambda p: (p.caption, p.photo_id))  # the order clicks came in must not change the result
+    right.sort(key=lambda p: (p.caption, p.photo_id))
     wrong.sort(key=lambda p: (p.caption, p.photo_id))
-    known = {(p.photo_id, p.caption.casefold()) for p in pairs}
-    added = [p for p in right if (p.photo_id, p.caption.casefold()) not in known]
-    return added, wrong, len(right)
+    overruled = {(p.photo_id, p.caption.casefold()) for p in wrong}
+    kept = [p for p in pairs if (p.photo_id, p.caption.casefold()) not in overruled]
+    known = {(p.photo_id, p.caption.casefold()) for p in kept}
+    return kept + [p for p in right if (p.photo_id, p.caption.casefold()) not in known], wrong, len(right)
 
 
 def tune(index_dir: Path, settings: Settings, *, captions: Path | None = None, folders: bool = False,
@@ -257,9 +259,7 @@ def tune(index_dir: Path, settings: Settings, *, captions: Path | None = None, f
             negatives: list[Pair] = []
             right_marks = 0
             if feedback:
-                added, negatives, right_marks = marks_for_tuning(catalogue, conn, pairs)
-                wrong = {(p.photo_id, p.caption.casefold()) for p in negatives}
-                pairs = [p for p in pairs if (p.photo_id, p.caption.casefold()) not in wrong] + added
+                pairs, negatives, right_marks = marks_for_tuning(catalogue, conn, pairs)
             photos = len({p.photo_id for p in pairs})
             if photos < MIN_PHOTOS:
                 source = (f"{captions}" if captions is not None else

@@ -3,7 +3,8 @@
 Two low-rank residual projections sit on the frozen towers, ``W = I + B A`` (rank ``r``), one on the
 image side and one on the text side, with a learnable temperature. ``B`` starts at zero, so an
 untrained adapter is exactly the identity. They are trained with CLIP's symmetric InfoNCE loss over
-in-batch negatives (plus optional hard negatives: a text that must *not* match its image) on stored
+in-batch negatives (plus optional hard negatives, feedback's "wrong" marks: a text that must *not* match
+an image, an extra negative on both sides of the loss) on stored
 image embeddings (no photo is decoded) and the index encoder's text embeddings of the captions.
 
 Invariants:

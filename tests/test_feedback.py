@@ -92,6 +92,21 @@ def test_a_wrong_mark_is_a_negative_on_both_sides_of_the_loss():
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_marks_join_the_captions_in_a_fixed_order_and_a_wrong_mark_overrules_a_caption():
+    from photoseek.tune import Pair, marks_for_tuning
+
+    class Marks:  # what marks_for_tuning reads of a catalogue
+        def feedback_marks(self, conn):
+            return [("Gus", 3, "/p/3.jpg", "right", None), ("Gus", 1, "/p/1.jpg", "right", None),
+                    ("a dog", 2, "/p/2.jpg", "right", None), ("Gus", 9, "/p/9.jpg", "wrong", None)]
+
+    captions = [Pair(1, "gus"), Pair(9, "Gus"), Pair(9, "goldfish")]
+    pairs, wrong, right = marks_for_tuning(Marks(), None, captions)
+    # Photo 1 already has the caption; photo 9's "Gus" is overruled by the wrong mark; the marks come sorted.
+    assert pairs == [Pair(1, "gus"), Pair(9, "goldfish"), Pair(3, "Gus"), Pair(2, "a dog")]
+    assert wrong == [Pair(9, "Gus")] and right == 3
+
+
 # -- storage, both back ends -------------------------------------------------------------------
 
 
