@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -33,6 +34,7 @@ from photoseek.errors import BadInput
 from photoseek.search import Searcher
 from photoseek.settings import Settings
 from photoseek.storage import migrations, open_catalogue
+from photoseek.tune import load_adapter
 from photoseek.tuning import HardNegatives, _batch_negatives, info_nce
 
 BASE = "http://127.0.0.1:8000"
@@ -454,8 +456,7 @@ def test_marking_results_in_the_browser_and_tuning_changes_the_ranking(demo_inde
             expect(pg.locator("#tune-outcome")).to_contain_text("tuned: adapter v1", timeout=60_000)
             expect(pg.locator("#tune-outcome")).to_contain_text("9 right and 4 wrong marks")
             # The page asks again after a tune: the fish first.
-            expect(pg.locator("#grid .tile .tile-name").first).to_have_text(
-                __import__("re").compile("|".join(FISH)), timeout=10_000)
+            expect(pg.locator("#grid .tile .tile-name").first).to_have_text(re.compile("|".join(FISH)), timeout=10_000)
             after_page = names_on_page(pg)
             assert pg.problems == []
             next(pages, None)
@@ -467,7 +468,7 @@ def test_marking_results_in_the_browser_and_tuning_changes_the_ranking(demo_inde
     assert after_page == sorted(after["Gus"], key=after["Gus"].get)
     for query, (right, wrong) in STORY.items():
         moved = {n: (before[query][n], after[query][n]) for n in right + wrong}
-        print(query, moved)
+        print(query, moved)  # the ranks the README reports (pytest -s)
     gus_before, gus_after = before["Gus"], after["Gus"]
     assert set(sorted(gus_after, key=gus_after.get)[:len(FISH)]) == set(FISH)  # the five fish lead
     assert all(gus_after[n] < gus_before[n] for n in FISH if gus_before[n] > len(FISH))
@@ -475,6 +476,5 @@ def test_marking_results_in_the_browser_and_tuning_changes_the_ranking(demo_inde
     trip_before, trip_after = before["our trip"], after["our trip"]
     assert np.mean([trip_after[n] for n in STORY["our trip"][0]]) < np.mean([trip_before[n] for n in STORY["our trip"][0]])
     assert trip_after["night.jpg"] > trip_before["night.jpg"]
-    summary = json.loads((index / "adapter.npz").exists() and run_cli("tune", "--report", "--json", "--index",
-                                                                        str(index)).stdout)
+    summary = load_adapter(index).summary  # what 'photoseek tune --report' shows
     assert (summary["marks_right"], summary["marks_wrong"], summary["source"]) == (9, 4, "catalogue+feedback")
