@@ -534,6 +534,9 @@ def tune(
     folders: Annotated[bool, typer.Option("--folders", help="Also use folder names as captions.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Apply the adapter even if held-out recall did not improve "
                                         "or generic recall fell by more than a point.")] = False,
+    no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Leave out the feedback marks ('photoseek "
+                                              "feedback'; by default 'right' marks are training pairs and 'wrong' "
+                                              "marks hard negatives).")] = False,
     report: Annotated[bool, typer.Option("--report", help="Show what the current adapter learned.")] = False,
     undo: Annotated[bool, typer.Option("--undo", help="Remove the adapter: back to the pretrained space.")] = False,
     as_json: JsonOpt = False,
@@ -549,7 +552,7 @@ def tune(
 
     settings = _settings(index, database)
     index_dir = settings.resolved_index_dir
-    if sum((report, undo, captions is not None or folders or force)) > 1:
+    if sum((report, undo, captions is not None or folders or force or no_feedback)) > 1:
         raise _fail("--report and --undo stand alone: give one of them, or options to tune", 2)
     try:
         if undo:
@@ -567,15 +570,93 @@ def tune(
                 typer.echo("\n".join(tuning.describe(adapter.summary)))
             return
         outcome = tuning.tune(index_dir, settings, captions=captions, folders=folders, force=force,
-                              progress=lambda m: typer.echo(m, err=True))
+                              feedback=not no_feedback, progress=lambda m: typer.echo(m, err=True))
     except PhotoseekError as exc:
         raise _error(exc) from None
     summary = tuning.load_adapter(index_dir).summary
     if as_json:
         typer.echo(json.dumps(summary))
         return
-    typer.echo(f"applied adapter v{outcome.version}")
+    typer.echo(f"applied adapter v{outcome.version}"
+               + (f" (feedback marks: {summary.get('marks_right', 0)} right, {summary.get('marks_wrong', 0)} wrong)"
+                  if not no_feedback else ""))
     typer.echo("\n".join(tuning.describe(summary)))
+
+
+@app.command()
+def feedback(
+    right: Annotated[Optional[str], typer.Option("--right", metavar="QUERY", help="Mark PHOTO right for QUERY: the "
+                                                 "next tune learns QUERY as a caption of it.")] = None,
+    wrong: Annotated[Optional[str], typer.Option("--wrong", metavar="QUERY", help="Mark PHOTO wrong for QUERY: the "
+                                                 "next tune learns that QUERY must not find it.")] = None,
+    unmark: Annotated[Optional[str], typer.Option("--unmark", metavar="QUERY", help="Remove the mark on PHOTO for "
+                                                  "QUERY.")] = None,
+    photo: Annotated[Optional[str], typer.Argument(metavar="[PHOTO]", help="With --right / --wrong / --unmark: the "
+                                                   "photo, by its path or its id.", show_default=False)] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every mark (with --query: that query's).")] = False,
+    query: Annotated[Optional[str], typer.Option("--query", metavar="QUERY", help="Only this query's marks.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output for scripts (GET /api/feedback's shape).")] = False,
+    index: IndexOpt = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """List, add or clear the right/wrong marks on search results that 'photoseek tune' learns from.
+
+    The web page's "right"/"wrong" buttons keep the same marks. Without options: every mark (query, photo,
+    mark, when)."""
+    import json
+
+    from photoseek import feedback as marks
+
+    given = [(m, q) for m, q in (("right", right), ("wrong", wrong), (None, unmark)) if q is not None]
+    if len(given) > 1 or (given and (clear or query is not None)) or (clear and photo is not None):
+        raise _fail("give one of --right QUERY PHOTO, --wrong QUERY PHOTO, --unmark QUERY PHOTO or --clear "
+                    "[--query QUERY]", 2)
+    if given and photo is None:
+        raise _fail("say which photo: --right QUERY PHOTO (its path, or its id from 'photoseek search')", 2)
+    if photo is not None and not given:
+        raise _fail(f"{photo}: say what the mark is: --right QUERY {photo} or --wrong QUERY {photo}", 2)
+    settings = _settings(index, database)
+    try:
+        # Mistakes first: nothing below imports torch or loads a model.
+        wanted = marks.normalise_query(given[0][1], name="--" + (given[0][0] or "unmark")) if given else None
+        only = marks.normalise_query(query, name="--query") if query is not None else None
+        if given:
+            with marks.writer(settings.resolved_index_dir, settings.database_url) as catalogue:
+                image_id = marks.find_photo(catalogue, photo)
+                stored = marks.set_mark(catalogue, wanted, image_id, given[0][0])
+            if as_json:
+                typer.echo(json.dumps({"mark": stored.as_dict() if stored else None}))
+            else:
+                typer.echo(f"marked {_show(stored.path)} {stored.mark} for {wanted!r}" if stored
+                           else f"no mark on photo {image_id} for {wanted!r} now")
+            return
+        if clear:
+            with marks.writer(settings.resolved_index_dir, settings.database_url) as catalogue:
+                removed = marks.clear(catalogue, only)
+            typer.echo(f"removed {removed} mark{'s' if removed != 1 else ''}" + (f" of {only!r}" if only else ""))
+            return
+        from photoseek.storage import catalogue_exists, open_catalogue
+
+        if not catalogue_exists(settings.resolved_index_dir, settings.database_url):
+            raise Unavailable(f"no index at {settings.resolved_index_dir} yet: run 'photoseek index FOLDER' first")
+        catalogue = open_catalogue(settings.resolved_index_dir, settings.database_url, readonly=True)
+        try:
+            listed = marks.marks(catalogue, only)
+            with catalogue.engine.connect() as conn:
+                total = catalogue.feedback_count(conn)
+            can_write = marks.writable(settings.resolved_index_dir, settings.database_url, catalogue)
+        finally:
+            catalogue.close()
+    except PhotoseekError as exc:
+        raise _error(exc) from None
+    if as_json:
+        typer.echo(json.dumps({"marks": [m.as_dict() for m in listed], "total": total, "writable": can_write}))
+        return
+    for m in listed:
+        typer.echo(f"{m.created_at:%Y-%m-%d %H:%M:%S UTC}  {m.mark:5}  {m.image_id:6}  {_show(m.path)}  {m.query!r}")
+    typer.echo(f"{len(listed)} mark{'s' if len(listed) != 1 else ''}" + (f" of {only!r}" if only else "")
+               + ("; 'photoseek tune' learns from them" if listed else "; mark results right or wrong in the web "
+                  "page, or with --right / --wrong"), err=True)
 
 
 def _describe_run(r) -> str:

@@ -2,7 +2,9 @@
 
 Pairs (photo, caption) come from a captions file (CSV ``path,caption`` or JSON lines
 ``{"path": ..., "caption": ...}``), else from the captions and keywords stored in the catalogue
-(EXIF/IPTC/XMP, read at index time), plus folder names with ``folders=True``. Images are the stored
+(EXIF/IPTC/XMP, read at index time), plus folder names with ``folders=True``, plus the feedback marks
+(:mod:`photoseek.feedback`: a "right" mark is a (query, photo) pair, a "wrong" mark a hard negative)
+unless ``feedback=False``. Images are the stored
 embeddings (no photo is decoded); captions go through the index's own encoder's text side.
 
 Invariants:
@@ -38,12 +40,20 @@ from photoseek.files import atomic_write
 from photoseek.settings import Settings
 from photoseek.storage import open_catalogue
 from photoseek.store import IndexFiles
-from photoseek.tuning import RECALL_AT, Adapter, TrainReport, train
+from photoseek.tuning import RECALL_AT, Adapter, HardNegatives, TrainReport, train
 
 ADAPTER_FILE = "adapter.npz"
 MIN_PHOTOS = 8  # captioned photos needed: a quarter are held out, and held-out recall needs at least two
 MAX_GENERIC_DROP = 0.01  # one point of generic recall@10
 MIN_LABELLED_PHOTOS = 20  # demo photos the index must hold for the generic check to mean anything
+
+
+class TooFewPairs(BadInput):
+    """Too few captioned or marked photos to learn from: a mistake on the command line (exit 2); over
+    HTTP a state of the index, not of the request (409: caption or mark more, then ask again)."""
+
+    kind = "too_few_pairs"
+    status = 409
 
 
 class NotApplied(PhotoseekError):
@@ -206,11 +216,29 @@ def _text_encoder(model_id: str, settings: Settings):
     return load_encoder(model_id, precision=settings.precision)
 
 
+def marks_for_tuning(catalogue, conn, pairs: list[Pair]) -> tuple[list[Pair], list[Pair], int]:
+    """``pairs`` (captions) with the feedback marks (:mod:`photoseek.feedback`): (the pairs to train on:
+    those captions, plus one per "right" mark not already a caption of its photo; the hard negatives,
+    one per "wrong" mark; how many "right" marks there are). A "wrong" mark also drops a caption that
+    says the same of its photo: the person's latest word wins. Marks come sorted, so the order they were
+    made in does not change the training."""
+    right, wrong = [], []
+    for query, image_id, _path, mark, _when in catalogue.feedback_marks(conn):
+        (right if mark == "right" else wrong).append(Pair(int(image_id), query))
+    right.sort(key=lambda p: (p.caption, p.photo_id))
+    wrong.sort(key=lambda p: (p.caption, p.photo_id))
+    overruled = {(p.photo_id, p.caption.casefold()) for p in wrong}
+    kept = [p for p in pairs if (p.photo_id, p.caption.casefold()) not in overruled]
+    known = {(p.photo_id, p.caption.casefold()) for p in kept}
+    return kept + [p for p in right if (p.photo_id, p.caption.casefold()) not in known], wrong, len(right)
+
+
 def tune(index_dir: Path, settings: Settings, *, captions: Path | None = None, folders: bool = False,
-         force: bool = False, seed: int = 0, encoder=None,
+         force: bool = False, seed: int = 0, encoder=None, feedback: bool = True,
          progress: Callable[[str], None] = lambda _: None) -> Outcome:
-    """Train an adapter from the index's captions (or ``captions``) and keep it if it earns its place
-    (see the module's invariants). ``encoder``: one already loaded for the index's model (tests)."""
+    """Train an adapter from the index's captions (or ``captions``), plus its feedback marks unless
+    ``feedback`` is false, and keep it if it earns its place (see the module's invariants).
+    ``encoder``: one already loaded for the index's model (tests)."""
     files = IndexFiles(Path(index_dir).expanduser().resolve())
     files.ensure_writable()
     catalogue = open_catalogue(files.root, settings.database_url)
@@ -228,13 +256,20 @@ def tune(index_dir: Path, settings: Settings, *, captions: Path | None = None, f
                               if (p.photo_id, p.caption.casefold()) not in known]
             else:
                 pairs = pairs_from_catalogue(catalogue, conn, folders=folders)
+            negatives: list[Pair] = []
+            right_marks = 0
+            if feedback:
+                pairs, negatives, right_marks = marks_for_tuning(catalogue, conn, pairs)
             photos = len({p.photo_id for p in pairs})
             if photos < MIN_PHOTOS:
                 source = (f"{captions}" if captions is not None else
                           "the captions and keywords stored in the photos" + (" and their folder names" if folders else ""))
-                raise BadInput(f"too few captioned photos to learn from: {photos} in {source}, at least {MIN_PHOTOS} "
-                               "needed (a quarter are held out to check the result). Caption more photos, add "
-                               "--folders, or give a file with --captions", kind="too_few_pairs")
+                marked = (f" and {right_marks} 'right' mark{'s' if right_marks != 1 else ''}" if feedback
+                          else " (feedback marks left out: --no-feedback)")
+                raise TooFewPairs(f"too few captioned photos to learn from: {photos} in {source}{marked}, at least "
+                               f"{MIN_PHOTOS} needed (a quarter are held out to check the result). Caption or mark "
+                               "more photos ('right' on results in the web page, or 'photoseek feedback --right'), "
+                               "add --folders, or give a file with --captions")
             id_chunks, vector_chunks = zip(*catalogue.iter_embeddings(conn))
             all_ids, all_photos = np.concatenate(id_chunks), np.concatenate(vector_chunks).astype(np.float32)
             generic = generic_queries(catalogue, conn, all_ids)
@@ -246,9 +281,19 @@ def tune(index_dir: Path, settings: Settings, *, captions: Path | None = None, f
         photo_of_pair = np.array([p.photo_id for p in pairs], np.int64)
         images = all_photos[[row[int(i)] for i in photo_of_pair]]
         captions_v = np.stack([text_vectors[p.caption] for p in pairs])
-        progress(f"training on {len(pairs)} pairs")
+        hard = None
+        if negatives:
+            known_texts = {c: v for c, v in text_vectors.items()}
+            missing = sorted({p.caption for p in negatives} - set(known_texts))
+            if missing:
+                known_texts.update(zip(missing, np.asarray(encoder.encode_texts(missing), np.float32)))
+            hard = HardNegatives(np.array([p.photo_id for p in negatives], np.int64),
+                                 all_photos[[row[p.photo_id] for p in negatives]],
+                                 np.stack([known_texts[p.caption] for p in negatives]), [p.caption for p in negatives])
+        progress(f"training on {len(pairs)} pairs" + (f" ({right_marks} from 'right' marks) and "
+                                                      f"{len(negatives)} 'wrong' marks" if feedback else ""))
         adapter, report = train(images, captions_v, photo_of_pair, all_photos, all_ids,
-                                captions=[p.caption for p in pairs], seed=seed)
+                                captions=[p.caption for p in pairs], seed=seed, hard=hard)
         generic_before = generic_after = None
         if generic is not None:
             queries, relevant = generic
@@ -275,7 +320,9 @@ def tune(index_dir: Path, settings: Settings, *, captions: Path | None = None, f
         adapter.summary = {
             "version": version, "model_id": model_id, "dim": int(dim),
             "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": (str(captions) if captions is not None else "catalogue") + ("+folders" if folders else ""),
+            "source": (str(captions) if captions is not None else "catalogue") + ("+folders" if folders else "")
+            + ("+feedback" if feedback and (right_marks or negatives) else ""),
+            "marks_right": right_marks if feedback else 0, "marks_wrong": len(negatives),
             "forced": bool(force and not (improved and kept_general)),
             "generic_before": generic_before, "generic_after": generic_after, "note": note, **report.as_dict()}
         atomic_write(adapter_path(files.root), adapter.to_bytes(), durable=True)
@@ -336,6 +383,9 @@ def describe(summary: dict) -> list[str]:
              (f"held-out recall@{summary.get('k')}: {summary.get('recall_before'):.3f} -> {summary.get('recall_after'):.3f}"
              f" (MRR {summary.get('mrr_before'):.3f} -> {summary.get('mrr_after'):.3f}), best after "
              f"{summary.get('epochs')} epochs, {summary.get('seconds')} s")]
+    if summary.get("marks_right") or summary.get("marks_wrong"):
+        lines.insert(2, f"feedback marks: {summary.get('marks_right', 0)} 'right' (training pairs), "
+                        f"{summary.get('marks_wrong', 0)} 'wrong' (hard negatives)")
     if summary.get("generic_before") is not None:
         lines.append(f"generic recall@{RECALL_AT} (hand-labelled demo queries): {summary['generic_before']:.3f} -> "
                      f"{summary['generic_after']:.3f}")

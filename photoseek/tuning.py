@@ -3,7 +3,8 @@
 Two low-rank residual projections sit on the frozen towers, ``W = I + B A`` (rank ``r``), one on the
 image side and one on the text side, with a learnable temperature. ``B`` starts at zero, so an
 untrained adapter is exactly the identity. They are trained with CLIP's symmetric InfoNCE loss over
-in-batch negatives (plus optional hard negatives: a text that must *not* match its image) on stored
+in-batch negatives (plus optional hard negatives, feedback's "wrong" marks: a text that must *not* match
+an image, an extra negative on both sides of the loss) on stored
 image embeddings (no photo is decoded) and the index encoder's text embeddings of the captions.
 
 Invariants:
@@ -111,12 +112,15 @@ class Adapter:
 
 
 def info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
-             hard: torch.Tensor | None = None, hard_owner: torch.Tensor | None = None) -> torch.Tensor:
+             hard: torch.Tensor | None = None, hard_owner: torch.Tensor | None = None,
+             hard_images: torch.Tensor | None = None, hard_image_owner: torch.Tensor | None = None) -> torch.Tensor:
     """CLIP's symmetric InfoNCE: row i of ``image`` matches row i of ``text``; every other row is a
     negative. mean(CE(s I T^T, diag), CE(s T I^T, diag)) with s = exp(logit_scale).
 
     ``hard`` (m, d): texts that must not match the image at ``hard_owner`` (m,): each is an extra
-    negative in its owner's image->text row only."""
+    negative in its owner's image->text row only. ``hard_images`` (m', d): images that must not match
+    the text at ``hard_image_owner`` (m',): each an extra negative in that text->image row only. (A
+    "wrong" feedback mark is both: its query must not find its photo, and its photo must not have it.)"""
     import torch
     import torch.nn.functional as F
 
@@ -128,7 +132,12 @@ def info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
         extra = scale * image @ hard.T  # (n, m)
         mine = hard_owner.unsqueeze(0) == torch.arange(len(image)).unsqueeze(1)
         image_rows = torch.cat([logits, extra.masked_fill(~mine, float("-inf"))], dim=1)
-    return (F.cross_entropy(image_rows, target) + F.cross_entropy(logits.T, target)) / 2
+    text_rows = logits.T
+    if hard_images is not None and len(hard_images):
+        extra = scale * text @ hard_images.T  # (n, m')
+        mine = hard_image_owner.unsqueeze(0) == torch.arange(len(text)).unsqueeze(1)
+        text_rows = torch.cat([text_rows, extra.masked_fill(~mine, float("-inf"))], dim=1)
+    return (F.cross_entropy(image_rows, target) + F.cross_entropy(text_rows, target)) / 2
 
 
 # -- held-out scoring ---------------------------------------------------------------------------
@@ -206,14 +215,51 @@ class TrainReport:
         return asdict(self)
 
 
+@dataclass
+class HardNegatives:
+    """Texts that must not match photos (feedback's "wrong" marks): row k says ``captions[k]`` (text
+    vector ``texts[k]``) is wrong for the photo ``photo_ids[k]`` (stored vector ``images[k]``)."""
+
+    photo_ids: np.ndarray  # (m,)
+    images: np.ndarray  # (m, d)
+    texts: np.ndarray  # (m, d)
+    captions: list[str]
+
+    def __len__(self) -> int:
+        return len(self.photo_ids)
+
+
+def _batch_negatives(hard: HardNegatives, batch_photos: np.ndarray, batch_captions: list[str]):
+    """The hard negatives that concern a batch, as (text rows, their image-row owners, image rows, their
+    text-row owners) indices into ``hard``: a wrong text for a photo in the batch is an extra negative in
+    that photo's image->text row; a wrong photo for a caption in the batch, in that caption's text->image row."""
+    by_photo: dict[int, list[int]] = {}
+    by_caption: dict[str, list[int]] = {}
+    for i, p in enumerate(batch_photos):
+        by_photo.setdefault(int(p), []).append(i)
+    for j, c in enumerate(batch_captions):
+        by_caption.setdefault(c.casefold(), []).append(j)
+    texts, text_owner, images, image_owner = [], [], [], []
+    for k in range(len(hard)):
+        for i in by_photo.get(int(hard.photo_ids[k]), ()):
+            texts.append(k)
+            text_owner.append(i)
+        for j in by_caption.get(hard.captions[k].casefold(), ()):
+            images.append(k)
+            image_owner.append(j)
+    return texts, text_owner, images, image_owner
+
+
 def train(image_vectors: np.ndarray, text_vectors: np.ndarray, photo_of_pair: np.ndarray,
           all_photos: np.ndarray, all_ids: np.ndarray, *, captions: list[str] | None = None, seed: int = 0,
-          rank: int = RANK, epochs: int = EPOCHS, roles: np.ndarray | None = None) -> tuple[Adapter, TrainReport]:
+          rank: int = RANK, epochs: int = EPOCHS, roles: np.ndarray | None = None,
+          hard: HardNegatives | None = None) -> tuple[Adapter, TrainReport]:
     """Train an adapter on pairs (row i of ``image_vectors`` is the photo ``photo_of_pair[i]``, captioned
     by row i of ``text_vectors``), holding out pairs by photo (``roles``, default :func:`split_by_photo`),
     keep the epoch with the best validation (recall@k, MRR) over all ``all_photos``, and report
-    recall before/after on the test photos. ``captions``: the pairs' captions, for the split.
-    (Hard negatives, the web page's "wrong" marks of issue 13, are not collected yet: :func:`info_nce` takes them.)"""
+    recall before/after on the test photos. ``captions``: the pairs' captions, for the split (and, with
+    ``hard``, to find the texts that hard negatives concern). ``hard``: feedback's "wrong" marks, extra
+    negatives in the loss (:func:`info_nce`); a held-out photo's are left out with it."""
     import torch
 
     started = time.monotonic()
@@ -231,6 +277,15 @@ def train(image_vectors: np.ndarray, text_vectors: np.ndarray, photo_of_pair: np
     x_train = torch.from_numpy(np.ascontiguousarray(image_vectors[~held], np.float32))
     t_train = torch.from_numpy(np.ascontiguousarray(text_vectors[~held], np.float32))
     p_train = photo_of_pair[~held]
+    c_train = [c for c, h in zip(captions or [""] * len(photo_of_pair), held) if not h]
+    if hard is not None and len(hard):
+        keep = ~np.isin(hard.photo_ids, photo_of_pair[held])  # a held-out photo's marks would leak into training
+        hard = HardNegatives(hard.photo_ids[keep], hard.images[keep], hard.texts[keep],
+                             [c for c, k in zip(hard.captions, keep) if k])
+        hard_texts = torch.from_numpy(np.ascontiguousarray(hard.texts, np.float32))
+        hard_images = torch.from_numpy(np.ascontiguousarray(hard.images, np.float32))
+    else:
+        hard = None
 
     def snapshot() -> Adapter:
         return Adapter(*(params[n].detach().numpy().copy() for n in ("image_a", "image_b", "text_a", "text_b")),
@@ -256,7 +311,20 @@ def train(image_vectors: np.ndarray, text_vectors: np.ndarray, photo_of_pair: np
             xi = x + (x @ params["image_a"].T) @ params["image_b"].T
             ti = t + (t @ params["text_a"].T) @ params["text_b"].T
             ti = ti / ti.norm(dim=1, keepdim=True)
-            loss = info_nce(xi, ti, logit_scale)
+            extra = {}
+            if hard is not None:
+                picked = chosen[start:start + BATCH]
+                texts, text_owner, images, image_owner = _batch_negatives(hard, p_train[picked],
+                                                                          [c_train[i] for i in picked])
+                if texts:
+                    h = hard_texts[texts]
+                    h = h + (h @ params["text_a"].T) @ params["text_b"].T
+                    extra.update(hard=h / h.norm(dim=1, keepdim=True), hard_owner=torch.tensor(text_owner))
+                if images:
+                    h = hard_images[images]
+                    extra.update(hard_images=h + (h @ params["image_a"].T) @ params["image_b"].T,
+                                 hard_image_owner=torch.tensor(image_owner))
+            loss = info_nce(xi, ti, logit_scale, **extra)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -18,9 +18,18 @@ from photoseek.web.app import create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def web_schema(demo_searcher, settings_factory, demo_index):
-    app = create_app(settings_factory(demo_index), demo_searcher)
-    return schemathesis.openapi.from_asgi("/openapi.json", app, headers={"Host": "127.0.0.1"})
+def web_schema(demo_index, tmp_path_factory, offline_encoder, settings_factory):
+    # A copy of the demo index: the fuzzed POST /api/feedback and /api/tune write to the index they serve.
+    import shutil
+
+    from photoseek.search import Searcher
+
+    index = tmp_path_factory.mktemp("contract") / "index"
+    shutil.copytree(demo_index, index, ignore=shutil.ignore_patterns("thumbnails", "adapter.npz"))
+    searcher = Searcher(index, settings_factory(index), encoder=offline_encoder)
+    app = create_app(settings_factory(index), searcher)
+    yield schemathesis.openapi.from_asgi("/openapi.json", app, headers={"Host": "127.0.0.1"})
+    searcher.close()
 
 
 schema = schemathesis.pytest.from_fixture("web_schema")

@@ -219,7 +219,8 @@ def test_an_index_from_before_filters_upgrades_in_place_without_re_embedding(dem
     shutil.copytree(demo_index, old, ignore=shutil.ignore_patterns("thumbnails"))
     con = sqlite3.connect(old / "photoseek.db")
     with con:  # back to schema 1 as photoseek wrote it before Alembic: the columns and indexes filters added
-        for statement in ("DROP TABLE photo_tags", "DROP TABLE tagged_photos",  # schema 3 (tags)
+        for statement in ("DROP TABLE feedback",  # schema 5 (feedback marks)
+                          "DROP TABLE photo_tags", "DROP TABLE tagged_photos",  # schema 3 (tags)
                           "DROP TABLE alembic_version", "DROP TABLE photo_text_fts", "DROP TABLE photo_text",
                           "DROP INDEX ix_images_file_type", "DROP INDEX ix_images_photo_date",
                           "ALTER TABLE images DROP COLUMN file_type", "ALTER TABLE images DROP COLUMN photo_date",

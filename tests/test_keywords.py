@@ -194,7 +194,8 @@ def test_an_index_from_before_keywords_upgrades_and_finds_by_file_names(demo_ind
     shutil.copytree(demo_index, old, ignore=shutil.ignore_patterns("thumbnails"))
     con = sqlite3.connect(old / "photoseek.db")
     with con:  # back to revision 0002: no words table, no text index
-        for statement in ("DROP TABLE photo_text_fts", "DROP TABLE photo_text", "UPDATE alembic_version SET version_num = '0003'"):
+        for statement in ("DROP TABLE feedback", "DROP TABLE photo_text_fts", "DROP TABLE photo_text",
+                          "UPDATE alembic_version SET version_num = '0003'"):
             con.execute(statement)
     con.close()
     searcher = Searcher(old, settings_factory(old), encoder=offline_encoder)

@@ -211,7 +211,7 @@ def test_an_older_postgresql_catalogue_is_upgraded_by_alembic_without_re_embeddi
     Indexer(settings.index_dir, settings, show_progress=False).run([first], encoder=offline_encoder)
     engine = create_engine(url)
     with engine.begin() as conn:  # back to revision 0001: without the columns filters use
-        for statement in ("DROP TABLE photo_tags", "DROP TABLE tagged_photos", "DROP TABLE photo_text",
+        for statement in ("DROP TABLE feedback", "DROP TABLE photo_tags", "DROP TABLE tagged_photos", "DROP TABLE photo_text",
                           "DROP INDEX ix_images_file_type", "DROP INDEX ix_images_photo_date",
                           "ALTER TABLE images DROP COLUMN file_type", "ALTER TABLE images DROP COLUMN photo_date",
                           "ALTER TABLE images DROP COLUMN date_source", "UPDATE alembic_version SET version_num = '0001'"):

@@ -283,7 +283,7 @@ def test_an_index_from_before_tags_upgrades_and_is_tagged_without_embedding_agai
     shutil.copytree(demo_index, old, ignore=shutil.ignore_patterns("thumbnails"))
     con = sqlite3.connect(old / "photoseek.db")
     with con:  # back to revision 0002
-        for statement in ("DROP TABLE photo_tags", "DROP TABLE tagged_photos", "DROP TABLE photo_text_fts",
+        for statement in ("DROP TABLE feedback", "DROP TABLE photo_tags", "DROP TABLE tagged_photos", "DROP TABLE photo_text_fts",
                           "DROP TABLE photo_text", "UPDATE alembic_version SET version_num = '0002'",
                           "DELETE FROM meta WHERE key LIKE 'tag_%'"):
             con.execute(statement)

@@ -34,6 +34,7 @@ from photoseek.settings import Settings
 
 from . import security
 from .api import api_router, root_path
+from .feedback import feedback_router
 from .pages import HERE, PAGE_SIZE, docs_assets_dir, pages_router
 from .service import REFRESH_INTERVAL, Service, run, worker_threads
 
@@ -93,6 +94,7 @@ def create_app(
     pages, error_page = pages_router(settings, service, page_size=page_size, openapi_url=app.openapi_url)
     app.include_router(pages)
     app.include_router(api_router(settings, service))
+    app.include_router(feedback_router(settings, service))  # issue 13: marks and tuning
 
     # -- errors --------------------------------------------------------------------------------
 

@@ -506,7 +506,62 @@ class AdapterOut(BaseModel):
     note: str
     epochs: int = Field(ge=0)
     seconds: float = Field(ge=0)
+    marks_right: int = Field(0, ge=0, description="Feedback marks 'right' it learned from (training pairs).")
+    marks_wrong: int = Field(0, ge=0, description="Feedback marks 'wrong' it learned from (hard negatives).")
 
 
 class TuneResponse(BaseModel):
     adapter: AdapterOut | None = Field(description="The current adapter; null: the pretrained space.")
+
+
+# -- feedback marks and tuning from the page (issue 13) ------------------------------------------
+
+MarkValue = Literal["right", "wrong"]
+
+
+class FeedbackIn(BaseModel):
+    """A mark on a result of a text query: "right" (a training pair for the next tune), "wrong" (a hard
+    negative), or "none" to clear it. Marking again replaces the mark."""
+
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=1000, pattern=r"\S", description="The text query the result was "
+                       "found by: not only spaces (stored stripped, runs of spaces made one).")
+    # 2**53 - 1: exact as a JSON number in every client (photo ids never come near it).
+    image_id: int = Field(ge=1, le=2**53 - 1, description="The photo's id, as returned by a search.")
+    mark: Literal["right", "wrong", "none"]
+
+
+class MarkOut(BaseModel):
+    query: str
+    image_id: int = Field(ge=1)
+    path: str
+    mark: MarkValue
+    created_at: Timestamp
+
+
+class FeedbackResponse(BaseModel):
+    """The answer to a mark: the stored mark (null when cleared) and how many marks the index holds."""
+
+    mark: MarkOut | None
+    total: int = Field(ge=0, description="Marks in the index, every query.")
+
+
+class MarksResponse(BaseModel):
+    marks: list[MarkOut] = Field(description="By query, newest first.")
+    total: int = Field(ge=0, description="Marks in the index, every query (what the next tune learns from).")
+    writable: bool = Field(description="Whether marks can be kept (false: the index is read-only here).")
+
+
+class TuneIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    folders: bool = Field(False, description="Also use folder names as captions.")
+    force: bool = Field(False, description="Apply the adapter even if it did not pass the checks.")
+    feedback: bool = Field(True, description="Learn from the feedback marks (false: captions only).")
+
+
+class TuneOutcomeOut(BaseModel):
+    """A finished tune: the adapter now applied to text queries, and what it learned, in words."""
+
+    applied: bool
+    message: str = Field(description="One line for people.")
+    adapter: AdapterOut

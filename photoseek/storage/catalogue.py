@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from photoseek.errors import PhotoseekError
 from photoseek.keywords import FIELDS, document
-from photoseek.storage.schema import (ImageRow, IndexRun, Meta, PhotoTag, PhotoText, Root, SkippedFile, TaggedPhoto,
-                                      photo_date, utcnow)
+from photoseek.storage.schema import (FeedbackMark, ImageRow, IndexRun, Meta, PhotoTag, PhotoText, Root, SkippedFile,
+                                      TaggedPhoto, photo_date, utcnow)
 
 if TYPE_CHECKING:
     from photoseek.search.query import Filters
@@ -535,6 +535,37 @@ class Catalogue:
         if min_score is not None:
             query = query.having(best >= min_score)
         return [(int(i), float(s)) for i, s in conn.execute(query.order_by(*order).offset(offset).limit(limit))]
+
+    # -- feedback marks (photoseek.feedback) ---------------------------------------------------
+
+    def set_feedback(self, session: Session, query: str, image_id: int, mark: str | None) -> FeedbackMark | None:
+        """The mark on (``query``, photo): replaced by ``mark`` ("right" / "wrong"), or cleared (None).
+        ``query`` is already normalised. Returns the stored row (None when cleared)."""
+        session.execute(delete(FeedbackMark).where(FeedbackMark.query == query, FeedbackMark.image_id == image_id))
+        if mark is None:
+            return None
+        row = FeedbackMark(query=query, image_id=image_id, mark=mark, created_at=utcnow())
+        session.add(row)
+        session.flush()
+        return row
+
+    def feedback_marks(self, conn, query: str | None = None) -> list[tuple[str, int, str, str, datetime]]:
+        """(query, photo id, photo path, mark, created_at) of every mark, or of one normalised ``query``'s,
+        by query then newest first."""
+        where = [] if query is None else [FeedbackMark.query == query]
+        rows = conn.execute(select(FeedbackMark.query, FeedbackMark.image_id, ImageRow.path, FeedbackMark.mark,
+                                   FeedbackMark.created_at).join(ImageRow, ImageRow.id == FeedbackMark.image_id)
+                            .where(*where).order_by(FeedbackMark.query, FeedbackMark.created_at.desc(),
+                                                    FeedbackMark.image_id))
+        return [tuple(r) for r in rows]
+
+    def feedback_count(self, conn) -> int:
+        return conn.execute(select(func.count()).select_from(FeedbackMark)).scalar_one()
+
+    def clear_feedback(self, session: Session, query: str | None = None) -> int:
+        """Remove every mark, or one normalised ``query``'s; how many went."""
+        where = [] if query is None else [FeedbackMark.query == query]
+        return session.execute(delete(FeedbackMark).where(*where)).rowcount or 0
 
 
 def _reason(text: str | None) -> str | None:

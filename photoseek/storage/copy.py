@@ -4,7 +4,7 @@ The usual case is a SQLite index folder moving into PostgreSQL; the copy is writ
 SQLAlchemy Core against the shared models, so any back end copies into any other.
 
 What is copied: indexed folders, photos (ids kept, so photo ids and URLs stay valid; embeddings
-as they are, nothing is re-embedded), skipped files, runs, and the facts (model, dimension,
+as they are, nothing is re-embedded), their words, tags and feedback marks, skipped files, runs, and the facts (model, dimension,
 created_at). The target gets a later generation (servers reload) and a new index id.
 
 How: the source is read in one snapshot, read-only, ``BATCH`` rows at a time (memory stays
@@ -28,7 +28,8 @@ from sqlalchemy.engine import Connection
 from photoseek.errors import BadInput, IndexNotFound, PhotoseekError
 from photoseek.storage import catalogue_exists, open_catalogue, sqlite_path
 from photoseek.storage.catalogue import CREATED_AT, DIM, GENERATION, INDEX_UID, MODEL_ID, Catalogue
-from photoseek.storage.schema import ImageRow, IndexRun, Meta, PhotoTag, PhotoText, Root, SkippedFile, TaggedPhoto
+from photoseek.storage.schema import (FeedbackMark, ImageRow, IndexRun, Meta, PhotoTag, PhotoText, Root, SkippedFile,
+                                      TaggedPhoto)
 
 if TYPE_CHECKING:
     from photoseek.settings import Settings
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
 BATCH = 2000  # photos read and written at a time (with 512-d embeddings, about 4 MB)
 # Parents before children (images point at roots); deleted in the reverse order.
 TABLES = (Root, IndexRun, SkippedFile, ImageRow)
-# Keyed by their photo (no ids of their own): copied after it, as they are (nothing is tagged or read again).
-PHOTO_TABLES = (PhotoText, PhotoTag, TaggedPhoto)
+# Keyed by their photo (no ids of their own): copied after it, as they are (nothing is tagged or read again;
+# feedback marks keep their times).
+PHOTO_TABLES = (PhotoText, PhotoTag, TaggedPhoto, FeedbackMark)
 
 
 class TargetNotEmpty(PhotoseekError):

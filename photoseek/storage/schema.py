@@ -11,7 +11,7 @@ import os
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -200,3 +200,18 @@ class TaggedPhoto(Base):
     __tablename__ = "tagged_photos"
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     vocabulary: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class FeedbackMark(Base):
+    """Schema 5 (0005): a person's mark on a result of a text query, kept as a training signal for
+    ``photoseek tune`` (:mod:`photoseek.feedback`): "right" makes (query, photo) a training pair,
+    "wrong" a hard negative. One mark per (query, photo): marking again replaces it. ``query`` is
+    stored normalised (stripped, runs of spaces collapsed), so "a  dog " and "a dog" are one query.
+    Goes with its photo (ON DELETE CASCADE)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (CheckConstraint("mark IN ('right', 'wrong')", name="ck_feedback_mark"),)
+    query: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+    mark: Mapped[str] = mapped_column(String(5))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

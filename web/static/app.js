@@ -225,6 +225,8 @@
       ? el('span', { class: `tile-date${fileDate ? ' file-date' : ''}`, title: fileDate ? 'No date in the photo: the file’s date' : 'Taken' },
         formatDay(photo.date, !fileDate), fileDate ? el('span', { class: 'file-note', text: ' · file date' }) : null)
       : null;
+    // A text query's results can be marked right/wrong for the next tune (feedback.js; absent: no buttons).
+    const marks = view.kind === 'text' && window.photoseekFeedback ? window.photoseekFeedback.buttons(photo.id, view.state.q) : null;
     const figure = el('figure', { class: 'tile', 'data-index': index, 'data-id': photo.id },
       link,
       el('figcaption', { class: 'tile-caption' },
@@ -232,7 +234,8 @@
         el('span', { class: 'score', text: score })),
       day,
       whyBadge(hit.why),
-      similarBtn);
+      similarBtn,
+      marks);
     // Justified rows: each tile grows in proportion to its aspect ratio (CSSOM, allowed by the CSP).
     const ratio = Math.min(3, Math.max(0.4, (photo.width || 1) / (photo.height || 1)));
     figure.style.setProperty('--ar', ratio.toFixed(4));
@@ -273,8 +276,11 @@
     summary.hidden = !summary.childElementCount;
   }
 
+  const loadMarks = () => window.photoseekFeedback && window.photoseekFeedback.load(view.kind === 'text' ? view.state.q : null);
+
   function render() {
     grid.replaceChildren(...view.results.map((hit, i) => tile(hit, i)));
+    loadMarks();
     renderSummary();
     renderBar();
     if (welcome) welcome.hidden = view.kind !== null;
@@ -871,6 +877,12 @@
 
   window.addEventListener('popstate', (event) => { show(event.state); });
 
+  // A tune from the footer (feedback.js) changed what text queries find: cached answers are stale.
+  document.addEventListener('photoseek:tuned', () => {
+    cache.clear();
+    if (view.kind === 'text' || view.kind === 'similar') search(view.state, false);
+  });
+
   // -- start: take over what the server rendered ---------------------------------------------
 
   function start() {
@@ -911,6 +923,7 @@
         grid.replaceChildren();
       }
       renderBar(initial.facets || null);
+      loadMarks();
       if (kind === 'image') {
         history.replaceState({ ...stateFor(view), results: view.results, next: null }, '', urlFor(view));
       } else if (kind && !initial.error) {
