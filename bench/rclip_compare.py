@@ -46,9 +46,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+HERE = Path(__file__).resolve().parent  # on sys.path: run as a script, or imported by bench/run.py
 
 QUERY = "a dog on a beach"
 TOP = 5
@@ -141,6 +139,8 @@ def format_table(result: dict) -> str:
     the ratio photoseek / rclip (below 1: photoseek faster or leaner), and the others' CPU share."""
     if result.get("skipped"):
         return f"### Compared with rclip\n\nSkipped: {result['skipped']}\n"
+    if result.get("failed"):
+        return f"### Compared with rclip\n\nFailed: {result['failed']}\n"
     n = result["photos"]
     lines = [
         f"### Compared with rclip ({n} photos, one run)",
@@ -332,11 +332,13 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_arguments(p: argparse.ArgumentParser, *, count_flag: str = "--photos-count") -> None:
+def add_arguments(p: argparse.ArgumentParser, *, count_flag: str = "--photos-count",
+                  default_count: int | None = DEFAULT_PHOTOS, count_default_text: str = str(DEFAULT_PHOTOS)) -> None:
+    """The comparison's options, for this script and for bench/run.py."""
     p.add_argument("--rclip", type=Path, metavar="PATH",
                    help="the rclip executable (default: rclip on PATH; without one the comparison is skipped)")
-    p.add_argument(count_flag, dest="rclip_photos", type=_positive, default=DEFAULT_PHOTOS, metavar="N",
-                   help=f"photos both tools index for the rclip comparison [default: {DEFAULT_PHOTOS}]")
+    p.add_argument(count_flag, dest="rclip_photos", type=_positive, default=default_count, metavar="N",
+                   help=f"photos both tools index for the rclip comparison [default: {count_default_text}]")
     p.add_argument("--rclip-runs", type=_positive, default=3, metavar="N",
                    help="runs of each search command in the rclip comparison [default: 3]")
 
