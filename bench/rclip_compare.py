@@ -51,6 +51,7 @@ HERE = Path(__file__).resolve().parent  # on sys.path: run as a script, or impor
 QUERY = "a dog on a beach"
 TOP = 5
 DEFAULT_PHOTOS = 600  # the issue's comparison
+MIN_PHOTOS = TOP + 1
 INSTALL_HINT = "python -m venv /path/venv-rclip && /path/venv-rclip/bin/pip install rclip==3.3.0, then --rclip /path/venv-rclip/bin/rclip"
 
 # rclip prints "score\tfilepath" and then one '0.123\t"/path/photo.jpg"' line per result.
@@ -312,6 +313,8 @@ def compare(rclip: Path | None, source, count: int, work: Path, *, runs: int = 3
     ``work``; ``{"skipped": why}`` when rclip is not installed."""
     import photoset
 
+    if count < MIN_PHOTOS:
+        raise ValueError(f"count must be at least {MIN_PHOTOS}, got {count}")
     if rclip is None:
         why = f"rclip not found (pass --rclip PATH or put rclip on PATH; install it in its own virtualenv: {INSTALL_HINT})"
         log(f"\n== rclip comparison skipped: {why}")
@@ -332,12 +335,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _photo_count(text: str) -> int:
+    value = int(text)
+    if value < MIN_PHOTOS:
+        # rclip leaves the query photo out of an image search's results: TOP results need TOP + 1 photos.
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_PHOTOS} (both tools are asked for {TOP} results)")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser, *, count_flag: str = "--photos-count",
                   default_count: int | None = DEFAULT_PHOTOS, count_default_text: str = str(DEFAULT_PHOTOS)) -> None:
     """The comparison's options, for this script and for bench/run.py."""
     p.add_argument("--rclip", type=Path, metavar="PATH",
                    help="the rclip executable (default: rclip on PATH; without one the comparison is skipped)")
-    p.add_argument(count_flag, dest="rclip_photos", type=_positive, default=default_count, metavar="N",
+    p.add_argument(count_flag, dest="rclip_photos", type=_photo_count, default=default_count, metavar="N",
                    help=f"photos both tools index for the rclip comparison [default: {count_default_text}]")
     p.add_argument("--rclip-runs", type=_positive, default=3, metavar="N",
                    help="runs of each search command in the rclip comparison [default: 3]")
