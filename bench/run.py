@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import photoset  # noqa: E402
+import rclip_compare  # noqa: E402
 from queries import PAGE  # noqa: E402
 from sysmon import OthersMeter, wait_until_quiet  # noqa: E402
 
@@ -97,12 +98,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--naive-photos", type=int, help="photos for the naive script [39; quick 16]")
     p.add_argument("--n-query-index", type=int, default=100_000, help="images in the query benchmark's index")
     p.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
-    p.add_argument("--skip", default="", help="comma-separated parts to leave out: limit,naive,index,queries,http")
+    p.add_argument("--skip", default="", help="comma-separated parts to leave out: limit,naive,index,queries,http,rclip")
     p.add_argument("--set", action="append", default=[], metavar="PHOTOSEEK_X=VALUE",
                    help="environment for the 'photoseek index' runs, e.g. --set PHOTOSEEK_BATCH_SIZE=64")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                    help="before each measurement wait up to this long for other processes to go quiet")
     p.add_argument("--out", type=Path, help="JSON output (default bench/results/bench-<time>.json)")
+    rclip_compare.add_arguments(p, count_flag="--rclip-photos", default_count=None, count_default_text="600; quick 100")
     return p.parse_args(argv)
 
 
@@ -156,6 +158,8 @@ class Bench:
                 self.out["indexing"][name] = self.indexing(name)
             if "queries" not in self.skip and "clip" in self.models:
                 self.out["queries"] = self.queries(self.model_id("clip"))
+            if "rclip" not in self.skip:
+                self.out["rclip"] = self.rclip_comparison()
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
         self.out["seconds"] = time.perf_counter() - started
@@ -242,6 +246,16 @@ class Bench:
             res["server"] = server
         return res
 
+
+    def rclip_comparison(self) -> dict:
+        """bench/rclip_compare.py on this run's photos; skipped (one line) when rclip is not installed."""
+        n = self.args.rclip_photos or (100 if self.args.quick else rclip_compare.DEFAULT_PHOTOS)
+        try:
+            return rclip_compare.compare(self.args.rclip, self.source, n, self.work, runs=self.args.rclip_runs,
+                                         quiet=self.quiet)
+        except rclip_compare.CompareError as exc:
+            log(f"  rclip comparison failed: {exc}")
+            return {"failed": str(exc)}
 
     def approximate_copy(self, exact_dir: Path, dim: int) -> tuple[Path, float]:
         """A copy of the index with the same vectors in the approximate (IVF) index photoseek
@@ -380,6 +394,8 @@ def report(out: dict) -> str:
                       f"query's. Built in {ap['build_seconds']:.1f} s. Lists visited -> text-query recall, "
                       f"search ms: " + ", ".join(f"{p} -> {r:.1%}, {ms:.2f} ms"
                                                 for p, (r, ms) in ap.get("probe_sweep", {}).items()), ""]
+    if out.get("rclip"):
+        lines.append(rclip_compare.format_table(out["rclip"]))
     lines.append(f"Total benchmark time: {out.get('seconds', 0) / 60:.1f} min.")
     return "\n".join(lines)
 
@@ -391,6 +407,8 @@ def main(argv=None) -> int:
             if name.strip() not in ("clip", "offline"):
                 raise SystemExit(f"unknown model {name!r}: use clip and/or offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if "rclip" not in {s.strip() for s in args.skip.split(",")}:
+        args.rclip = rclip_compare.find_rclip(args.rclip)  # a wrong --rclip stops here, not after the other parts
     bench = Bench(args)
     out = bench.run()
     text = report(out)

@@ -199,12 +199,13 @@ class MeasuredRun:
     others_share: float | None
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> MeasuredRun:
+def run_measured(cmd: list[str], env: dict[str, str], cwd: str | os.PathLike | None = None) -> MeasuredRun:
+    """``cmd`` run in ``cwd`` (rclip indexes and searches its working directory)."""
     import subprocess
 
     with OthersMeter() as others:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         with TreeSampler(proc.pid) as sampler:
             others.add(sampler)
             out, err = proc.communicate()
