@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from photoseek.files import display_path
+from photoseek.storage.sqlite_light import RUN_COLUMNS
 from photoseek.times import as_utc
 from photoseek.vector_file import EXACT_SEARCH, IndexFiles, describe_file
 
@@ -101,24 +102,26 @@ def status_of(files: IndexFiles, catalogue: Catalogue, model_id: str | None, sea
         generation, dim, _ = catalogue.index_state(session)
         roots = [display_path(p) for p in catalogue.root_paths(session)]
     writable = files.writable() if catalogue.can_write() is None else catalogue.can_write()
+    def columns(run) -> tuple | None:
+        return None if run is None else tuple(getattr(run, name) for name in RUN_COLUMNS)
+
     return _status(files, model_id, dim, generation, counts.photos, counts.skipped, counts.skipped_files, roots,
-                   counts.recent_runs, counts.last_change, counts.runs, search, writer_alive=catalogue.writer_alive(),
-                   writable=writable, catalogue=catalogue.describe())
+                   [columns(r) for r in counts.recent_runs], columns(counts.last_change), counts.runs, search,
+                   writer_alive=catalogue.writer_alive(), writable=writable, catalogue=catalogue.describe())
 
 
 def _status(files: IndexFiles, model_id, dim, generation, photos, skipped, skipped_files, roots, recent_runs,
             last_change, runs, search, *, writer_alive: bool, writable: bool, catalogue: str) -> IndexStatus:
-    """From rows of either reading (runs: anything with IndexRun's columns as attributes)."""
+    """From rows of either reading (runs: tuples of RUN_COLUMNS)."""
     run, previous = (list(recent_runs) + [None, None])[:2]
 
-    def last(row) -> LastRun | None:
+    def last(row: tuple | None) -> LastRun | None:
         if row is None:
             return None
-        status = row.status
+        started, finished, status, *counts = row
         if status == "running" and not writer_alive:
             status = "interrupted"  # its process is gone (the lock dies with it); the next run marks it so too
-        return LastRun(as_utc(row.started_at), as_utc(row.finished_at), status, row.added, row.updated, row.moved,
-                       row.removed, row.skipped, row.seconds)
+        return LastRun(as_utc(started), as_utc(finished), status, *counts)
 
     return IndexStatus(str(files.root), model_id, dim, photos, skipped, [Skipped(p, r) for p, r in skipped_files],
                        roots, last(run), last(previous), last(last_change), runs, generation, search, writable, catalogue)

@@ -19,7 +19,6 @@ to open_clip's own float32 tower (cosine >= 0.999, the same top 10).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,8 +26,6 @@ import numpy as np
 
 from photoseek.encoders import clip_text
 from photoseek.encoders.spec import ImageInputSpec
-
-log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the folder's layout changes: older ones are then ignored
 FOLDER = "image-towers"
@@ -150,11 +147,4 @@ class _ReadEachTime(Mapping):
 
 def load(model_id: str) -> ClipImageTower | None:
     """The exported image tower of ``model_id``, or None when there is none for its weights as they are now."""
-    try:
-        path = path_for(model_id)
-        if path is None or not (path / "meta.json").is_file():
-            return None
-        return ClipImageTower(model_id, path)
-    except Exception as exc:  # noqa: BLE001 - a damaged cache file costs speed, never the search
-        log.warning("ignoring the saved image tower of %s: %s", model_id, exc)
-        return None
+    return clip_text.load_export(path_for(model_id), ClipImageTower, model_id, what="image tower")

@@ -267,13 +267,17 @@ def run_blocks(x: np.ndarray, w, layers: int, heads: int, act: str, eps: float,
 
 def load(model_id: str) -> ClipTextTower | None:
     """The exported text tower of ``model_id``, or None when there is none for its weights as they are now."""
+    return load_export(path_for(model_id), ClipTextTower, model_id, what="text tower")
+
+
+def load_export(path: Path | None, tower, model_id: str, *, what: str):
+    """``tower(model_id, path)`` for an export at ``path``; None when there is none (or it is damaged)."""
     try:
-        path = path_for(model_id)
         if path is None or not (path / "meta.json").is_file():
             return None
-        return ClipTextTower(model_id, path)
+        return tower(model_id, path)
     except Exception as exc:  # noqa: BLE001 - a damaged cache file costs speed, never the search
-        log.warning("ignoring the saved text tower of %s: %s", model_id, exc)
+        log.warning("ignoring the saved %s of %s: %s", what, model_id, exc)
         return None
 
 

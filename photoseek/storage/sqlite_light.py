@@ -20,22 +20,7 @@ from photoseek.files import display_path
 from photoseek.storage.revisions import HEAD
 
 LOCK_NAME = "index.lock"
-_RUN = "started_at, finished_at, status, added, updated, moved, removed, skipped, seconds"
-
-
-@dataclass(frozen=True)
-class Run:
-    """A row of ``runs`` (schema.IndexRun), times as stored (UTC, no offset)."""
-
-    started_at: datetime
-    finished_at: datetime | None
-    status: str
-    added: int
-    updated: int
-    moved: int
-    removed: int
-    skipped: int
-    seconds: float
+RUN_COLUMNS = ("started_at", "finished_at", "status", "added", "updated", "moved", "removed", "skipped", "seconds")
 
 
 @dataclass(frozen=True)
@@ -47,8 +32,8 @@ class StatusRows:
     skipped: int
     runs: int
     skipped_files: list[tuple[str, str]]  # (display path, reason), by path
-    recent_runs: list[Run]  # the last and the one before, newest first
-    last_change: Run | None  # the newest run that added, updated, moved or removed anything
+    recent_runs: list[tuple]  # the last and the one before, newest first: RUN_COLUMNS, times as stored (UTC)
+    last_change: tuple | None  # the newest run that added, updated, moved or removed anything
     roots: list[str]  # display paths, sorted
 
 
@@ -70,9 +55,10 @@ def status_rows(path: Path, skipped_limit: int) -> StatusRows | None:
         def count(table: str) -> int:
             return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - our table names
 
-        def runs(where: str, limit: int) -> list[Run]:
-            rows = con.execute(f"SELECT {_RUN} FROM runs {where} ORDER BY id DESC LIMIT ?", (limit,))  # noqa: S608
-            return [Run(_time(r[0]), _time(r[1]), *r[2:]) for r in rows]
+        def runs(where: str, limit: int) -> list[tuple]:
+            rows = con.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
+                               (limit,))
+            return [(_time(r[0]), _time(r[1]), *r[2:]) for r in rows]
 
         changed = runs("WHERE added + updated + moved + removed > 0", 1)
         return StatusRows(
