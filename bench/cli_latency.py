@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from sysmon import OthersMeter  # noqa: E402
+from sysmon import machine_busy_seconds  # noqa: E402
 
 REPO = HERE.parent
 QUERY_PHOTO = REPO / "data" / "samples" / "bear.jpg"
@@ -40,8 +40,8 @@ def commands(index_dir: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-def measure(argv: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit code) of one cold ``photoseek`` process."""
+def measure(argv: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB, CPU seconds) of one cold ``photoseek`` process."""
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "photoseek", *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -50,7 +50,7 @@ def measure(argv: list[str]) -> tuple[float, float, int]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"photoseek {' '.join(argv)} failed: {proc.stderr.read().decode()[-500:]}")
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 BUILD = """
@@ -80,6 +80,16 @@ def index_for(model: str, n: int) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def others_share(busy_before: float | None, own_before: float, started: float, children_cpu: float) -> float | None:
+    """The share of the machine's CPU that processes other than this one and its runs took meanwhile."""
+    busy = machine_busy_seconds()
+    if busy is None or busy_before is None:
+        return None
+    ours = time.process_time() - own_before + children_cpu
+    wall = time.perf_counter() - started
+    return min(1.0, max(0.0, busy - busy_before - ours) / max(1e-9, wall * (os.cpu_count() or 1)))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", type=int, default=100_000, help="photos in the synthetic index [100000]")
@@ -97,15 +107,17 @@ def main(argv=None) -> int:
         if index_dir is not None and index_dir not in warmed:
             measure(["search", "warm the page cache", "-k", "1", "--index", str(index_dir)])
             warmed.add(index_dir)
-        walls, rss = [], []
-        with OthersMeter() as others:
-            for _ in range(args.runs):
-                wall, peak, _ = measure(cmd)
-                walls.append(wall)
-                rss.append(peak)
-        rows.append((label, model, min(walls), statistics.median(walls), max(rss), others.share))
+        walls, rss, cpu = [], [], 0.0
+        busy, own, started = machine_busy_seconds(), time.process_time(), time.perf_counter()
+        for _ in range(args.runs):
+            wall, peak, used = measure(cmd)
+            walls.append(wall)
+            rss.append(peak)
+            cpu += used
+        share = others_share(busy, own, started, cpu)
+        rows.append((label, model, min(walls), statistics.median(walls), max(rss), share))
         print(f"  {model:8s} {label:28s} {min(walls):5.2f}-{statistics.median(walls):5.2f} s  {max(rss):5.0f} MB"
-              f"  others' CPU {(others.share or 0):.0%}", flush=True)
+              f"  others' CPU {(share or 0):.0%}", flush=True)
     print(f"\nphotoseek on {args.photos:,} photos, {args.runs} cold runs each (min / median wall, peak RSS):\n")
     print("| command | model | wall (min / median) | peak RSS | others' CPU |\n| --- | --- | --- | --- | --- |")
     for label, model, best, median, peak, share in rows:
