@@ -310,14 +310,14 @@ class Searcher:
 
     def _image_side(self):
         """The full encoder when it is loaded (a server), else the image tower alone where one was
-        exported without torch (:mod:`photoseek.encoders.clip_image`: a terminal search by a CLIP
-        model's image), else the full encoder, loaded now."""
+        exported without torch (:mod:`photoseek.encoders.image_side`: a terminal search by an image),
+        else the full encoder, loaded now."""
         if self._encoder is None and self._image_encoder is None and self.model_id:
-            from photoseek.encoders.clip_image import load as load_image_tower
+            from photoseek.encoders.image_side import load_image_encoder
 
             with self._encoder_lock:
                 if self._image_encoder is None and self._encoder is None:
-                    self._image_encoder = load_image_tower(self.model_id)
+                    self._image_encoder = load_image_encoder(self.model_id)
         return self._encoder or self._image_encoder or self.encoder
 
     def _encode_images(self, images: list) -> np.ndarray:

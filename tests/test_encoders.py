@@ -236,6 +236,29 @@ def test_the_exported_text_tower_gives_open_clips_vectors_without_torch(random_c
     assert clip_text.load(encoder.model_id) is None
 
 
+def test_the_offline_image_side_runs_without_torch_and_gives_the_encoders_vectors(offline_encoder, samples_dir):
+    """Once the offline encoder has embedded photos, a search by an image file runs its network in
+    NumPy (photoseek.encoders.offline_image), with the encoder's own vectors and rankings, no torch."""
+    from PIL import Image
+
+    from photoseek.encoders import offline_image
+    from photoseek.encoders.image_side import load_image_encoder
+
+    paths = sorted(samples_dir.iterdir())[:10]
+    theirs = offline_encoder.encode_images([Image.open(p) for p in paths])  # exports, if not done yet
+    side = load_image_encoder(offline_encoder.model_id)
+    assert isinstance(side, offline_image.OfflineImageSide) and side.input_spec == offline_encoder.input_spec
+    ours = side.encode_images([Image.open(p) for p in paths])
+    assert float((ours * theirs).sum(axis=1).min()) >= 0.9999
+    for a, b in zip(ours, theirs):
+        assert list(np.argsort(-(theirs @ a))[:10]) == list(np.argsort(-(theirs @ b))[:10])
+    code = ("import sys; from PIL import Image; from photoseek.encoders.image_side import load_image_encoder; "
+            f"s = load_image_encoder({offline_encoder.model_id!r}); "
+            f"print(s.encode_images([Image.open({str(paths[0])!r})]).shape, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == f"(1, {offline_encoder.dim}) False", out.stderr
+
+
 def test_the_exported_image_tower_gives_open_clips_vectors_without_torch(random_clip, samples_dir, tmp_path,
                                                                            monkeypatch):
     """A search by an image file on a CLIP index runs the image tower exported when the model was

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from photoseek.encoders import text_side
+from photoseek.encoders import offline_image, text_side
 from photoseek.encoders.base import Encoder, EncoderUnavailable
 # The parts a text query needs live in torch-free modules (a terminal search need not import torch);
 # re-exported here, where they were first.
@@ -237,6 +237,7 @@ class OfflineEncoder(Encoder):
         # and indexing (with the class matrix cached on disk) never needs the text model.
         self._lock = threading.Lock()
         self._backbone = self._classifier = self._class_matrix = self._text_model = None
+        self._exported = False
 
     def _load_image_side(self) -> None:
         with self._lock:
@@ -284,7 +285,12 @@ class OfflineEncoder(Encoder):
         return self.classifier(features).softmax(dim=-1)
 
     def _image_features(self, x: torch.Tensor) -> torch.Tensor:
-        return conse(self.class_probabilities(x), self.class_matrix, self.config.top_k)
+        features = conse(self.class_probabilities(x), self.class_matrix, self.config.top_k)
+        if not self._exported and self.dtype == torch.float32:
+            # Once per cache: later searches by an image file run this in NumPy (photoseek.encoders.offline_image).
+            self._exported = True
+            offline_image.export(self)
+        return features
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         template = self.config.query_template
