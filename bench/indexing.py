@@ -16,7 +16,7 @@ from pathlib import Path
 from sysmon import run_measured
 
 SUMMARY = re.compile(r"added (\d+), updated (\d+), moved (\d+), removed (\d+), skipped (\d+), unchanged (\d+) "
-                     r"in ([\d.]+) s \(([\d.]+) images/s\)")
+                     r"in ([\d.]+) s(?: \(|, )([\d.]+) images/s")
 
 
 @dataclass
