@@ -368,12 +368,12 @@ class ClipEncoder(Encoder):
         keys = list(model.state_dict())
         image_keys = [k for k in keys if k.startswith(("visual.", "logit_"))]
         text_keys = [k for k in keys if k not in image_keys]
-        if _text_export_needed(self.model_id):
-            # Once per weights file, from the float32 weights as stored: later searches by words run
-            # this tower without torch (photoseek.encoders.clip_text).
-            lean_load.load_into(model, checkpoint, dtype=torch.float32, keys=text_keys, as_stored=True)
-            clip_text.export(self.model_id, model, self.tokenizer)
-            lean_load.unload(model, text_keys)
+        if self._exports_needed():
+            # Once per weights file, from the float32 weights as stored (memory-mapped: only what an
+            # export reads is read), then dropped again.
+            lean_load.load_into(model, checkpoint, dtype=torch.float32, as_stored=True)
+            self._export(model)
+            lean_load.unload(model, keys)
         lean_load.load_into(model, checkpoint, dtype=self.dtype, keys=image_keys)
         self._checkpoint = checkpoint
         self._text_keys = text_keys
@@ -401,8 +401,16 @@ class ClipEncoder(Encoder):
                 f"state dict for exactly this architecture, e.g. saved with torch.save(model.state_dict(), path)."
             ) from None
         model.eval()
-        clip_text.export(self.model_id, model, self.tokenizer)
+        self._export(model)
         return model.to(dtype=self.dtype)
+
+    def _exports_needed(self) -> bool:
+        return _text_export_needed(self.model_id)
+
+    def _export(self, model) -> None:
+        """What is written once per weights file from the float32 model: the text tower, which
+        later searches by words run without torch (photoseek.encoders.clip_text)."""
+        clip_text.export(self.model_id, model, self.tokenizer)
 
     def _ensure_text(self) -> None:
         """Load the text tower (lean load leaves it out: indexing needs only the image tower)."""

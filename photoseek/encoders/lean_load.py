@@ -75,7 +75,7 @@ def load_into(model: torch.nn.Module, checkpoint: str, *, dtype: torch.dtype, ke
             missing, unexpected = sorted(set(expected) - keys)[:3], sorted(keys - set(expected))[:3]
             raise NotLean(f"keys differ from the model's (missing {missing}, unexpected {unexpected})")
         for key in wanted:
-            source = tensors.get(key)
+            source = tensors.mapped(key) if as_stored else tensors.get(key)
             target = expected[key]
             if tuple(source.shape) != tuple(target.shape):
                 raise NotLean(f"{key}: shape {tuple(source.shape)} in the file, {tuple(target.shape)} in the model")
@@ -116,6 +116,9 @@ def _assign(model: torch.nn.Module, key: str, value: torch.Tensor) -> None:
 class _Tensors:
     def keys(self) -> Iterator[str]: ...
     def get(self, key: str) -> torch.Tensor: ...
+    def mapped(self, key: str) -> torch.Tensor:
+        """The tensor without reading it now, where the file allows (pages read when touched)."""
+        return self.get(key)
     def release(self, key: str, tensor: torch.Tensor) -> None: ...
     def __enter__(self): return self
     def __exit__(self, *exc) -> None: ...
@@ -173,6 +176,7 @@ class _Safetensors(_Tensors):
               "I32": torch.int32, "U8": torch.uint8, "BOOL": torch.bool, "F64": torch.float64}
 
     def __init__(self, path: str):
+        self.path = path
         self.fd = os.open(path, os.O_RDONLY)
         try:
             (length,) = struct.unpack("<Q", os.pread(self.fd, 8, 0))
@@ -205,6 +209,18 @@ class _Safetensors(_Tensors):
         if not buffer:
             return torch.empty(entry["shape"], dtype=dtype)
         return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
+
+    def mapped(self, key):
+        import numpy as np
+
+        entry = self.header[key]
+        np_dtype = {"F32": np.float32, "F16": np.float16}.get(entry["dtype"])
+        start, end = entry["data_offsets"]
+        if np_dtype is None or end == start:
+            return self.get(key)
+        # Copy-on-write mapping: private to this process, never written, read only where touched.
+        array = np.memmap(self.path, dtype=np_dtype, mode="c", offset=self.base + start, shape=tuple(entry["shape"]))
+        return torch.from_numpy(array)
 
     def release(self, key, tensor):
         pass  # its buffer goes with the tensor
