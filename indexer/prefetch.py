@@ -7,7 +7,8 @@ model but its input size, so :class:`DecodeAhead` starts them first: a thread pu
 loads, and the embedding loop then reads from that queue as it would from ``decode_all``.
 
 Invariants: results come out in job order, each once, as ``decode_all`` gives them; at most
-``max_ahead`` decoded photos wait in memory (plus ``decode_all``'s own window); :meth:`close`
+``max_ahead`` decoded photos wait in memory (plus ``decode_all``'s own window), and once the
+model is loaded the caller lowers that to a batch (:meth:`DecodeAhead.limit`); :meth:`close`
 (or leaving the ``with`` block) stops the thread and shuts the decode pool down before it
 returns, whether or not the results were all read; an exception in the decode thread is raised
 to the reader.
@@ -46,7 +47,9 @@ class DecodeAhead:
         self.size = size  # the input size the jobs decode to (the caller checks it against the model's)
         self._halt = threading.Event()
         self._stop = _Either(self._halt, *([stop] if stop is not None else []))
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_ahead))
+        self._queue: queue.Queue = queue.Queue()
+        self._max_ahead = max(1, max_ahead)
+        self._room = threading.Event()  # set by the reader each time it takes a photo
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._run, args=(jobs, workers, ocr_at_once), name="photoseek-decode-ahead", daemon=True)
@@ -64,20 +67,26 @@ class DecodeAhead:
             self._put(_DONE, force=True)
 
     def _put(self, item, force: bool = False) -> bool:
-        while True:
-            if self._halt.is_set() and not force:
+        while self._queue.qsize() >= self._max_ahead and not force:
+            if self._halt.is_set():
                 return False
-            try:
-                self._queue.put(item, timeout=_POLL_SECONDS)
-                return True
-            except queue.Full:
-                if force and self._halt.is_set():
-                    return False  # nobody reads any more
+            self._room.wait(_POLL_SECONDS)
+            self._room.clear()
+        if self._halt.is_set() and not force:
+            return False
+        self._queue.put(item)
+        return True
+
+    def limit(self, max_ahead: int) -> None:
+        """From now on hold at most ``max_ahead`` decoded photos (the model is loaded: only enough
+        to keep it fed, as ``decode_all``'s own window does)."""
+        self._max_ahead = max(1, max_ahead)
 
     def __iter__(self) -> Iterator[DecodeResult]:
         while True:
             try:
                 item = self._queue.get(timeout=_POLL_SECONDS)
+                self._room.set()
             except queue.Empty:
                 if self._stop.is_set() and not self._thread.is_alive():
                     return
@@ -91,12 +100,9 @@ class DecodeAhead:
     def close(self) -> None:
         """Stop decoding and wait until the decode pool is shut down (its workers gone)."""
         self._halt.set()
-        while self._thread.is_alive():
-            try:  # make room, so that a put in progress returns
-                self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            self._thread.join(_POLL_SECONDS)
+        self._thread.join()
+        while not self._queue.empty():  # what was decoded and not read: its memory goes now
+            self._queue.get_nowait()
 
     def __enter__(self) -> DecodeAhead:
         return self

@@ -41,8 +41,14 @@ def test_at_most_max_ahead_photos_wait_and_closing_early_stops_the_workers(photo
         time.sleep(0.02)
     time.sleep(0.3)
     assert ahead._queue.qsize() == 2  # full, and no more taken
-    first = next(iter(ahead))
-    assert first.path == photos[0]
+    results = iter(ahead)
+    assert next(results).path == photos[0]
+    ahead.limit(1)  # the model is loaded: one photo ahead is enough now
+    assert next(results).path == photos[1]
+    assert next(results).path == photos[2]
+    time.sleep(0.3)
+    assert ahead._queue.qsize() <= 1
+    assert next(results).path == photos[3]
     ahead.close()
     assert not ahead._thread.is_alive()
     assert not [t for t in threading.enumerate() if t.name == "photoseek-decode-ahead"]
