@@ -6,6 +6,10 @@ batch so that a killed run resumes where it stopped. The FAISS file is rewritten
 atomically at the end (and now and then on long runs); if a crash leaves it stale,
 the next open rebuilds it from the database.
 
+The decode workers start as soon as the plan says what to embed, before the model is loaded
+(:mod:`photoseek.indexer.prefetch`): loading takes one core for seconds, and the others decode
+meanwhile; the photos decoded ahead wait in a bounded queue, cut to one batch once the model is in.
+
 Stopping: once the indexer's ``stop`` event is set (Ctrl-C or SIGTERM, see
 :mod:`photoseek.interrupts`) a run stops within moments: between scanned files, between
 decode results, before and after loading the model. It submits no more work, writes the

@@ -282,7 +282,13 @@ class ClipEncoder(Encoder):
     AVX-512 BF16: image tower about 2x faster, text tower about 2x; embeddings agree with
     fp32 to cosine >= 0.999, checked in tests/test_precision.py).
 
-    A text query runs only as many positions as it has tokens (see :meth:`_text_features`)."""
+    A text query runs only as many positions as it has tokens (see :meth:`_text_features`).
+
+    Loading (:mod:`photoseek.encoders.lean_load`): the image tower is read from the checkpoint
+    tensor by tensor straight into its run-time precision, one copy, no float32 master; the text
+    tower is read (memory-mapped float32) only for its one-time export, and loaded in the run-time
+    precision when a text is first encoded (indexing never does, so its memory is the image
+    tower's). Checkpoints the lean loader does not read load through open_clip as before."""
 
     def __init__(self, model_id: str, *, precision: str = "auto"):
         import open_clip

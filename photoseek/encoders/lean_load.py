@@ -45,8 +45,11 @@ def skeleton(open_clip, name: str, **kwargs) -> torch.nn.Module:
     """``open_clip.create_model(name, pretrained=None, **kwargs)`` with every tensor on ``meta``:
     the architecture without memory. Non-persistent buffers (the text tower's causal mask) are
     rebuilt on the CPU, as open_clip builds them."""
-    with torch.device("meta"):
-        model = open_clip.create_model(name, pretrained=None, device="meta", precision="fp32", **kwargs)
+    try:
+        with torch.device("meta"):
+            model = open_clip.create_model(name, pretrained=None, device="meta", precision="fp32", **kwargs)
+    except Exception as exc:  # a tower whose construction needs real tensors (some timm / Hugging Face ones)
+        raise NotLean(f"cannot be built without memory: {exc}") from None
     for module_name, module in model.named_modules():
         for buffer_name, buffer in list(module.named_buffers(recurse=False)):
             if buffer is None or buffer.device.type != "meta":
