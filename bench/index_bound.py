@@ -63,6 +63,8 @@ class Bound:
     peak_rss_mb: float
     peak_pss_mb: float
     peak_main_rss_mb: float
+    main_hwm_mb: float
+    peak_rss_bound_mb: float
     index_seconds: float
     others_cpu_share: dict[str, float | None] = field(default_factory=dict)
     summary_line: str = ""
@@ -78,13 +80,15 @@ class Bound:
             f"bound: {self.cores} / ({self.decode_ms:.1f} + {self.tower_ms:.1f}) ms = {self.bound_ips:.1f} photos/s",
             f"photoseek index, whole command: {self.index_wall_ips:.1f} photos/s ({self.index_seconds:.1f} s; "
             f"its own summary: {self.index_summary_ips:.1f}/s) = {self.ratio:.2f} of the bound",
-            f"peak memory of the process tree: RSS {self.peak_rss_mb:.0f} MB, PSS {self.peak_pss_mb:.0f} MB "
-            f"(main process RSS {self.peak_main_rss_mb:.0f} MB)",
+            f"peak memory of the process tree: RSS {self.peak_rss_mb:.0f} MB sampled every 0.1 s, at most "
+            f"{self.peak_rss_bound_mb:.0f} MB (main process's own peak {self.main_hwm_mb:.0f} MB by the kernel + the "
+            f"other processes' sampled peak); PSS {self.peak_pss_mb:.0f} MB",
             f"others' CPU share: {share or 'unknown'}",
         ] + ([
             f"before ({self.before['label']}): {self.before['wall_ips']:.1f} photos/s whole command "
             f"({self.before['wall_seconds']:.1f} s) = {self.before['wall_ips'] / self.bound_ips:.2f} of the bound; "
-            f"peak RSS {self.before['peak_rss_mb']:.0f} MB, PSS {self.before['peak_pss_mb']:.0f} MB; "
+            f"peak RSS {self.before['peak_rss_mb']:.0f} MB sampled, at most {self.before['peak_rss_bound_mb']:.0f} MB "
+            f"(main {self.before['main_hwm_mb']:.0f} MB), PSS {self.before['peak_pss_mb']:.0f} MB; "
             f"others' CPU {self.before['others_cpu_share'] or 0:.0%}"] if self.before else [])
 
 
@@ -148,6 +152,7 @@ def measure(model_id: str, folder: Path, n: int, *, batches: list[int], seconds:
         echo(f"    whole command {old.wall_seconds:.1f} s = {old.wall_ips:.1f} photos/s; peak RSS {old.peak_rss_mb:.0f} MB")
         earlier = {"label": str(before), "wall_ips": old.wall_ips, "wall_seconds": old.wall_seconds,
                    "summary_ips": old.summary_ips, "peak_rss_mb": old.peak_rss_mb, "peak_pss_mb": old.peak_pss_mb,
+                   "main_hwm_mb": old.main_hwm_mb, "peak_rss_bound_mb": old.peak_rss_bound_mb,
                    "others_cpu_share": old.others_cpu_share, "summary_line": old.summary_line}
     echo(f"  photoseek index on {n} photos ...")
     run = run_index(folder, model_id, images=n, env_overrides=env)
@@ -164,7 +169,8 @@ def measure(model_id: str, folder: Path, n: int, *, batches: list[int], seconds:
         model_id=model_id, cores=cores, photos=n, decode_ms=dec.decode_ms, read_hash_ms=dec.read_hash_ms,
         tower_ms=tower, tower_config=config, bound_ips=bound, index_wall_ips=run.wall_ips,
         index_summary_ips=run.summary_ips, ratio=run.wall_ips / bound, peak_rss_mb=run.peak_rss_mb,
-        peak_pss_mb=run.peak_pss_mb, peak_main_rss_mb=run.peak_main_rss_mb, index_seconds=run.wall_seconds,
+        peak_pss_mb=run.peak_pss_mb, peak_main_rss_mb=run.peak_main_rss_mb, main_hwm_mb=run.main_hwm_mb,
+        peak_rss_bound_mb=run.peak_rss_bound_mb, index_seconds=run.wall_seconds,
         others_cpu_share={"decode": max(filter(None, (dec1.others_cpu_share, dec2.others_cpu_share)), default=None),
                           "tower": max(filter(None, (tshare1, tshare2)), default=None),
                           "index run": run.others_cpu_share},
