@@ -50,7 +50,9 @@ def run_index(folder: Path, model_id: str, *, images: int, env_overrides: dict[s
     cmd = [sys.executable, "-m", "photoseek", "index", str(folder), "--index", str(index_dir),
            "--model", model_id, "--no-progress"]
     try:
-        run = run_measured(cmd, env)
+        # Run from the index folder: 'python -m' puts the working directory first on sys.path, and a
+        # checkout there would shadow the photoseek that PYTHONPATH names (index_bound.py --before).
+        run = run_measured(cmd, env, cwd=str(index_dir))
         out, err, wall, u = run.out, run.err, run.wall, run.usage
         if run.returncode != 0:
             raise RuntimeError(f"photoseek index failed ({run.returncode}):\n{err[-3000:]}")

@@ -214,12 +214,12 @@ class MeasuredRun:
     others_share: float | None
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> MeasuredRun:
+def run_measured(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> MeasuredRun:
     import subprocess
 
     with OthersMeter() as others:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
         with TreeSampler(proc.pid) as sampler:
             others.add(sampler)
             out, err = proc.communicate()

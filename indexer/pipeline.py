@@ -494,16 +494,12 @@ class Indexer:
                 vectors.save(self.files.vectors, generation)  # lets a running server see progress
                 last_vector_save = time.perf_counter()
 
-        def submit(pool: InferencePool, parts: int = 1) -> None:
-            # The last photos go in one part per inference thread: one batch alone would keep one
-            # core busy while the others, done, wait for it.
-            size = -(-len(batch) // max(1, parts))
-            for start in range(0, len(batch), max(1, size)):
-                part = batch[start:start + size]
-                pixels = np.stack([photo.pixels for _, photo in part])
-                for done, embeddings in pool.submit(part, pixels):
+        def submit(pool: InferencePool) -> None:
+            if batch:
+                pixels = np.stack([photo.pixels for _, photo in batch])
+                for done, embeddings in pool.submit(list(batch), pixels):
                     write(done, embeddings)
-            batch.clear()
+                batch.clear()
 
         if self.ray_address:
             # Decoded and embedded on Ray (indexer.ray_runner); skipped and written here as below.
@@ -555,7 +551,7 @@ class Indexer:
                     summary.interrupted = True
                     batch.clear()
                 else:
-                    submit(pool, parts=workers)
+                    submit(pool)
                 for done, embeddings in pool.drain():
                     write(done, embeddings)
         finally:
