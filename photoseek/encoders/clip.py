@@ -338,19 +338,6 @@ class ClipEncoder(Encoder):
             log.debug("loading %s with open_clip (%s)", checkpoint, why)
             model = self._load_with_open_clip(open_clip, name, checkpoint, quick_gelu, force_cfg)
         model.eval()
-
-        pp = open_clip.get_model_preprocess_cfg(model)
-        size = pp.get("size", 224)
-        if isinstance(size, (tuple, list)):
-            if len(set(size)) != 1:
-                raise EncoderUnavailable(f"{name} wants non-square {size} input; photoseek decodes square crops only")
-            size = size[0]
-        if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation", "bicubic") != "bicubic":
-            log.warning(
-                "%s was trained with %s/%s resizing; photoseek decodes with bicubic shortest-side + centre crop",
-                name, pp.get("interpolation"), pp.get("resize_mode"),
-            )
-        self.input_spec = ImageInputSpec(size=int(size), mean=tuple(pp["mean"]), std=tuple(pp["std"]))
         model.visual.to(memory_format=torch.channels_last)
         self._model = model
         # A causal text tower pooled at the end-of-text token (CLIP's own design) never looks at
@@ -363,6 +350,22 @@ class ClipEncoder(Encoder):
         cfg = open_clip.get_model_config(name) or {}
         self.dim = int(cfg.get("embed_dim") or self._probe_dim())
 
+    def _set_input_spec(self, open_clip, model, name: str) -> None:
+        """How the decode workers and :meth:`encode_pixels` prepare pixels, from the model's own
+        preprocessing config (set before the exports: the towers exported need it too)."""
+        pp = open_clip.get_model_preprocess_cfg(model)
+        size = pp.get("size", 224)
+        if isinstance(size, (tuple, list)):
+            if len(set(size)) != 1:
+                raise EncoderUnavailable(f"{name} wants non-square {size} input; photoseek decodes square crops only")
+            size = size[0]
+        if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation", "bicubic") != "bicubic":
+            log.warning(
+                "%s was trained with %s/%s resizing; photoseek decodes with bicubic shortest-side + centre crop",
+                name, pp.get("interpolation"), pp.get("resize_mode"),
+            )
+        self.input_spec = ImageInputSpec(size=int(size), mean=tuple(pp["mean"]), std=tuple(pp["std"]))
+
     def _load_lean(self, open_clip, name: str, checkpoint: str, quick_gelu: bool, force_cfg: dict):
         """The image tower in its run-time precision, from the checkpoint tensor by tensor
         (:mod:`photoseek.encoders.lean_load`); the text tower only read (float32, memory-mapped) for
@@ -371,6 +374,7 @@ class ClipEncoder(Encoder):
         with _quiet_root_log():  # open_clip warns that a model without weights is random: it is a skeleton
             model = lean_load.skeleton(open_clip, name, force_quick_gelu=quick_gelu,
                                        force_preprocess_cfg=force_cfg or None)
+        self._set_input_spec(open_clip, model, name)
         keys = list(model.state_dict())
         image_keys = [k for k in keys if k.startswith(("visual.", "logit_"))]
         text_keys = [k for k in keys if k not in image_keys]
@@ -407,15 +411,18 @@ class ClipEncoder(Encoder):
                 f"state dict for exactly this architecture, e.g. saved with torch.save(model.state_dict(), path)."
             ) from None
         model.eval()
+        self._set_input_spec(open_clip, model, name)
         self._export(model)
         return model.to(dtype=self.dtype)
 
     def _exports_needed(self) -> bool:
+        """Whether :meth:`_export` would write anything (then the lean loader reads the float32 weights for it)."""
         return _text_export_needed(self.model_id)
 
     def _export(self, model) -> None:
-        """What is written once per weights file from the float32 model: the text tower, which
-        later searches by words run without torch (photoseek.encoders.clip_text)."""
+        """What is written once per weights file from the float32 model (``self.input_spec`` is
+        set): the text tower, which later searches by words run without torch
+        (photoseek.encoders.clip_text)."""
         clip_text.export(self.model_id, model, self.tokenizer)
 
     def _ensure_text(self) -> None:
