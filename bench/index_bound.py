@@ -115,8 +115,10 @@ def decode_cost(paths: list[Path], size: int, max_photos: int = 60) -> DecodeCos
     return DecodeCost(best_decode * 1000, best_read * 1000, len(sample), others.share)
 
 
-def tower_cost(model_id: str, batches: list[int], seconds: float, echo=print):
-    """(core-ms per photo, configuration, others' share) at the image tower's best configuration."""
+def tower_cost(model_id: str, batches: list[int], seconds: float, precision: str, echo=print):
+    """(core-ms per photo, configuration, others' share) at the image tower's best configuration in
+    ``precision``, the one photoseek runs this encoder in (the offline encoder stays float32 even
+    where bf16 is faster: its vectors do not survive bf16)."""
     from model_speed import measure_limit
 
     from photoseek.settings import usable_cores
@@ -124,13 +126,14 @@ def tower_cost(model_id: str, batches: list[int], seconds: float, echo=print):
     with OthersMeter() as others:
         limit = measure_limit(model_id, batches, seconds, echo=echo)
     gc.collect()
-    workers = limit.best_workers
-    config = (f"{limit.best_precision}, batch {limit.best_batch}, {workers} call(s) x "
-              f"{max(1, usable_cores() // workers)} thread(s)")
-    return usable_cores() * 1000.0 / limit.best_ips, config, others.share, limit
+    key, ips = max(((k, v) for k, v in limit.grid.items() if k.startswith(precision + "/")), key=lambda kv: kv[1])
+    _, batch, split = key.split("/")[:3]
+    calls, threads = split.split("x")
+    config = f"{precision}, batch {batch[2:]}, {calls} call(s) x {threads} thread(s)"
+    return usable_cores() * 1000.0 / ips, config, others.share, limit
 
 
-def measure(model_id: str, folder: Path, n: int, *, batches: list[int], seconds: float, size: int,
+def measure(model_id: str, folder: Path, n: int, *, batches: list[int], seconds: float, size: int, precision: str,
             env: dict[str, str] | None = None, before: Path | None = None, echo=print) -> Bound:
     """``before``: a folder holding another photoseek package (e.g. an older commit's, laid out as
     installed): it is run on the same photos too, first, with that folder on PYTHONPATH."""
@@ -143,7 +146,7 @@ def measure(model_id: str, folder: Path, n: int, *, batches: list[int], seconds:
     dec1 = decode_cost(paths, size)
     echo(f"    decode {dec1.decode_ms:.1f} ms, read+hash {dec1.read_hash_ms:.1f} ms per photo")
     echo("  tower cost ...")
-    tower1, config1, tshare1, _ = tower_cost(model_id, batches, seconds, echo=lambda m: echo("  " + m))
+    tower1, config1, tshare1, _ = tower_cost(model_id, batches, seconds, precision, echo=lambda m: echo("  " + m))
     earlier = None
     if before is not None:
         echo(f"  photoseek index on {n} photos, code from {before} ...")
@@ -160,7 +163,7 @@ def measure(model_id: str, folder: Path, n: int, *, batches: list[int], seconds:
     echo(f"    whole command {run.wall_seconds:.1f} s = {run.wall_ips:.1f} photos/s; peak RSS {run.peak_rss_mb:.0f} MB")
     echo("  decode and tower again ...")
     dec2 = decode_cost(paths, size)
-    tower2, config2, tshare2, _ = tower_cost(model_id, batches, seconds, echo=lambda m: echo("  " + m))
+    tower2, config2, tshare2, _ = tower_cost(model_id, batches, seconds, precision, echo=lambda m: echo("  " + m))
     dec = min((dec1, dec2), key=lambda d: d.decode_ms)
     tower, config = min(((tower1, config1), (tower2, config2)))
     cores = usable_cores()
@@ -179,13 +182,20 @@ def measure(model_id: str, folder: Path, n: int, *, batches: list[int], seconds:
 
 
 def input_size(model_id: str) -> int:
+    return encoder_facts(model_id)[0]
+
+
+def encoder_facts(model_id: str) -> tuple[int, str]:
+    """(input size, the precision photoseek runs the image tower in: "bf16" or "fp32")."""
+    import torch
+
     from photoseek.encoders import load_encoder
 
     encoder = load_encoder(model_id)
-    size = encoder.input_spec.size
+    facts = encoder.input_spec.size, "bf16" if encoder.dtype == torch.bfloat16 else "fp32"
     del encoder
     gc.collect()
-    return size
+    return facts
 
 
 def main(argv=None) -> int:
@@ -217,8 +227,9 @@ def main(argv=None) -> int:
         folder = photoset.make_set(source, args.photos_count, work / "photos")
         print(f"photos: {source.description}, {args.photos_count} files (mean {source.megapixels_mean:.1f} MP)",
               file=sys.stderr)
+        facts = encoder_facts(model_id)
         bound = measure(model_id, folder, args.photos_count, batches=[int(b) for b in args.batches.split(",")],
-                        seconds=args.seconds, size=input_size(model_id),
+                        seconds=args.seconds, size=facts[0], precision=facts[1],
                         env=dict(kv.split("=", 1) for kv in args.set), before=args.before, echo=lambda m: print(m, file=sys.stderr))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -205,13 +205,14 @@ class Bench:
     def bound(self, model_id: str, limit, run: dict) -> dict:
         """The bound the decode and tower costs put on indexing (bench/index_bound.py), against the
         largest run's whole-command rate."""
-        from index_bound import decode_cost, input_size
+        from index_bound import decode_cost, encoder_facts
 
         from photoseek.settings import usable_cores
 
-        cost = decode_cost(list(self.source.paths), input_size(model_id))
+        size, precision = encoder_facts(model_id)  # the offline encoder stays fp32 even where bf16 is faster
+        cost = decode_cost(list(self.source.paths), size)
         cores = usable_cores()
-        tower_ms = cores * 1000.0 / limit.best_ips
+        tower_ms = cores * 1000.0 / max(v for k, v in limit.grid.items() if k.startswith(precision + "/"))
         bound = cores * 1000.0 / (cost.decode_ms + tower_ms)
         out = {"decode_ms": cost.decode_ms, "read_hash_ms": cost.read_hash_ms, "tower_ms": tower_ms,
                "bound_ips": bound, "wall_ips": run["wall_ips"], "ratio": run["wall_ips"] / bound,

@@ -23,8 +23,9 @@ from contextlib import closing
 
 from .decode_pool import DecodeJob, DecodeResult, decode_all
 
-# Decoded photos held while the model loads: 224 x 224 x 3 bytes each (150 KB), so 256 are ~40 MB.
-MAX_AHEAD = 256
+# Decoded photos held while the model loads: 224 x 224 x 3 bytes each (150 KB), so 128 are ~20 MB;
+# about what two decoders do while a ViT-B-32 loads (1-2 s).
+MAX_AHEAD = 128
 _POLL_SECONDS = 0.05
 _DONE = object()
 
