@@ -16,7 +16,7 @@ from pathlib import Path
 from sysmon import run_measured
 
 SUMMARY = re.compile(r"added (\d+), updated (\d+), moved (\d+), removed (\d+), skipped (\d+), unchanged (\d+) "
-                     r"in ([\d.]+) s \(([\d.]+) images/s\)")
+                     r"in ([\d.]+) s(?: \(|, )([\d.]+) images/s")
 
 
 @dataclass
@@ -31,6 +31,8 @@ class IndexRun:
     peak_rss_mb: float  # sum over the process tree (shared pages counted in every process)
     peak_pss_mb: float  # sum of proportional set sizes over the tree (shared pages counted once)
     peak_main_rss_mb: float
+    main_hwm_mb: float  # the main process's peak as the kernel counted it (sampling misses short peaks)
+    peak_rss_bound_mb: float  # main_hwm_mb + the children's sampled peak: the tree's peak is at most this
     peak_processes: int
     others_cpu_share: float | None
     summary_line: str
@@ -48,7 +50,9 @@ def run_index(folder: Path, model_id: str, *, images: int, env_overrides: dict[s
     cmd = [sys.executable, "-m", "photoseek", "index", str(folder), "--index", str(index_dir),
            "--model", model_id, "--no-progress"]
     try:
-        run = run_measured(cmd, env)
+        # Run from the index folder: 'python -m' puts the working directory first on sys.path, and a
+        # checkout there would shadow the photoseek that PYTHONPATH names (index_bound.py --before).
+        run = run_measured(cmd, env, cwd=str(index_dir))
         out, err, wall, u = run.out, run.err, run.wall, run.usage
         if run.returncode != 0:
             raise RuntimeError(f"photoseek index failed ({run.returncode}):\n{err[-3000:]}")
@@ -67,6 +71,7 @@ def run_index(folder: Path, model_id: str, *, images: int, env_overrides: dict[s
             images=images, embedded=embedded, skipped=skipped, summary_seconds=seconds,
             summary_ips=embedded / seconds if seconds else 0.0, wall_seconds=wall, wall_ips=embedded / wall,
             peak_rss_mb=u.peak_rss_mb, peak_pss_mb=u.peak_pss_mb, peak_main_rss_mb=u.peak_main_rss_mb,
+            main_hwm_mb=u.main_hwm_mb, peak_rss_bound_mb=u.main_hwm_mb + u.children_peak_rss_mb,
             peak_processes=u.peak_processes, others_cpu_share=run.others_share, summary_line=line.strip(),
         )
     finally:

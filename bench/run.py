@@ -98,7 +98,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--naive-photos", type=int, help="photos for the naive script [39; quick 16]")
     p.add_argument("--n-query-index", type=int, default=100_000, help="images in the query benchmark's index")
     p.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
-    p.add_argument("--skip", default="", help="comma-separated parts to leave out: limit,naive,index,queries,http,rclip")
+    p.add_argument("--skip", default="", help="comma-separated parts to leave out: limit,naive,index,bound,queries,http,rclip")
     p.add_argument("--set", action="append", default=[], metavar="PHOTOSEEK_X=VALUE",
                    help="environment for the 'photoseek index' runs, e.g. --set PHOTOSEEK_BATCH_SIZE=64")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -202,7 +202,28 @@ class Bench:
             self.quiet()
             recheck_limit(model_id, limit, self.limit_seconds, echo=log)
             res["limit"] = vars(limit) | {"others_cpu_share": res["limit"]["others_cpu_share"]}
+            if "bound" not in self.skip and res.get("runs"):
+                res["bound"] = self.bound(model_id, limit, max(res["runs"], key=lambda r: r["images"]))
         return res
+
+    def bound(self, model_id: str, limit, run: dict) -> dict:
+        """The bound the decode and tower costs put on indexing (bench/index_bound.py), against the
+        largest run's whole-command rate."""
+        from index_bound import decode_cost, encoder_facts
+
+        from photoseek.settings import usable_cores
+
+        size, precision = encoder_facts(model_id)  # the offline encoder stays fp32 even where bf16 is faster
+        cost = decode_cost(list(self.source.paths), size)
+        cores = usable_cores()
+        tower_ms = cores * 1000.0 / max(v for k, v in limit.grid.items() if k.startswith(precision + "/"))
+        bound = cores * 1000.0 / (cost.decode_ms + tower_ms)
+        out = {"decode_ms": cost.decode_ms, "read_hash_ms": cost.read_hash_ms, "tower_ms": tower_ms,
+               "bound_ips": bound, "wall_ips": run["wall_ips"], "ratio": run["wall_ips"] / bound,
+               "photos": run["images"], "others_cpu_share": cost.others_cpu_share}
+        log(f"  bound: {cores} / ({cost.decode_ms:.1f} ms decode + {tower_ms:.1f} ms tower) = {bound:.1f} photos/s; "
+            f"photoseek index {run['images']} photos, whole command: {run['wall_ips']:.1f} = {out['ratio']:.2f}")
+        return out
 
     def queries(self, model_id: str) -> dict:
         import queries as q
@@ -353,6 +374,14 @@ def report(out: dict) -> str:
                     f"| {run['wall_ips']:.1f} | {run['peak_rss_mb']:.0f} MB | {run['peak_pss_mb']:.0f} MB "
                     f"| {run['peak_main_rss_mb']:.0f} MB | {run['peak_processes']} | {_pct(run['others_cpu_share'])} |")
         lines += ["### Indexing runs and memory", ""] + detail + [""]
+        for name, r in idx.items():
+            b = r.get("bound")
+            if b:
+                lines += [f"Bound, {CLIP_ARCH if name == 'clip' else r['model_id']}: cores / (decode {b['decode_ms']:.1f} "
+                          f"+ tower {b['tower_ms']:.1f} ms of one core per photo) = {b['bound_ips']:.1f} photos/s; "
+                          f"`photoseek index` on {b['photos']} photos, whole command: {b['wall_ips']:.1f} photos/s = "
+                          f"**{b['ratio']:.2f}** of it (target >= 0.8).  "]
+        lines.append("")
         clip_runs = (idx.get("clip") or {}).get("runs") or []
         if len(clip_runs) >= 2:
             a, b = clip_runs[0], clip_runs[-1]

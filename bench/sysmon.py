@@ -49,6 +49,17 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
+def _hwm_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _pss_bytes(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
@@ -102,6 +113,8 @@ class TreeUsage:
     peak_rss_mb: float = 0.0  # sum of RSS over the tree (counts shared pages once per process)
     peak_pss_mb: float = 0.0  # sum of PSS: shared pages split between sharers (the honest total)
     peak_main_rss_mb: float = 0.0
+    main_hwm_mb: float = 0.0  # the main process's own peak RSS as the kernel counted it (VmHWM): no sampling gaps
+    children_peak_rss_mb: float = 0.0  # the most the other processes of the tree held at once (sampled)
     peak_processes: int = 0
     samples: int = 0
 
@@ -145,6 +158,8 @@ class TreeSampler:
                 break  # the process is gone
             u.peak_rss_mb = max(u.peak_rss_mb, sum(rss) / 2**20)
             u.peak_main_rss_mb = max(u.peak_main_rss_mb, main / 2**20)
+            u.main_hwm_mb = max(u.main_hwm_mb, _hwm_bytes(pids[0]) / 2**20)
+            u.children_peak_rss_mb = max(u.children_peak_rss_mb, sum(rss[1:]) / 2**20)
             u.peak_processes = max(u.peak_processes, len(pids))
             if u.samples % self.pss_every == 0:
                 u.peak_pss_mb = max(u.peak_pss_mb, sum(_pss_bytes(p) for p in pids) / 2**20)

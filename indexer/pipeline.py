@@ -6,6 +6,10 @@ batch so that a killed run resumes where it stopped. The FAISS file is rewritten
 atomically at the end (and now and then on long runs); if a crash leaves it stale,
 the next open rebuilds it from the database.
 
+The decode workers start as soon as the plan says what to embed, before the model is loaded
+(:mod:`photoseek.indexer.prefetch`): loading takes one core for seconds, and the others decode
+meanwhile; the photos decoded ahead wait in a bounded queue, cut to one batch once the model is in.
+
 Stopping: once the indexer's ``stop`` event is set (Ctrl-C or SIGTERM, see
 :mod:`photoseek.interrupts`) a run stops within moments: between scanned files, between
 decode results, before and after loading the model. It submits no more work, writes the
@@ -21,7 +25,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +45,7 @@ from photoseek.store import IndexFiles, VectorStore, load_vectors
 
 from .decode_pool import DecodeJob, decode_all
 from .inference import InferencePool, torch_threads_per_worker
+from .prefetch import DecodeAhead, predicted_input_size
 from .scan import FoundFile, Unreadable, walk
 
 log = logging.getLogger("photoseek.indexer")
@@ -264,16 +269,27 @@ class Indexer:
                 generation = self._apply_cheap_changes(session, plan, vectors, summary, generation, run.id)
                 if plan.embed:
                     self._check_stop()
-                    encoder = self._get_encoder(model_id)  # seconds for a large model: checked after, too
-                    self._check_stop()
-                    if not dim:
-                        dim = encoder.dim
-                        with session.begin():
-                            cat.set_meta(session, "dim", str(dim))
-                    if vectors is None and cat.uses_vector_file:
-                        vectors = VectorStore(dim)
-                    generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id,
-                                             started)  # returns early, summary.interrupted set, if stopped
+                    # The decode workers start now, while the model loads (seconds of one core).
+                    ahead = self._decode_ahead(plan, model_id)
+                    try:
+                        encoder = self._get_encoder(model_id)  # seconds for a large model: checked after, too
+                        self._check_stop()
+                        if ahead is not None and ahead.size != encoder.input_spec.size:
+                            ahead.close()  # guessed wrong: decode again at the model's size
+                            ahead = None
+                        elif ahead is not None:
+                            ahead.limit(self.settings.batch_size)  # the model is here: memory as without it
+                        if not dim:
+                            dim = encoder.dim
+                            with session.begin():
+                                cat.set_meta(session, "dim", str(dim))
+                        if vectors is None and cat.uses_vector_file:
+                            vectors = VectorStore(dim)
+                        generation = self._embed(session, plan, encoder, vectors, summary, generation, run.id,
+                                                 started, ahead)  # returns early, summary.interrupted set, if stopped
+                    finally:
+                        if ahead is not None:
+                            ahead.close()
                 if self.settings.ocr and not summary.interrupted:
                     self._check_stop()
                     generation = self._read_missing_text(session, plan, summary, generation)
@@ -422,11 +438,29 @@ class Indexer:
             vectors.remove(plan.removed_ids)
         return generation
 
-    def _embed(self, session: Session, plan: _Plan, encoder: Encoder, vectors: VectorStore | None,
-               summary: RunSummary, generation: int, run_id: int, started: float) -> int:
+    def _decode_jobs(self, plan: _Plan, size: int) -> Iterator[DecodeJob]:
         s = self.settings
         ocr_seconds = s.ocr_seconds if s.ocr else None
-        jobs = (DecodeJob(f.path, encoder.input_spec.size, s.max_image_pixels, ocr_seconds) for f in plan.embed)
+        return (DecodeJob(f.path, size, s.max_image_pixels, ocr_seconds) for f in plan.embed)
+
+    def _decode_ahead(self, plan: _Plan, model_id: str) -> DecodeAhead | None:
+        """Decoding of ``plan.embed`` started before the model is loaded, at the size it will ask
+        for (indexer.prefetch); None when that size is not known beforehand, or on Ray."""
+        if self.ray_address:
+            return None
+        size = self._encoder.input_spec.size if self._encoder is not None else predicted_input_size(model_id)
+        if not size:
+            return None
+        s = self.settings
+        return DecodeAhead(self._decode_jobs(plan, size), workers=self._decode_workers(), stop=self.stop,
+                           ocr_at_once=s.ocr_at_once if s.ocr else None, size=size)
+
+    def _embed(self, session: Session, plan: _Plan, encoder: Encoder, vectors: VectorStore | None,
+               summary: RunSummary, generation: int, run_id: int, started: float,
+               ahead: DecodeAhead | None = None) -> int:
+        s = self.settings
+        ocr_seconds = s.ocr_seconds if s.ocr else None
+        jobs = self._decode_jobs(plan, encoder.input_spec.size)
         by_path = {f.path: f for f in plan.embed}
         progress = tqdm(total=len(plan.embed), unit="img", desc="embedding", dynamic_ncols=True,
                         disable=(not self.show_progress) if self.show_progress is not None else None)
@@ -496,8 +530,9 @@ class Indexer:
         try:
             with torch_threads_per_worker(workers, s.torch_threads), InferencePool(encoder.encode_pixels, workers) as pool:
                 # closing(): leaving early shuts the decode pool down (its workers gone) right here.
-                with closing(decode_all(jobs, workers=self._decode_workers(), stop=stop,
-                                        ocr_at_once=s.ocr_at_once if s.ocr else None)) as results:
+                decoded = ahead if ahead is not None else decode_all(
+                    jobs, workers=self._decode_workers(), stop=stop, ocr_at_once=s.ocr_at_once if s.ocr else None)
+                with closing(decoded) as results:
                     for result in results:
                         if stop.is_set():
                             break

@@ -233,3 +233,14 @@ def make_edited_copies(samples: Path, folder: Path, names: list[str] | None = No
             made.append(name)
         copies[source.name] = made
     return copies
+
+
+def top10_stable(s32: np.ndarray, s16: np.ndarray, tolerance: float) -> None:
+    """Row by row, the 10 best columns by the reference scores (``s32``) and by the others agree,
+    except swaps between scores within ``tolerance`` of the tenth."""
+    for i in range(len(s32)):
+        top32 = np.argsort(-s32[i])[:10]
+        top16 = np.argsort(-s16[i])[:10]
+        tenth = s32[i][top32[-1]]
+        for j in set(top32) ^ set(top16):  # in one top-10 only: must be a near-tie at the boundary
+            assert abs(s32[i][j] - tenth) <= tolerance, (i, j, s32[i][j], tenth)

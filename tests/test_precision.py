@@ -20,6 +20,7 @@ import pytest
 from PIL import Image, features
 
 from photoseek import imaging
+from helpers import top10_stable
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_LARGE = REPO / "data" / "large"  # two real progressive camera JPEGs (10 MP), see data/PHOTOS_README.md
@@ -111,17 +112,6 @@ def _embed(encoder, pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([encoder.encode_pixels(pixels[i:i + 16]) for i in range(0, len(pixels), 16)])
 
 
-def _top10_stable(s32: np.ndarray, s16: np.ndarray, tolerance: float) -> None:
-    """Row by row, the 10 best columns by fp32 and by bf16 scores agree, except swaps between
-    scores within ``tolerance`` of the tenth."""
-    for i in range(len(s32)):
-        top32 = np.argsort(-s32[i])[:10]
-        top16 = np.argsort(-s16[i])[:10]
-        tenth = s32[i][top32[-1]]
-        for j in set(top32) ^ set(top16):  # in one top-10 only: must be a near-tie at the boundary
-            assert abs(s32[i][j] - tenth) <= tolerance, (i, j, s32[i][j], tenth)
-
-
 QUERIES = ["a cat", "a cup of coffee", "a rocket", "a sea turtle", "a guitar", "a dog on a beach at sunset",
            "a snowy mountain", "an old red car", "two kids playing football in the park", "a bowl of soup",
            "a lighthouse in the fog", "a birthday cake with candles"]
@@ -160,7 +150,7 @@ def test_vit_b32_bf16_agrees_with_fp32(vit_b32_fp32_and_bf16, samples_dir):
     s32, s16 = fp32 @ fp32.T, bf16 @ bf16.T
     np.fill_diagonal(s32, -np.inf)  # a photo is not its own neighbour
     np.fill_diagonal(s16, -np.inf)
-    _top10_stable(s32, s16, tolerance=0.002)
+    top10_stable(s32, s16, tolerance=0.002)
 
 
 @pytest.mark.slow
@@ -172,7 +162,7 @@ def test_vit_b32_text_tower_bf16_agrees_with_fp32(vit_b32_fp32_and_bf16, samples
     fp32, bf16 = fp32_encoder.encode_texts(QUERIES), bf16_encoder.encode_texts(QUERIES)
     cosine = (fp32 * bf16).sum(axis=1)
     assert cosine.min() >= 0.999, cosine.min()
-    _top10_stable(fp32 @ photos.T, bf16 @ photos.T, tolerance=0.002)
+    top10_stable(fp32 @ photos.T, bf16 @ photos.T, tolerance=0.002)
 
 
 @pytest.mark.slow

@@ -8,14 +8,16 @@ to supply the weights, instead of hanging on retries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from photoseek.encoders import clip_image, clip_text
+from photoseek.encoders import clip_image, clip_text, lean_load
 from photoseek.encoders.base import Encoder, EncoderUnavailable, ImageInputSpec
 from photoseek.encoders.precision import resolve_dtype
 
@@ -280,7 +282,13 @@ class ClipEncoder(Encoder):
     AVX-512 BF16: image tower about 2x faster, text tower about 2x; embeddings agree with
     fp32 to cosine >= 0.999, checked in tests/test_precision.py).
 
-    A text query runs only as many positions as it has tokens (see :meth:`_text_features`)."""
+    A text query runs only as many positions as it has tokens (see :meth:`_text_features`).
+
+    Loading (:mod:`photoseek.encoders.lean_load`): the image tower is read from the checkpoint
+    tensor by tensor straight into its run-time precision, one copy, no float32 master; the text
+    tower is read (memory-mapped float32) only for its one-time export, and loaded in the run-time
+    precision when a text is first encoded (indexing never does, so its memory is the image
+    tower's). Checkpoints the lean loader does not read load through open_clip as before."""
 
     def __init__(self, model_id: str, *, precision: str = "auto"):
         import open_clip
@@ -320,6 +328,70 @@ class ClipEncoder(Encoder):
             quick_gelu = bool(cfg.get("quick_gelu", False))
             self.model_id = f"{name}:{source.tag}"
 
+        self.dtype = resolve_dtype(precision)
+        self._text_lock = threading.Lock()
+        self._text_keys: list[str] = []  # the text tower's tensors, while they wait on 'meta' (lean load)
+        self.tokenizer = open_clip.get_tokenizer(name)
+        try:
+            model = self._load_lean(open_clip, name, checkpoint, quick_gelu, force_cfg)
+        except lean_load.NotLean as why:  # a layout open_clip converts, a legacy pickle: open_clip loads it
+            log.debug("loading %s with open_clip (%s)", checkpoint, why)
+            model = self._load_with_open_clip(open_clip, name, checkpoint, quick_gelu, force_cfg)
+        model.eval()
+        model.visual.to(memory_format=torch.channels_last)
+        self._model = model
+        # A causal text tower pooled at the end-of-text token (CLIP's own design) never looks at
+        # the padding after that token, so a query can stop there: 5-15 positions instead of 77.
+        self._truncate_text = (
+            isinstance(model, open_clip.CLIP)
+            and getattr(model, "text_pool_type", None) == "argmax"
+            and isinstance(getattr(model, "attn_mask", None), torch.Tensor)
+        )
+        cfg = open_clip.get_model_config(name) or {}
+        self.dim = int(cfg.get("embed_dim") or self._probe_dim())
+
+    def _set_input_spec(self, open_clip, model, name: str) -> None:
+        """How the decode workers and :meth:`encode_pixels` prepare pixels, from the model's own
+        preprocessing config (set before the exports: the towers exported need it too)."""
+        pp = open_clip.get_model_preprocess_cfg(model)
+        size = pp.get("size", 224)
+        if isinstance(size, (tuple, list)):
+            if len(set(size)) != 1:
+                raise EncoderUnavailable(f"{name} wants non-square {size} input; photoseek decodes square crops only")
+            size = size[0]
+        if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation", "bicubic") != "bicubic":
+            log.warning(
+                "%s was trained with %s/%s resizing; photoseek decodes with bicubic shortest-side + centre crop",
+                name, pp.get("interpolation"), pp.get("resize_mode"),
+            )
+        self.input_spec = ImageInputSpec(size=int(size), mean=tuple(pp["mean"]), std=tuple(pp["std"]))
+
+    def _load_lean(self, open_clip, name: str, checkpoint: str, quick_gelu: bool, force_cfg: dict):
+        """The image tower in its run-time precision, from the checkpoint tensor by tensor
+        (:mod:`photoseek.encoders.lean_load`); the text tower only read (float32, memory-mapped) for
+        its one-time export, then left unloaded until a text is encoded (:meth:`_ensure_text`).
+        Raises :class:`lean_load.NotLean` for checkpoints open_clip must convert."""
+        with _quiet_root_log():  # open_clip warns that a model without weights is random: it is a skeleton
+            model = lean_load.skeleton(open_clip, name, force_quick_gelu=quick_gelu,
+                                       force_preprocess_cfg=force_cfg or None)
+        self._set_input_spec(open_clip, model, name)
+        keys = list(model.state_dict())
+        image_keys = [k for k in keys if k.startswith(("visual.", "logit_"))]
+        text_keys = [k for k in keys if k not in image_keys]
+        if self._exports_needed():
+            # Once per weights file, from the float32 weights as stored (memory-mapped: only what an
+            # export reads is read), then dropped again.
+            lean_load.load_into(model, checkpoint, dtype=torch.float32, as_stored=True)
+            self._export(model)
+            lean_load.unload(model, keys)
+        lean_load.load_into(model, checkpoint, dtype=self.dtype, keys=image_keys)
+        self._checkpoint = checkpoint
+        self._text_keys = text_keys
+        return model.eval()
+
+    def _load_with_open_clip(self, open_clip, name: str, checkpoint: str, quick_gelu: bool, force_cfg: dict):
+        """open_clip's own loader (both towers, float32, then converted): for the checkpoints the
+        lean loader does not read."""
         try:
             model = open_clip.create_model(
                 name, pretrained=checkpoint, precision="fp32", device="cpu",
@@ -339,46 +411,51 @@ class ClipEncoder(Encoder):
                 f"state dict for exactly this architecture, e.g. saved with torch.save(model.state_dict(), path)."
             ) from None
         model.eval()
+        self._set_input_spec(open_clip, model, name)
+        self._export(model)
+        return model.to(dtype=self.dtype)
 
-        pp = open_clip.get_model_preprocess_cfg(model)
-        size = pp.get("size", 224)
-        if isinstance(size, (tuple, list)):
-            if len(set(size)) != 1:
-                raise EncoderUnavailable(f"{name} wants non-square {size} input; photoseek decodes square crops only")
-            size = size[0]
-        if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation", "bicubic") != "bicubic":
-            log.warning(
-                "%s was trained with %s/%s resizing; photoseek decodes with bicubic shortest-side + centre crop",
-                name, pp.get("interpolation"), pp.get("resize_mode"),
-            )
-        self.input_spec = ImageInputSpec(size=int(size), mean=tuple(pp["mean"]), std=tuple(pp["std"]))
-        self.tokenizer = open_clip.get_tokenizer(name)
-        # Once per weights file, from the float32 weights as loaded: later searches by words run this
-        # tower without torch (photoseek.encoders.clip_text).
+    def _exports_needed(self) -> bool:
+        """Whether :meth:`_export` would write anything (then the lean loader reads the float32 weights for it)."""
+        return any(_export_needed(path_for, self.model_id) for path_for in (clip_text.path_for, clip_image.path_for))
+
+    def _export(self, model) -> None:
+        """What is written once per weights file from the float32 model (``self.input_spec`` is
+        set): the text tower, which later searches by words run without torch
+        (photoseek.encoders.clip_text), and the image tower, for searches by an image file
+        (photoseek.encoders.clip_image)."""
         clip_text.export(self.model_id, model, self.tokenizer)
-        clip_image.export(self.model_id, model, self.input_spec)  # and searches by an image file (clip_image)
-        self.dtype = resolve_dtype(precision)
-        model.to(dtype=self.dtype)
-        model.visual.to(memory_format=torch.channels_last)
-        self.model = model
-        # A causal text tower pooled at the end-of-text token (CLIP's own design) never looks at
-        # the padding after that token, so a query can stop there: 5-15 positions instead of 77.
-        self._truncate_text = (
-            isinstance(model, open_clip.CLIP)
-            and getattr(model, "text_pool_type", None) == "argmax"
-            and isinstance(getattr(model, "attn_mask", None), torch.Tensor)
-        )
-        cfg = open_clip.get_model_config(name) or {}
-        self.dim = int(cfg.get("embed_dim") or self._probe_dim())
+        clip_image.export(self.model_id, model, self.input_spec)
+
+    def _ensure_text(self) -> None:
+        """Load the text tower (lean load leaves it out: indexing needs only the image tower)."""
+        if not self._text_keys:
+            return
+        with self._text_lock:
+            if self._text_keys:
+                lean_load.load_into(self._model, self._checkpoint, dtype=self.dtype, keys=self._text_keys)
+                self._text_keys = []
+
+    @property
+    def text_tower_loaded(self) -> bool:
+        return not self._text_keys
+
+    @property
+    def model(self):
+        """The whole open_clip model, both towers loaded (the encoder itself loads the text tower
+        only when it first encodes a text)."""
+        self._ensure_text()
+        return self._model
 
     def _probe_dim(self) -> int:
         with torch.inference_mode():
             return int(self._text_features(["a photo"]).shape[-1])
 
     def _image_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(x)
+        return self._model.encode_image(x)
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
+        self._ensure_text()
         tokens = self.tokenizer(texts)
         if not self._truncate_text:
             return self.model.encode_text(tokens)
@@ -394,3 +471,24 @@ class ClipEncoder(Encoder):
         x = m.transformer(x, attn_mask=m.attn_mask[:length, :length].to(cast_dtype))
         x = m.ln_final(x)[torch.arange(len(tokens)), eot]
         return m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+
+
+def _export_needed(path_for, model_id: str) -> bool:
+    """Whether an export (``path_for``: :func:`clip_text.path_for`, :func:`clip_image.path_for`) would
+    write now (its own test: a folder for these weights without ``meta.json``)."""
+    try:
+        path = path_for(model_id)
+    except Exception:  # no cache folder here: export would not write either
+        return False
+    return path is not None and not (path / "meta.json").is_file()
+
+
+@contextlib.contextmanager
+def _quiet_root_log():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
