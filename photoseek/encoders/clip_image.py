@@ -2,8 +2,8 @@
 
 Like the text tower (:mod:`photoseek.encoders.clip_text`, whose keys, export and transformer blocks
 this shares), a ViT image tower is exported once, when photoseek has the model loaded anyway
-(indexing, or a search that loaded it), into the user's cache folder (``image-towers``; float32, 350 MB
-for ViT-B-32), and a later search by an image file runs it in NumPy: no torch to import, no text
+(indexing, or a search that loaded it), into the user's cache folder (``image-towers``, float32),
+and a later search by an image file runs it in NumPy: no torch to import, no text
 tower to load. Each array is read when the forward pass reaches it and dropped after, so the process
 holds one layer's weights at a time, not the tower (float16 on disk would halve the file but cost
 more to convert on every query than reading float32 does).

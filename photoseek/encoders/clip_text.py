@@ -3,7 +3,7 @@
 Importing torch and open_clip and loading both towers is most of a ``photoseek search`` on a
 CLIP index, though a text query needs neither the image tower nor torch. So when photoseek
 has a CLIP model loaded anyway (indexing, or the first search), it exports the text tower's
-tensors once (:func:`export`: float32, 254 MB for ViT-B-32, one ``.npy`` file each, memory-mapped
+tensors once (:func:`export`: float32, one ``.npy`` file each, memory-mapped
 when read, so a query pages in the layers and only its tokens' rows of the embedding table) into
 the user's cache folder,
 keyed by the model id, the checkpoint file (path, size, modification time) and the open_clip
@@ -118,7 +118,7 @@ def write_export(path: Path | None, model_id: str, tensors, files: dict | None =
 
 def _remove_stale(path: Path, model_id: str) -> None:
     """Other exports of ``model_id`` beside ``path`` were made from weights since replaced (or by
-    another open_clip): never read again, so not kept (a ViT-B-32 text tower is 254 MB)."""
+    another open_clip): never read again, so not kept (a tower is hundreds of megabytes)."""
     for other in path.parent.iterdir():
         if other == path or other.name.startswith("."):
             continue
