@@ -29,12 +29,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from photoseek.encoders import Encoder, canonical_model_id, load_encoder, resolve_new_index_model
+from photoseek.encoders.factory import canonical_model_id, load_encoder, resolve_new_index_model
 from photoseek.errors import PhotoseekError
 from photoseek.files import is_under
 from photoseek.imaging import IMAGE_EXTENSIONS, DecodedPhoto, hash_file
@@ -47,6 +48,9 @@ from .decode_pool import DecodeJob, decode_all
 from .inference import InferencePool, torch_threads_per_worker
 from .prefetch import DecodeAhead, predicted_input_size
 from .scan import FoundFile, Unreadable, walk
+
+if TYPE_CHECKING:
+    from photoseek.encoders import Encoder
 
 log = logging.getLogger("photoseek.indexer")
 

@@ -472,3 +472,14 @@ assert encoder._backbone is not None
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_indexer_settles_a_checkpoint_or_offline_model_id_without_torch():
+    """An indexing run knows its model (and starts scanning and decoding) before torch and open_clip are
+    imported: they take seconds of one core that the decoders can use meanwhile."""
+    code = ("import sys; from photoseek.indexer import pipeline; from photoseek.encoders.factory import "
+            "canonical_model_id as c; print(c('ViT-B-32:/ckpt/vit.pt'), c('offline'), c('ViT-B-32:./v.safetensors') "
+            "== 'ViT-B-32:' + __import__('os').path.abspath('v.safetensors'), 'torch' in sys.modules, "
+            "'open_clip' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["ViT-B-32:/ckpt/vit.pt", "offline:lite0", "True", "False", "False"], out.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from photoseek.encoders import clip_image, clip_text, lean_load
+from photoseek.encoders.model_ids import CHECKPOINT_SUFFIXES, looks_like_path, split_model_id  # noqa: F401 - their old home
 from photoseek.encoders.base import Encoder, EncoderUnavailable, ImageInputSpec
 from photoseek.encoders.precision import resolve_dtype
 
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 # Seconds to wait for the hub to answer before calling it unreachable. Downloads themselves
 # are not cut short by this (it bounds connecting and each read, not the whole transfer).
 HUB_TIMEOUT = 5.0
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 HF_WEIGHTS_NAME = "open_clip_pytorch_model.bin"
 HF_SAFE_WEIGHTS_NAME = "open_clip_model.safetensors"
 
@@ -48,17 +48,6 @@ class WeightsSource:
         return self.url or "?"
 
 
-def split_model_id(model_id: str) -> tuple[str, str]:
-    """``"ViT-B-32:laion2b_s34b_b79k"`` -> ``("ViT-B-32", "laion2b_s34b_b79k")``; a path may contain ':' itself."""
-    name, sep, pretrained = model_id.partition(":")
-    if not sep or not name or not pretrained:
-        raise EncoderUnavailable(
-            f"model {model_id!r}: expected MODEL:PRETRAINED, e.g. 'ViT-B-32:laion2b_s34b_b79k' "
-            "or 'ViT-B-32:/path/to/checkpoint.pt' (or 'offline' for the bundled encoder)"
-        )
-    return name.strip().replace("/", "-"), pretrained.strip()
-
-
 def is_known_model(name: str) -> bool:
     import open_clip
 
@@ -69,15 +58,6 @@ def known_tags(name: str) -> list[str]:
     import open_clip
 
     return list(open_clip.list_pretrained_tags_by_model(name))
-
-
-def looks_like_path(pretrained: str) -> bool:
-    return (
-        "/" in pretrained
-        or "\\" in pretrained
-        or pretrained.startswith(("~", "."))
-        or pretrained.lower().endswith(CHECKPOINT_SUFFIXES)
-    )
 
 
 def pretrained_cfg(name: str, tag: str) -> dict:

@@ -13,8 +13,12 @@ Model ids:
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from photoseek.encoders.base import Encoder, EncoderUnavailable
+from photoseek.errors import EncoderUnavailable
+
+if TYPE_CHECKING:  # torch: only once an encoder is loaded, not to settle a model id
+    from photoseek.encoders.base import Encoder
 
 DEFAULT_CLIP_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 # lite0 over lite2: on the labelled demo photos the two are within a query or two of each
@@ -40,7 +44,7 @@ def canonical_model_id(spec: str) -> str:
     spec = _ALIASES.get(spec.lower(), spec)
     head, sep, rest = spec.partition(":")
     if head.lower() == OFFLINE_PREFIX:
-        from photoseek.encoders.offline import available_variants
+        from photoseek.encoders.offline_config import available_variants
 
         variant = rest.strip().lower()
         if variant not in available_variants():
@@ -50,13 +54,15 @@ def canonical_model_id(spec: str) -> str:
             )
         return f"{OFFLINE_PREFIX}:{variant}"
 
+    from photoseek.encoders.model_ids import looks_like_path, split_model_id
+
+    name, pretrained = split_model_id(spec)
+    if looks_like_path(pretrained):  # a file: no pretrained tag has a path's shape, so open_clip need not be asked
+        return f"{name}:{os.path.abspath(os.path.expanduser(pretrained))}"
     from photoseek.encoders import clip
 
-    name, pretrained = clip.split_model_id(spec)
     if clip.pretrained_cfg(name, pretrained):
         return f"{name}:{_clean_tag(pretrained)}"
-    if clip.looks_like_path(pretrained):
-        return f"{name}:{os.path.abspath(os.path.expanduser(pretrained))}"
     return f"{name}:{pretrained}"
 
 
