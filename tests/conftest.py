@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,14 @@ def own_cache_folder(tmp_path_factory):
     """What the tests' runs cache (a CLIP model's exported towers: 600 MB each; thumbnails) goes to a
     folder of the session's, never the user's; subprocesses inherit it."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_still_works():
+    """No test may leave the test process ignoring Ctrl-C: the processes it starts would inherit that
+    (tests/test_interrupts.py checks what a Ctrl-C does to them)."""
+    yield
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN, "this test left the process ignoring SIGINT"
 
 
 @pytest.fixture(scope="session")

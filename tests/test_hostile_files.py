@@ -372,7 +372,7 @@ def test_files_changed_between_scan_and_decode(tmp_path, samples_dir, offline_en
     """Deleted, replaced, turned into a folder, a FIFO or a link out of the roots after the scan:
     the run finishes, each is indexed as it now is or skipped with its reason, the next run
     puts things right, and the web side never serves a file from outside the roots."""
-    from photoseek.indexer import Indexer, pipeline
+    from photoseek.indexer import Indexer, pipeline, prefetch
     from photoseek.search import Searcher
 
     root, outside = tmp_path / "photos", tmp_path / "outside"
@@ -386,8 +386,14 @@ def test_files_changed_between_scan_and_decode(tmp_path, samples_dir, offline_en
 
     real_decode_all = pipeline.decode_all
 
+    changed: list[bool] = []
+
     def racing_decode_all(jobs, **kwargs):
-        jobs = list(jobs)  # the scan is over; now the files change under the indexer
+        jobs = list(jobs)  # the scan is over; now the files change under the indexer (once)
+        yield from real_decode_all(jobs, **kwargs) if changed else change_then_decode(jobs, **kwargs)
+
+    def change_then_decode(jobs, **kwargs):
+        changed.append(True)
         (root / "deleted.jpg").unlink()
         (root / "replaced.jpg").write_bytes(replacement)
         (root / "garbage.jpg").write_bytes(b"this is not a photo any more")
@@ -400,6 +406,7 @@ def test_files_changed_between_scan_and_decode(tmp_path, samples_dir, offline_en
         yield from real_decode_all(jobs, **kwargs)
 
     monkeypatch.setattr(pipeline, "decode_all", racing_decode_all)
+    monkeypatch.setattr(prefetch, "decode_all", racing_decode_all)  # decoding that starts before the model loads
     index = tmp_path / "index"
     settings = settings_factory(index, decode_workers=1)
     outcome: dict = {}

@@ -102,13 +102,13 @@ def test_concurrent_text_searches_match_sequential_ones(demo_index, offline_enco
 
     together = Searcher(demo_index, settings_factory(demo_index), encoder=offline_encoder)
     batches: list[int] = []
-    encode_texts = offline_encoder.encode_texts
+    encode_texts = together._encode_texts
 
     def counting(texts):
         batches.append(len(texts))
         return encode_texts(texts)
 
-    together._embed_texts._batch_fn = lambda texts: together._encode(lambda enc: counting(texts))
+    together._embed_texts._batch_fn = counting
     start = threading.Barrier(len(queries))
 
     def search(q):
