@@ -21,12 +21,17 @@ def own_cache_folder(tmp_path_factory):
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
 
 
+SIGINT_AT_START = signal.getsignal(signal.SIGINT)
+
+
 @pytest.fixture(autouse=True)
 def ctrl_c_still_works():
     """No test may leave the test process ignoring Ctrl-C: the processes it starts would inherit that
-    (tests/test_interrupts.py checks what a Ctrl-C does to them)."""
+    (tests/test_interrupts.py checks what a Ctrl-C does to them). A suite started ignoring it (a
+    background job of a shell without job control) is told so by those tests, not by every test."""
     yield
-    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN, "this test left the process ignoring SIGINT"
+    if SIGINT_AT_START is not signal.SIG_IGN:
+        assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN, "this test left the process ignoring SIGINT"
 
 
 @pytest.fixture(scope="session")
