@@ -440,7 +440,8 @@ def test_second_ctrl_c_ends_a_slow_stop_at_once(tmp_path, samples_dir):
     """A stop slowed down by a decode worker that does not finish (stopped here with SIGSTOP, as a
     worker stuck on a huge photo would be): a second Ctrl-C ends everything at once."""
     photos = tmp_path / "photos"
-    make_photos(photos, samples_dir, 0, 80)
+    count = 200  # more than the indexer decodes ahead while its model loads (128): workers still at work
+    make_photos(photos, samples_dir, 0, count)
     index = tmp_path / "index"
     env = job_env(2)
     job = TerminalJob(["index", str(photos), "--index", str(index), "--model", "offline"], env)
@@ -466,7 +467,7 @@ def test_second_ctrl_c_ends_a_slow_stop_at_once(tmp_path, samples_dir):
     finally:
         job.close()
     assert last_run_status(index) == "running"  # a hard exit records nothing: the next run marks it interrupted
-    finish_and_check(index, env, 80)
+    finish_and_check(index, env, count)
     assert statuses(index) == ["interrupted", "finished"]
 
 
