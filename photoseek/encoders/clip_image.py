@@ -19,12 +19,13 @@ to open_clip's own float32 tower (cosine >= 0.999, the same top 10).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from photoseek.encoders import clip_text
+from photoseek.encoders.image_side import NumpyImageSide
 from photoseek.encoders.spec import ImageInputSpec
 
 FORMAT = 1  # bump when the folder's layout changes: older ones are then ignored
@@ -76,7 +77,7 @@ def _tensors(model, spec) -> dict | None:
     return out | {"meta": meta}
 
 
-class ClipImageTower:
+class ClipImageTower(NumpyImageSide):
     """Query images through an exported CLIP image tower: ``model_id``, ``dim``, ``input_spec``,
     ``encode_pixels`` and ``encode_images``, as :class:`photoseek.encoders.Encoder` has them."""
 
@@ -88,27 +89,6 @@ class ClipImageTower:
         self.patch = meta["patch"]
         self.input_spec = ImageInputSpec(size=meta["size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]))
         self.dim = int(np.load(path / "projection.npy", mmap_mode="r").shape[1])
-
-    def encode_images(self, images: Sequence) -> np.ndarray:
-        from photoseek.imaging import fit_square, to_rgb
-
-        size = self.input_spec.size
-        return self.encode_pixels(np.stack([fit_square(to_rgb(img), size) for img in images]) if images
-                                  else np.zeros((0, size, size, 3), np.uint8))
-
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, size, size, 3) uint8 -> (N, dim) float32, unit length."""
-        size = self.input_spec.size
-        if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected (N, {size}, {size}, 3) pixels, got {pixels.shape}")
-        if not len(pixels):
-            return np.zeros((0, self.dim), np.float32)
-        from threadpoolctl import threadpool_limits
-
-        # One BLAS thread: for one image's 50 tokens, threads that spin while the other core is busy cost
-        # several times what they save (measured 0.45 s against 2.6 s next to a busy core).
-        with threadpool_limits(1, user_api="blas"):
-            return np.concatenate([self._encode_one(p) for p in pixels])
 
     def _encode_one(self, pixels: np.ndarray) -> np.ndarray:
         w, p = self.weights, self.patch

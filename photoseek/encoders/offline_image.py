@@ -4,7 +4,7 @@ The offline encoder (:mod:`photoseek.encoders.offline`) turns a photo into Image
 probabilities with EfficientNet-Lite and mixes its top classes' text vectors (ConSE). When it has
 embedded photos (indexing, or a search that loaded it) it exports what that takes, once, into the
 user's cache folder (``offline-image``): the network's weights with batch norms already folded, the
-classifier and the class matrix, as one ``.npz`` with its layer plan. A later search by an image
+classifier and the class matrix, one ``.npy`` file each, with its layer plan. A later search by an image
 file runs it here in NumPy: no torch, no text model. A test holds its vectors to the encoder's own.
 
 The network is a plain chain: a 3x3 stem convolution, MBConv blocks (optional 1x1 expansion, a
@@ -17,16 +17,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from photoseek import __version__
+from photoseek.encoders.image_side import NumpyImageSide
 from photoseek.encoders.spec import ImageInputSpec
-
-log = logging.getLogger(__name__)
 
 FORMAT = 1
 
@@ -110,7 +107,7 @@ def _tensors(encoder) -> dict | None:
 # -- the network in NumPy --------------------------------------------------------------------------
 
 
-class OfflineImageSide:
+class OfflineImageSide(NumpyImageSide):
     """Query images through an exported offline image side: ``model_id``, ``dim``, ``input_spec``,
     ``encode_pixels`` and ``encode_images``, as :class:`photoseek.encoders.Encoder` has them."""
 
@@ -119,25 +116,6 @@ class OfflineImageSide:
         self.weights = {f.stem: np.load(f, allow_pickle=False) for f in path.glob("*.npy")}
         self.model_id, self.plan, self.top_k, self.dim = model_id, meta["plan"], meta["top_k"], meta["dim"]
         self.input_spec = ImageInputSpec(size=meta["size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]))
-
-    def encode_images(self, images: Sequence) -> np.ndarray:
-        from photoseek.imaging import fit_square, to_rgb
-
-        size = self.input_spec.size
-        return self.encode_pixels(np.stack([fit_square(to_rgb(img), size) for img in images]) if images
-                                  else np.zeros((0, size, size, 3), np.uint8))
-
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, size, size, 3) uint8 -> (N, dim) float32, unit length."""
-        size = self.input_spec.size
-        if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected (N, {size}, {size}, 3) pixels, got {pixels.shape}")
-        if not len(pixels):
-            return np.zeros((0, self.dim), np.float32)
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"):  # see photoseek.encoders.clip_image
-            return np.concatenate([self._encode_one(p) for p in pixels])
 
     def _encode_one(self, pixels: np.ndarray) -> np.ndarray:
         mean, std = np.float32(self.input_spec.mean), np.float32(self.input_spec.std)
