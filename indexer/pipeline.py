@@ -278,6 +278,8 @@ class Indexer:
                     try:
                         encoder = self._get_encoder(model_id)  # seconds for a large model: checked after, too
                         self._check_stop()
+                        if not encoder.prepare_images(self.stop):  # e.g. a first run's class matrix
+                            raise _Stopped
                         if ahead is not None and ahead.size != encoder.input_spec.size:
                             ahead.close()  # guessed wrong: decode again at the model's size
                             ahead = None

@@ -300,9 +300,12 @@ def job_env(decode_workers: int, **extra: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory, samples_dir) -> Path:
+def photos(tmp_path_factory, samples_dir, offline_encoder) -> Path:
     folder = tmp_path_factory.mktemp("interrupts") / "photos"
     make_photos(folder, samples_dir, 0, N_PHOTOS)
+    # The tests pace their interrupts by a first run's time to its first batch: with the session's
+    # cache still empty, that includes the encoder's one-off class matrix and overstates the pace.
+    assert offline_encoder.prepare_images()
     return folder
 
 
@@ -564,3 +567,34 @@ def test_library_stop_from_another_thread(tmp_path, samples_dir, offline_encoder
 def _alive(pid: int) -> bool:
     fields = _proc_stat(pid)
     return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def test_ctrl_c_while_a_first_run_prepares_the_encoder(tmp_path, samples_dir, settings_factory, monkeypatch):
+    """On a new machine the offline encoder's first run embeds its 1,000 class prompts (seconds)
+    before the first batch; a stop during that ends the run within one chunk of prompts, saves
+    nothing half-made (no class matrix cached), and the next run computes it and completes."""
+    from photoseek.encoders import load_encoder, offline
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "new-machine-cache"))
+    photos, index = tmp_path / "photos", tmp_path / "index"
+    make_photos(photos, samples_dir, 0, 12)
+    stop = threading.Event()
+    chunks = []
+    embed = offline.embed_texts
+
+    def embed_and_press_ctrl_c(model, texts, **kw):
+        chunks.append(len(texts))
+        stop.set()  # as if the user pressed Ctrl-C while this chunk is being embedded
+        return embed(model, texts, **kw)
+
+    monkeypatch.setattr(offline, "embed_texts", embed_and_press_ctrl_c)
+    encoder = load_encoder("offline")
+    summary = Indexer(index, settings_factory(index), show_progress=False, stop=stop).run([photos], encoder=encoder)
+    assert summary.interrupted and summary.saved == 0 and photos_in(index) == 0
+    assert chunks == [offline._CLASS_PROMPTS_PER_CHUNK]  # one chunk of 1,000 prompts, then it stopped
+    assert not list(offline.cache_dir().glob("classes-*.npy"))
+
+    monkeypatch.setattr(offline, "embed_texts", embed)
+    again = Indexer(index, settings_factory(index), show_progress=False).run([photos], encoder=encoder)
+    assert not again.interrupted and photos_in(index) == 12
+    assert len(list(offline.cache_dir().glob("classes-*.npy"))) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -53,6 +54,11 @@ class Encoder(ABC):
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
             return _normalise(self._text_features(list(texts)))
+
+    def prepare_images(self, stop: threading.Event | None = None) -> bool:
+        """Load what the image side loads lazily, before a run's first batch; work that takes
+        long checks ``stop`` and gives up once it is set (returns False). Default: nothing to do."""
+        return True
 
     def warm_up(self) -> None:
         """Load whatever loads lazily and run each tower once, so that a server's first

@@ -148,13 +148,16 @@ def class_texts(names: Sequence[Sequence[str]], templates: Sequence[str]) -> lis
 
 
 def class_matrix(get_text_model: Callable[[], object], texts: Sequence[Sequence[str]], *,
-                 cache: bool = True, text_model: str = "minilm") -> torch.Tensor:
+                 cache: bool = True, text_model: str = "minilm",
+                 stop: threading.Event | None = None) -> torch.Tensor | None:
     """(1000, dim): each class's prompts embedded, averaged, re-normalised. Cached on disk,
     keyed by the exact texts and the text model, because embedding thousands of prompts takes
-    seconds on a small CPU while reading them back takes milliseconds.
+    tens of seconds on a small CPU while reading them back takes milliseconds.
 
     ``get_text_model`` returns the text model; it is only called on a cache miss, so a hit
-    never loads MiniLM. ``text_model`` names the model ``get_text_model`` returns (the cache key)."""
+    never loads MiniLM. ``text_model`` names the model ``get_text_model`` returns (the cache key).
+    ``stop``: checked between chunks of prompts; once set, None is returned and nothing cached
+    (a Ctrl-C during a first run on a new machine stops it within a second, not after the matrix)."""
     path = _cache_path(texts, text_model) if cache else None
     if path is not None and path.is_file():
         try:
@@ -165,7 +168,13 @@ def class_matrix(get_text_model: Callable[[], object], texts: Sequence[Sequence[
             pass
         log.warning("ignoring unreadable cache file %s", path)
     flat = [t for group in texts for t in group]
-    vectors = embed_texts(get_text_model(), flat)
+    model = get_text_model()
+    chunks = []
+    for start in range(0, len(flat), _CLASS_PROMPTS_PER_CHUNK):
+        if stop is not None and stop.is_set():
+            return None
+        chunks.append(embed_texts(model, flat[start : start + _CLASS_PROMPTS_PER_CHUNK]))
+    vectors = torch.cat(chunks)
     rows, start = [], 0
     for group in texts:
         rows.append(vectors[start : start + len(group)].mean(dim=0))
@@ -175,6 +184,9 @@ def class_matrix(get_text_model: Callable[[], object], texts: Sequence[Sequence[
     if path is not None:
         _write_atomically(path, matrix.numpy().astype(np.float32))
     return matrix
+
+
+_CLASS_PROMPTS_PER_CHUNK = 256  # about a second of MiniLM on one core: how long a stop may wait
 
 
 def cache_dir() -> Path:
@@ -236,6 +248,7 @@ class OfflineEncoder(Encoder):
         # Each side loads when first used: a text query needs neither the backbone nor the class matrix,
         # and indexing (with the class matrix cached on disk) never needs the text model.
         self._lock = threading.Lock()
+        self._matrix_lock = threading.Lock()
         self._backbone = self._classifier = self._class_matrix = self._text_model = None
         self._exported = False
 
@@ -263,12 +276,24 @@ class OfflineEncoder(Encoder):
     @property
     def class_matrix(self) -> torch.Tensor:
         if self._class_matrix is None:
-            texts = class_texts(class_names(self.config.class_names), self.config.class_templates)
-            matrix = class_matrix(lambda: self.text_model, texts, text_model=self.config.text_model)
-            with self._lock:
-                if self._class_matrix is None:
-                    self._class_matrix = matrix
+            self._compute_class_matrix(None)
         return self._class_matrix
+
+    def _compute_class_matrix(self, stop: threading.Event | None) -> bool:
+        # One computation at a time: on a cold cache, each inference thread asking for the
+        # matrix at once would embed all the prompts again.
+        with self._matrix_lock:
+            if self._class_matrix is None:
+                texts = class_texts(class_names(self.config.class_names), self.config.class_templates)
+                matrix = class_matrix(lambda: self.text_model, texts, text_model=self.config.text_model, stop=stop)
+                if matrix is None:
+                    return False
+                self._class_matrix = matrix
+        return True
+
+    def prepare_images(self, stop: threading.Event | None = None) -> bool:
+        self._load_image_side()
+        return self._compute_class_matrix(stop)
 
     @property
     def text_model(self):
