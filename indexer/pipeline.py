@@ -35,7 +35,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from photoseek.encoders.factory import canonical_model_id, load_encoder, resolve_new_index_model
+from photoseek.encoders.factory import canonical_model_id, load_indexing_encoder, resolve_new_index_model
 from photoseek.errors import PhotoseekError
 from photoseek.files import is_under
 from photoseek.imaging import IMAGE_EXTENSIONS, DecodedPhoto, hash_file
@@ -645,7 +645,7 @@ class Indexer:
 
     def _get_encoder(self, model_id: str) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_encoder(model_id, precision=self.settings.precision)
+            self._encoder = load_indexing_encoder(model_id, precision=self.settings.precision)
         return self._encoder
 
     def _inference_workers(self) -> int:

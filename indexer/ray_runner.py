@@ -9,7 +9,7 @@ embed go to Ray Data as a dataset of paths:
   function is shipped by value (see :func:`_ship_by_value`), as importing anything from
   ``photoseek.indexer`` by name would import the indexer, and with it torch, in every task.
 * embed: ``map_batches`` with a callable class on an actor pool; each actor loads the
-  encoder once (``load_encoder(model_id, precision=...)``) and calls ``encode_pixels``;
+  encoder once (``load_indexing_encoder(model_id, precision=...)``) and calls ``encode_pixels``;
   one GPU per actor where the cluster has GPUs. Rows that failed to decode pass through
   with their reason, without pixels.
 * the driver streams the finished blocks back (``iter_batches``) and writes each as one
@@ -98,11 +98,11 @@ class _EmbedActor:
     def __init__(self, model_id: str, precision: str, torch_threads: int | None):
         import torch
 
-        from photoseek.encoders import load_encoder
+        from photoseek.encoders.factory import load_indexing_encoder
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.encoder = load_encoder(model_id, precision=precision)
+        self.encoder = load_indexing_encoder(model_id, precision=precision)
 
     def __call__(self, batch: dict) -> dict:
         errors = batch["error"]

@@ -295,6 +295,38 @@ def test_the_exported_image_tower_gives_open_clips_vectors_without_torch(random_
     assert [p.name for p in exported.parent.iterdir()] == [clip_image.path_for(encoder.model_id).name]
 
 
+def test_later_index_runs_build_the_image_tower_from_its_export_without_open_clip(random_clip, tmp_path,
+                                                                                    monkeypatch):
+    """Once a CLIP model has been loaded (and its towers exported), `photoseek index` builds its image
+    tower from the export with torch alone (photoseek.encoders.clip_exported): the very vectors of the
+    full encoder, bit for bit, at either precision, and no open_clip, timm or torchvision imported."""
+    from photoseek.encoders import clip_exported, clip_text
+    from photoseek.encoders.factory import load_indexing_encoder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path, encoder = random_clip
+    assert load_indexing_encoder(encoder.model_id).__class__.__name__ == "ClipEncoder"  # first run: nothing exported
+    pixels = np.random.default_rng(1).integers(0, 256, (6, 224, 224, 3), dtype=np.uint8)
+    for precision in ("auto", "fp32"):
+        full = load_encoder(encoder.model_id, precision=precision)  # exports, as the first run did
+        built = load_indexing_encoder(encoder.model_id, precision=precision)
+        assert isinstance(built, clip_exported.ExportedClipEncoder) and built.dtype == full.dtype
+        assert (built.dim, built.input_spec) == (full.dim, full.input_spec)
+        np.testing.assert_array_equal(built.encode_pixels(pixels), full.encode_pixels(pixels))
+    # Its texts (the tag vocabulary) are the ones searches by words get: the exported text tower's.
+    np.testing.assert_array_equal(built.encode_texts(["a red car"]), clip_text.load(encoder.model_id).encode_texts(["a red car"]))
+    code = ("import sys, numpy as np; from photoseek.encoders.factory import load_indexing_encoder; "
+            f"e = load_indexing_encoder({encoder.model_id!r}); e.encode_pixels(np.zeros((1, 224, 224, 3), np.uint8)); "
+            "print(type(e).__name__, [m for m in ('open_clip', 'timm', 'torchvision') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert out.stdout.strip() == "ExportedClipEncoder []", out.stderr
+    # Replaced weights: the export is stale, and the run loads the model the open_clip way again.
+    later = path.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(later, later))
+    assert load_indexing_encoder(encoder.model_id).__class__.__name__ == "ClipEncoder"
+
+
 def test_clip_text_query_stops_at_end_of_text(random_clip):
     """Running only a query's own tokens gives open_clip's full 77-position answer, alone or
     batched with longer queries (the batch runs to its longest query)."""

@@ -83,6 +83,20 @@ def load_encoder(model_id: str, *, precision: str = "auto") -> Encoder:
     return ClipEncoder(model_id, precision=precision)
 
 
+def load_indexing_encoder(model_id: str, *, precision: str = "auto") -> Encoder:
+    """The encoder ``photoseek index`` runs: as :func:`load_encoder`, except that an open_clip model
+    whose image tower was exported earlier is built from that export without importing open_clip
+    (:mod:`photoseek.encoders.clip_exported`; the same vectors). ``model_id`` as an index records it
+    (canonical: settling a pretrained tag's spelling would import open_clip)."""
+    if model_id.partition(":")[0] != OFFLINE_PREFIX:
+        from photoseek.encoders import clip_exported
+
+        encoder = clip_exported.load(model_id, precision=precision)
+        if encoder is not None:
+            return encoder
+    return load_encoder(model_id, precision=precision)
+
+
 def resolve_new_index_model(requested: str | None) -> tuple[str, str | None]:
     """The model a NEW index should use, and a warning for the user (or None).
 
