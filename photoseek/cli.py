@@ -136,6 +136,9 @@ def index(
                                *(["--ocr"] if ocr else [])]))
     stop = StopSignals(hard_exit_message="stopped at once: the index keeps every photo saved up to its last "
                                          f"checkpoint; run '{resume}' to continue").install()
+    from photoseek import malloc
+
+    malloc.tune(arena_max=2)  # before the model threads start (see photoseek.malloc)
     from sqlalchemy.exc import DBAPIError
 
     from photoseek.indexer import Indexer, no_images_message

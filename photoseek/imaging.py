@@ -398,14 +398,9 @@ def decode_worker_init(idle_priority: bool = False, parent_pid: int | None = Non
     if parent_pid is not None:
         threading.Thread(target=_exit_when_gone, args=(parent_pid,), name="photoseek-parent-watch",
                          daemon=True).start()
-    try:
-        import ctypes
+    from photoseek import malloc
 
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD (also ends glibc's dynamic threshold)
-        libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
-    except Exception:  # not glibc: nothing to tune
-        pass
+    malloc.tune(mmap_threshold=256 << 20, trim_threshold=512 << 20)  # a fixed threshold also ends glibc's dynamic one
     if idle_priority:
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
