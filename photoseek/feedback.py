@@ -25,7 +25,8 @@ from datetime import datetime
 from pathlib import Path
 
 from photoseek.errors import BadInput, NotFound, NotWritable, PhotoseekError
-from photoseek.storage.schema import as_utc, display_path
+from photoseek.files import display_path
+from photoseek.times import as_utc
 
 MARKS = ("right", "wrong")
 CLEAR = "none"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 # Document fields, in the order the back ends index them, and how a match in each is reported
 # ("why it matched"). Searches by meaning report "semantic".
@@ -19,6 +20,14 @@ SEMANTIC = "semantic"  # and "tag": an automatic tag the query's words name (pho
 # How much a match in each field counts relative to the others (bm25 / ts_rank weights): words
 # someone chose (a caption, keywords, a file name) over words read off pixels or inherited from folders.
 FIELD_WEIGHTS = {"name": 3.0, "folders": 1.5, "caption": 3.0, "keywords": 3.0, "ocr": 1.0}
+
+@dataclass(frozen=True)
+class KeywordHit:
+    """A photo found by its words: its id and which of :data:`FIELDS` hold a query word."""
+
+    id: int
+    fields: tuple[str, ...]
+
 
 MAX_QUERY_WORDS = 12
 FIELD_LIMITS = {"name": 1000, "folders": 4000, "caption": 4000, "keywords": 4000, "ocr": 8000}

@@ -484,7 +484,7 @@ CSV_COLUMNS = ("group", "keep", "photo_id", "path", "width", "height", "size_byt
 def to_csv(report: DuplicateReport) -> str:
     """One row per photo in a group; ``keep`` is ``yes`` for the suggested keeper (whose row carries the
     reason). Dates are RFC 3339 with their offset."""
-    from photoseek.storage.schema import as_utc
+    from photoseek.times import as_utc
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

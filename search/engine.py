@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import event
 
 from photoseek.errors import BadInput, IndexNotFound, NotFound
 from photoseek.files import is_under, map_path, parse_path_map
 from photoseek.keywords import REASONS, SEMANTIC, query_words
 from photoseek.settings import Settings
-from photoseek.storage import Catalogue, catalogue_exists, open_catalogue
-from photoseek.storage.schema import as_utc, display_path
+from photoseek.storage import catalogue_exists, open_catalogue, sqlite_path
+from photoseek.files import display_path
+from photoseek.times import as_utc
 from photoseek.tune import CurrentAdapter
 from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors
 from photoseek.search.batching import Coalescer
@@ -40,6 +40,7 @@ from photoseek.search.query import Filters, SearchRequest, Term, split_tags
 from photoseek.search.tag_fusion import merge_tops, tagged_first
 
 if TYPE_CHECKING:
+    from photoseek.storage import Catalogue
     from PIL import Image
 
     from photoseek.encoders import Encoder
@@ -114,11 +115,23 @@ class TagSummary:
     counts: list[tuple[str, int, list[str]]]  # (tag, photos, parents), most photos first
 
 
-def open_index(files: IndexFiles, settings: Settings, *, connections: int = 5) -> Catalogue:
-    """The index's catalogue, read-only; :class:`IndexNotFound` with what to do when there is none."""
+def open_index(files: IndexFiles, settings: Settings, *, connections: int = 5, light: bool = False) -> Catalogue:
+    """The index's catalogue, read-only; :class:`IndexNotFound` with what to do when there is none.
+    ``light``: for a one-shot search, a SQLite catalogue read with sqlite3 alone where it can be
+    (:class:`photoseek.storage.sqlite_light.LightReader`: the full one opens on first need)."""
     if not catalogue_exists(files.root, settings.database_url):
         raise IndexNotFound(f"no index at {files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)")
-    return open_catalogue(files.root, settings.database_url, readonly=True, connections=connections)
+
+    def full() -> Catalogue:
+        return open_catalogue(files.root, settings.database_url, readonly=True, connections=connections)
+
+    if light and not settings.database_url:
+        from photoseek.storage.sqlite_light import LightReader
+
+        reader = LightReader.open(sqlite_path(files.root, None), full)
+        if reader is not None:
+            return reader
+    return full()
 
 
 def load_encoder(model_id: str, precision: str = "auto") -> Encoder:
@@ -182,13 +195,14 @@ class Searcher:
         # callers of their own may use more). Read-only: a searcher never writes, so an index on a
         # read-only mount or in another user's folder can be searched (an older schema is upgraded
         # on opening when it can be written; see photoseek.storage.migrations).
-        self.catalogue = open_index(self.files, self.settings, connections=SEARCH_CONNECTIONS)
-        self._engine = self.catalogue.engine
-        with self._engine.connect() as conn:
+        self.catalogue = open_index(self.files, self.settings, connections=SEARCH_CONNECTIONS, light=one_shot)
+        with self.catalogue.reading() as conn:
             self.model_id = self.catalogue.get_meta(conn, "model_id")
             self._index_uid = self.catalogue.identity(conn)
         if self.catalogue.identity_per_connection:
-            event.listen(self._engine, "connect", self._check_same_database)
+            from sqlalchemy import event
+
+            event.listen(self.catalogue.engine, "connect", self._check_same_database)
         self._encoder = encoder
         self._encoder_lock = threading.Lock()  # guards loading/swapping the encoder
         self._inference_lock = threading.Lock()  # one forward pass at a time: two would only fight over the cores
@@ -217,7 +231,7 @@ class Searcher:
                                 "opens the new one")
 
     def _index_state(self) -> tuple[int, int, str | None]:
-        with self._engine.connect() as conn:
+        with self.catalogue.reading() as conn:
             return self.catalogue.index_state(conn)
 
     def refresh(self) -> bool:
@@ -254,7 +268,7 @@ class Searcher:
             store = load_vectors(self.files, self.catalogue, dim=dim, generation=generation, persist=False,
                                  exact_up_to=self.settings.exact_search_up_to, pq_above=self.settings.pq_above)
         def columns() -> FilterColumns:
-            with self._engine.connect() as conn:
+            with self.catalogue.reading() as conn:
                 return FilterColumns.load(self.catalogue.filter_columns(conn), self.catalogue.tag_members(conn))
 
         return LocalVectorSearch(store, columns if self._one_shot else columns())
@@ -358,7 +372,7 @@ class Searcher:
         index = self._index
         vector = index.vector(image_id) if index is not None else None
         if vector is None:
-            with self._engine.connect() as conn:
+            with self.catalogue.reading() as conn:
                 vector = self.catalogue.embedding(conn, image_id)
         return vector
 
@@ -439,7 +453,7 @@ class Searcher:
         wanted = [w for w in wanted if w not in unwanted]
         if not wanted:
             return {}
-        with self._engine.connect() as conn:
+        with self.catalogue.reading() as conn:
             # A word in most photos' text (a folder every photo is in: "camera roll") tells none apart:
             # its matches would only reshuffle the ranking by meaning.
             most = max(1, int(COMMON_WORD_SHARE * len(self)))
@@ -478,7 +492,7 @@ class Searcher:
             words = self.keyword_matches(SearchRequest(terms=tuple(terms)), None, KEYWORD_MATCHES_BY_DATE)
             if words:
                 ids = np.union1d(ids, np.fromiter(words, dtype=np.int64))
-        with self._engine.connect() as conn:
+        with self.catalogue.reading() as conn:
             return self.catalogue.facet_counts(conn, filters, ids=ids, year=year)
 
     def query_vector(self, terms: tuple[Term, ...] | list[Term]) -> np.ndarray:
@@ -511,7 +525,7 @@ class Searcher:
     def _photos(self, ids: list[int]) -> dict[int, Photo]:
         if not ids:
             return {}
-        with self._engine.connect() as conn:
+        with self.catalogue.reading() as conn:
             return {row.id: _photo(row) for row in self.catalogue.photo_rows(conn, ids)}
 
     # -- tags (photoseek.tags) ----------------------------------------------------------------
@@ -522,7 +536,7 @@ class Searcher:
         if self._vocabulary is None:
             from photoseek.tags import vocabulary_for
 
-            with self._engine.connect() as conn:
+            with self.catalogue.reading() as conn:
                 self._vocabulary = vocabulary_for(self.catalogue, conn, self.settings.tag_vocabulary)
         return self._vocabulary
 
@@ -536,7 +550,7 @@ class Searcher:
 
     def _tag_listing(self, request: SearchRequest) -> Page:
         """A query of tags only: the photos carrying them, best tag score first (or by date)."""
-        with self._engine.connect() as conn:
+        with self.catalogue.reading() as conn:
             pairs = self.catalogue.photos_with_tags(conn, list(request.filters.tags), request.filters,
                                                     limit=request.limit + 1, offset=request.offset, sort=request.sort,
                                                     min_score=request.min_score)
@@ -557,7 +571,7 @@ class Searcher:
         tags = tags_in_query(" ".join(t.text for t in request.terms), self.vocabulary)
         if not tags:
             return scores, ids, set()
-        with self._engine.connect() as conn:
+        with self.catalogue.reading() as conn:
             tagged = {i for i, _ in self.catalogue.photos_with_tags(conn, tags, request.filters if request.filters.active
                                                                     else None, limit=None)}
         if not tagged:
@@ -568,13 +582,13 @@ class Searcher:
 
     def photo_tags(self, image_id: int) -> list[tuple[str, float, str | None]]:
         """A photo's tags, (name, score, via), best first."""
-        with self._engine.connect() as conn:
+        with self.catalogue.reading() as conn:
             return self.catalogue.tags_of(conn, image_id)
 
     def tag_summary(self) -> TagSummary:
         """What ``photoseek tags`` shows: tags with their counts, and how much of the index is tagged."""
         vocabulary = self.vocabulary
-        with self._engine.connect() as conn:
+        with self.catalogue.reading() as conn:
             counts = self.catalogue.tag_counts(conn)
             photos = self.catalogue.photo_count(conn)
             untagged = len(self.catalogue.untagged_ids(conn, vocabulary.version()))
@@ -589,7 +603,7 @@ class Searcher:
 
     def photo_text(self, image_id: int) -> dict[str, str]:
         """The words a photo is found by (:data:`photoseek.keywords.FIELDS`), empty if it has none."""
-        with self._engine.connect() as conn:
+        with self.catalogue.reading() as conn:
             return self.catalogue.photo_texts(conn, [image_id]).get(image_id, {})
 
     def photos(self, ids: list[int]) -> dict[int, Photo]:
@@ -598,7 +612,7 @@ class Searcher:
 
     def file_path(self, image_id: int) -> Path | None:
         """The real file of an indexed photo, for serving it; None for anything else."""
-        with self._engine.connect() as conn:
+        with self.catalogue.reading() as conn:
             path = self.catalogue.photo_path(conn, image_id)
             if path is None:
                 return None

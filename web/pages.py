@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import QueryParams
 
-from photoseek.storage.schema import as_utc
+from photoseek.times import as_utc
 from photoseek.errors import BadInput, NotFound, PhotoseekError
 from photoseek.search import Searcher
 from photoseek.search.query import SORTS, Filters, SearchRequest, Term, parse_date

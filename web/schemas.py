@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from photoseek.search import Hit, IndexStatus, Photo
-from photoseek.storage.schema import as_utc
+from photoseek.times import as_utc
 from photoseek.search.engine import Page
 from photoseek.search.query import format_query
 

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from photoseek.errors import PhotoseekError
-from photoseek.keywords import FIELDS, document
+from photoseek.keywords import FIELDS, KeywordHit, document  # noqa: F401 - KeywordHit: re-exported (its old home)
 from photoseek.storage.schema import (FeedbackMark, ImageRow, IndexRun, Meta, PhotoTag, PhotoText, Root, SkippedFile,
                                       TaggedPhoto, photo_date, utcnow)
 
@@ -52,12 +52,6 @@ class IndexLocked(PhotoseekError, RuntimeError):
 
     kind = "index_locked"
     status = 409
-
-
-@dataclass(frozen=True)
-class KeywordHit:
-    id: int
-    fields: tuple[str, ...]  # which of photoseek.keywords.FIELDS hold a query word
 
 
 @dataclass(frozen=True)
@@ -174,6 +168,10 @@ class Catalogue:
         """Drop what :meth:`prepare_search` built (its vectors are about to be replaced)."""
 
     # -- facts -------------------------------------------------------------------------------
+
+    def reading(self):
+        """A connection for reads (a context manager), as searches use one."""
+        return self.engine.connect()
 
     def get_meta(self, conn_or_session, key: str) -> str | None:
         return conn_or_session.execute(select(Meta.value).where(Meta.key == key)).scalar_one_or_none()

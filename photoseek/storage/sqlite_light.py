@@ -1,6 +1,7 @@
-"""What ``photoseek status`` reads of a SQLite catalogue, with the standard library's sqlite3 alone.
+"""What ``photoseek status`` and a terminal search read of a SQLite catalogue, with sqlite3 alone.
 
-Importing SQLAlchemy is most of a ``photoseek status`` otherwise (a third of a second). These few
+Importing SQLAlchemy is most of a ``photoseek status`` otherwise (a third of a second), and a good
+part of a terminal search (:class:`LightReader`, at the end). For status, these few
 read-only queries answer it when the catalogue's schema is the current one, in one transaction
 (one consistent state); any other schema (older: to upgrade; newer: to refuse) returns None, and
 the full catalogue (:mod:`photoseek.storage.sqlite`) opens it and knows what to do. A test holds the
@@ -10,8 +11,13 @@ answers equal to the catalogue's. The read-only opening and the writer's lock li
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
+import threading
+from collections import namedtuple
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,9 +52,7 @@ def status_rows(path: Path, skipped_limit: int) -> StatusRows | None:
         return None
     try:
         con.execute("BEGIN")  # one snapshot for every read below
-        if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").fetchone():
-            return None
-        if con.execute("SELECT version_num FROM alembic_version").fetchone() != (HEAD,):
+        if not _current(con):
             return None
         meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'dim', 'model_id')"))
 
@@ -73,6 +77,13 @@ def status_rows(path: Path, skipped_limit: int) -> StatusRows | None:
         return None
     finally:
         con.close()
+
+
+def _current(con: sqlite3.Connection) -> bool:
+    """Whether the catalogue's schema is the one this code writes (Alembic's head)."""
+    if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").fetchone():
+        return False
+    return con.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
 
 
 def _path(raw: bytes) -> str:
@@ -119,3 +130,175 @@ def readonly_mode(path: Path) -> str:
             con.close()
     except sqlite3.OperationalError:
         return "mode=ro&immutable=1"
+
+
+# -- what a one-shot terminal search reads ------------------------------------------------------
+
+
+_PHOTO_COLUMNS = ("id", "path", "width", "height", "size_bytes", "taken_at", "camera_make", "camera_model",
+                  "indexed_at", "file_type", "photo_date", "date_source")
+PhotoRow = namedtuple("PhotoRow", _PHOTO_COLUMNS)
+
+
+class LightConnection:
+    """A :meth:`LightReader.reading` connection: the sqlite3 one, and the full catalogue's, opened
+    only if a call the reader does not answer itself needs it."""
+
+    def __init__(self, reader: LightReader, con: sqlite3.Connection):
+        self.reader, self.con, self._full = reader, con, None
+
+    def full(self):
+        if self._full is None:
+            self._full = self.reader.full.engine.connect()
+        return self._full
+
+    def close(self) -> None:
+        if self._full is not None:
+            self._full.close()
+
+
+class LightReader:
+    """The reads of a terminal search by words (one process, one query or a few) of a SQLite
+    catalogue of the current schema, with sqlite3 alone: a terminal search otherwise spends a third
+    of a second importing SQLAlchemy. It keeps the :class:`~photoseek.storage.catalogue.Catalogue`
+    interface: anything it does not answer itself (filters, facets, a stale vector file, the writer's
+    calls) goes to the full catalogue (``full()``: the function that opens it), opened on first need.
+
+    Invariant: each answer equals the full catalogue's for the same state; a test holds them equal.
+    """
+
+    backend = "sqlite"
+    uses_vector_file = True
+    identity_per_connection = False  # one process, one short search: the index is not swapped under it
+    readonly = True
+
+    def __init__(self, path: Path, full: Callable[[], object]):
+        self.path, self._open_full, self._full = Path(path), full, None
+        self.lock_path = self.path.parent / LOCK_NAME
+        self._con = sqlite3.connect(f"file:{self.path}?{readonly_mode(self.path)}", uri=True, timeout=30,
+                                    check_same_thread=False)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path, full: Callable[[], object]) -> LightReader | None:
+        """A reader of the catalogue at ``path``; None when its schema is not the current one (then
+        open the full catalogue, which knows what to do)."""
+        try:
+            reader = cls(path, full)
+        except sqlite3.Error:
+            return None
+        try:
+            if _current(reader._con):
+                return reader
+        except sqlite3.Error:
+            pass
+        reader.close()
+        return None
+
+    @property
+    def full(self):
+        if self._full is None:
+            self._full = self._open_full()
+        return self._full
+
+    @contextmanager
+    def reading(self):
+        with self._lock:
+            conn = LightConnection(self, self._con)
+            try:
+                yield conn
+            finally:
+                conn.close()
+
+    def __getattr__(self, name: str):
+        # Everything else: the full catalogue's, given its own connection in place of ours.
+        attr = getattr(self.full, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            return attr(*(a.full() if isinstance(a, LightConnection) else a for a in args), **kwargs)
+
+        return call
+
+    def describe(self) -> str:
+        return f"SQLite at {self.path}"
+
+    def writer_alive(self) -> bool:
+        return lock_held(self.lock_path)
+
+    def close(self) -> None:
+        self._con.close()
+        if self._full is not None:
+            self._full.close()
+
+    # Each answer below is given for a connection of ours; another (the full catalogue's, passed by
+    # code that opened one itself) goes to the full catalogue.
+
+    def get_meta(self, conn, key: str) -> str | None:
+        if not isinstance(conn, LightConnection):
+            return self.full.get_meta(conn, key)
+        row = conn.con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def index_state(self, conn) -> tuple[int, int, str | None]:
+        if not isinstance(conn, LightConnection):
+            return self.full.index_state(conn)
+        meta = dict(conn.con.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'dim', 'model_id')"))
+        return int(meta.get("generation") or 0), int(meta.get("dim") or 0), meta.get("model_id")
+
+    def identity(self, conn) -> str | None:
+        return self.get_meta(conn, "index_uid")
+
+    def photo_count(self, conn) -> int:
+        if not isinstance(conn, LightConnection):
+            return self.full.photo_count(conn)
+        return conn.con.execute("SELECT count(*) FROM images").fetchone()[0]
+
+    def photo_rows(self, conn, ids: list[int]) -> list[PhotoRow]:
+        if not isinstance(conn, LightConnection):
+            return self.full.photo_rows(conn, ids)
+        if not ids:
+            return []
+        rows = conn.con.execute(f"SELECT {', '.join(_PHOTO_COLUMNS)} FROM images "  # noqa: S608 - our column names
+                                "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps([int(i) for i in ids]),))
+        return [PhotoRow(r[0], os.fsdecode(bytes(r[1])), *r[2:5], _time(r[5]), *r[6:8], _time(r[8]), r[9],
+                         _time(r[10]), r[11]) for r in rows]
+
+    def word_counts(self, conn, words: list[str], cap: int) -> dict[str, int]:
+        if not isinstance(conn, LightConnection):
+            return self.full.word_counts(conn, words, cap)
+        count = "SELECT count(*) FROM (SELECT rowid FROM photo_text_fts WHERE photo_text_fts MATCH ? LIMIT ?)"
+        return {w: conn.con.execute(count, (f'"{w}"', int(cap))).fetchone()[0] for w in words}
+
+    def keyword_search(self, conn, words: list[str], filters, limit: int):
+        if not isinstance(conn, LightConnection) or filters is not None:
+            return self.full.keyword_search(conn.full() if isinstance(conn, LightConnection) else conn,
+                                            words, filters, limit)
+        from photoseek.keywords import FIELD_WEIGHTS, FIELDS, KeywordHit
+
+        if not words:
+            return []
+        # As photoseek.storage.sqlite's: each word quoted (an FTS5 term, never query syntax), a field
+        # matched when highlight() marks a term in it, best bm25 first.
+        matched = ", ".join(f"instr(highlight(photo_text_fts, {i}, char(1), ''), char(1)) > 0" for i in range(len(FIELDS)))
+        weights = ", ".join(str(FIELD_WEIGHTS[f]) for f in FIELDS)
+        rows = conn.con.execute(
+            f"SELECT photo_text_fts.rowid, {matched} FROM photo_text_fts JOIN images ON images.id = photo_text_fts.rowid "  # noqa: S608
+            f"WHERE photo_text_fts MATCH ? ORDER BY bm25(photo_text_fts, {weights}), photo_text_fts.rowid LIMIT ?",
+            (" OR ".join(f'"{w}"' for w in words), int(limit)))
+        return [KeywordHit(int(r[0]), tuple(f for f, hit in zip(FIELDS, r[1:]) if hit)) for r in rows]
+
+    def photos_with_tags(self, conn, tags: list[str], filters=None, *, limit: int | None = 1000, offset: int = 0,
+                         sort: str = "relevance", min_score: float | None = None) -> list[tuple[int, float]]:
+        if not isinstance(conn, LightConnection) or filters is not None or sort != "relevance" or min_score is not None:
+            return self.full.photos_with_tags(conn.full() if isinstance(conn, LightConnection) else conn, tags, filters,
+                                              limit=limit, offset=offset, sort=sort, min_score=min_score)
+        if not tags:
+            return []
+        rows = conn.con.execute(
+            "SELECT photo_tags.image_id, max(photo_tags.score) FROM photo_tags JOIN images ON photo_tags.image_id = images.id "
+            "WHERE photo_tags.tag IN (SELECT value FROM json_each(?)) GROUP BY photo_tags.image_id, images.photo_date "
+            "ORDER BY max(photo_tags.score) DESC, photo_tags.image_id LIMIT ? OFFSET ?",
+            (json.dumps(list(tags)), -1 if limit is None else int(limit), int(offset)))
+        return [(int(i), float(s)) for i, s in rows]
