@@ -311,7 +311,7 @@ def test_filters_in_memory_select_exactly_what_the_sql_filter_selects(collection
 
     searcher, made, photos = collection
     db = searcher.catalogue
-    with searcher._engine.connect() as conn:
+    with searcher.catalogue.reading() as conn:
         columns = FilterColumns.load(db.filter_columns(conn))
         cases = [Filters(**kwargs) for kwargs, _ in FILTER_CASES] + [
             Filters(folder=str(photos / "trips")), Filters(folder=str(photos / "trips" / "2019")),

@@ -472,7 +472,7 @@ def test_query_limits_and_sql_parameters(site):
     def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
         statements.append(statement)
 
-    event.listen(app_searcher._engine, "before_cursor_execute", capture)
+    event.listen(app_searcher.catalogue.engine, "before_cursor_execute", capture)
     hostile = ["' OR 1=1 --", '"; DROP TABLE images; --', "coffee') UNION SELECT path FROM images --",
                "%' AND 1=1 AND '%'='", "\\x00", "\u0000nul", "a" * 500, "🐈" * 100, "*", "?", ":id", "$1"]
     try:
@@ -481,7 +481,7 @@ def test_query_limits_and_sql_parameters(site):
             assert r.status_code in (200, 400), (q, r.status_code)
         site.get(f"/api/images/{site.ids['coffee.png']}/similar", params={"limit": 3})
     finally:
-        event.remove(app_searcher._engine, "before_cursor_execute", capture)
+        event.remove(app_searcher.catalogue.engine, "before_cursor_execute", capture)
     assert statements, "no SQL was run"
     for statement in statements:
         for q in hostile:
