@@ -224,7 +224,7 @@ def test_searcher_never_reads_a_rebuilt_database_with_its_old_vectors(index_few,
     # Pooled connections still reach the old (deleted) file: the old state, whole.
     assert [(h.photo.id, h.photo.name) for h in searcher.search_text("a cup of coffee", 3)] == before
     # A new connection reaches the new file: refused, not mixed.
-    searcher._engine.dispose()
+    searcher.catalogue.engine.dispose()
     with pytest.raises(IndexReplaced, match="rebuilt or replaced"):
         searcher.search_text("a cup of coffee", 3)
     searcher.close()
