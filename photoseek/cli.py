@@ -215,13 +215,13 @@ def _write_failure(exc: BaseException, index_dir: Path, had_photos: bool) -> str
 
 def _check_similar(settings: Settings, image_id: int) -> None:
     """An unknown id is answered from the catalogue alone, before the search loads anything."""
-    from photoseek.storage import catalogue_exists, open_catalogue
+    from photoseek.storage import catalogue_exists, open_reader
 
     if not catalogue_exists(settings.resolved_index_dir, settings.database_url):
         return  # the searcher says there is no index, with what to do
-    catalogue = open_catalogue(settings.resolved_index_dir, settings.database_url, readonly=True)
+    catalogue = open_reader(settings.resolved_index_dir, settings.database_url)
     try:
-        with catalogue.engine.connect() as conn:
+        with catalogue.reading() as conn:
             found = catalogue.has_photo(conn, image_id)
     finally:
         catalogue.close()

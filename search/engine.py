@@ -26,7 +26,7 @@ from photoseek.errors import BadInput, IndexNotFound, NotFound
 from photoseek.files import is_under, map_path, parse_path_map
 from photoseek.keywords import REASONS, SEMANTIC, query_words
 from photoseek.settings import Settings
-from photoseek.storage import catalogue_exists, open_catalogue, sqlite_path
+from photoseek.storage import catalogue_exists, open_catalogue, open_reader
 from photoseek.files import display_path
 from photoseek.times import as_utc
 from photoseek.tune import CurrentAdapter
@@ -121,17 +121,9 @@ def open_index(files: IndexFiles, settings: Settings, *, connections: int = 5, l
     (:class:`photoseek.storage.sqlite_light.LightReader`: the full one opens on first need)."""
     if not catalogue_exists(files.root, settings.database_url):
         raise IndexNotFound(f"no index at {files.root}; create one with 'photoseek index FOLDER' (or pass --index DIR)")
-
-    def full() -> Catalogue:
-        return open_catalogue(files.root, settings.database_url, readonly=True, connections=connections)
-
-    if light and not settings.database_url:
-        from photoseek.storage.sqlite_light import LightReader
-
-        reader = LightReader.open(sqlite_path(files.root, None), full)
-        if reader is not None:
-            return reader
-    return full()
+    if light:
+        return open_reader(files.root, settings.database_url, connections=connections)
+    return open_catalogue(files.root, settings.database_url, readonly=True, connections=connections)
 
 
 def load_encoder(model_id: str, precision: str = "auto") -> Encoder:

@@ -32,6 +32,7 @@ def test_the_light_reader_answers_as_the_catalogue_does(demo_index):
             ids = list(range(0, light.photo_count(ours) + 3))  # and ids that are not there
             assert sorted(map(tuple, light.photo_rows(ours, ids))) == sorted(map(tuple, full.photo_rows(theirs, ids)))
             assert light.photo_rows(ours, []) == []
+            assert [light.has_photo(ours, i) for i in ids] == [full.has_photo(theirs, i) for i in ids]
             words = ["coffee", "dog", "jpg", "samples", "zzzz", "sea"]
             assert light.word_counts(ours, words, 5) == full.word_counts(theirs, words, 5)
             for query in (["coffee"], ["dog", "sea"], ["samples"], ["zzzz"], []):

@@ -72,6 +72,22 @@ def open_catalogue(index_dir: Path, database_url: str | None = None, *, readonly
     return cls(database_url, readonly=readonly, connections=connections)
 
 
+def open_reader(index_dir: Path, database_url: str | None = None, *, connections: int = 5) -> Catalogue:
+    """A read-only catalogue for a short-lived process (a terminal search): a SQLite one of the
+    current schema read with sqlite3 alone (:class:`photoseek.storage.sqlite_light.LightReader`,
+    which opens the full catalogue on first need), anything else as :func:`open_catalogue` opens it."""
+    def full() -> Catalogue:
+        return open_catalogue(index_dir, database_url, readonly=True, connections=connections)
+
+    if not database_url:
+        from photoseek.storage.sqlite_light import LightReader
+
+        reader = LightReader.open(sqlite_path(index_dir, None), full)
+        if reader is not None:
+            return reader
+    return full()
+
+
 def catalogue_exists(index_dir: Path, database_url: str | None = None) -> bool:
     """Whether there is a catalogue to read (without creating one)."""
     if backend_of(database_url) == "sqlite":

@@ -255,6 +255,11 @@ class LightReader:
             return self.full.photo_count(conn)
         return conn.con.execute("SELECT count(*) FROM images").fetchone()[0]
 
+    def has_photo(self, conn, image_id: int) -> bool:
+        if not isinstance(conn, LightConnection):
+            return self.full.has_photo(conn, image_id)
+        return conn.con.execute("SELECT 1 FROM images WHERE id = ?", (int(image_id),)).fetchone() is not None
+
     def photo_rows(self, conn, ids: list[int]) -> list[PhotoRow]:
         if not isinstance(conn, LightConnection):
             return self.full.photo_rows(conn, ids)
