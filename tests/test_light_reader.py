@@ -44,6 +44,8 @@ def test_the_light_reader_answers_as_the_catalogue_does(demo_index):
                     assert (light.photos_with_tags(ours, chosen, None, limit=limit)
                             == full.photos_with_tags(theirs, chosen, None, limit=limit)), (chosen, limit)
             assert light._full is None  # every answer above came from sqlite3 alone
+        with light.reading() as outer, light.reading() as inner:  # a read inside another's, as searches nest them
+            assert light.get_meta(inner, "model_id") == light.get_meta(outer, "model_id") is not None
         assert light.writer_alive() is full.writer_alive() is False
         assert light.describe() == full.describe()
     finally:

@@ -177,7 +177,7 @@ class LightReader:
         self.lock_path = self.path.parent / LOCK_NAME
         self._con = sqlite3.connect(f"file:{self.path}?{readonly_mode(self.path)}", uri=True, timeout=30,
                                     check_same_thread=False)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a read may start inside another's (same thread, same connection)
 
     @classmethod
     def open(cls, path: Path, full: Callable[[], object]) -> LightReader | None:
