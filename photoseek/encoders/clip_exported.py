@@ -87,12 +87,13 @@ def _state_dict(path: Path, layers: int, dtype: torch.dtype, width: int, patch: 
     The export stores linear weights as (in, out) and the patch convolution flattened: put back
     into torch's own layouts, contiguous, as open_clip holds them."""
 
-    def read(name: str, transpose: bool = False) -> torch.Tensor:
+    def read(name: str, transpose: bool = False, shape: tuple[int, ...] | None = None) -> torch.Tensor:
         array = np.load(path / f"{name}.npy", mmap_mode="r")
-        return torch.from_numpy(np.array(array.T if transpose else array, dtype=np.float32, order="C")).to(dtype)
+        array = array.T if transpose else array
+        array = array.reshape(shape) if shape is not None else array
+        return torch.from_numpy(np.array(array, dtype=np.float32, order="C")).to(dtype)
 
-    conv = np.load(path / "patch_embedding.npy", mmap_mode="r").T.reshape(width, 3, patch, patch)
-    yield "conv1.weight", torch.from_numpy(np.array(conv, dtype=np.float32, order="C")).to(dtype)
+    yield "conv1.weight", read("patch_embedding", transpose=True, shape=(width, 3, patch, patch))
     for name in ("class_embedding", "positional_embedding"):
         yield name, read(name)
     for ln in ("ln_pre", "ln_post"):

@@ -11,6 +11,7 @@ answers equal to the catalogue's. The read-only opening and the writer's lock li
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import sqlite3
@@ -47,7 +48,7 @@ def status_rows(path: Path, skipped_limit: int) -> StatusRows | None:
     """What ``status`` shows of the catalogue at ``path``; None when its schema is not the current one
     (or it cannot be read here as it is): then ask :class:`photoseek.storage.sqlite.SqliteCatalogue`."""
     try:
-        con = sqlite3.connect(f"file:{path}?{readonly_mode(path)}", uri=True, timeout=30)
+        con = _read_only(path)
     except sqlite3.Error:
         return None
     try:
@@ -113,6 +114,10 @@ def lock_held(path: Path) -> bool:
         os.close(fd)
 
 
+def _read_only(path: Path, **kwargs) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?{readonly_mode(path)}", uri=True, timeout=30, **kwargs)
+
+
 def readonly_mode(path: Path) -> str:
     """URI parameters to read ``path`` without writing anything.
 
@@ -138,6 +143,19 @@ def readonly_mode(path: Path) -> str:
 _PHOTO_COLUMNS = ("id", "path", "width", "height", "size_bytes", "taken_at", "camera_make", "camera_model",
                   "indexed_at", "file_type", "photo_date", "date_source")
 PhotoRow = namedtuple("PhotoRow", _PHOTO_COLUMNS)
+
+
+def _answered_here(method):
+    """A :class:`LightReader` method answered with sqlite3 for a connection of ours; for another (the
+    full catalogue's, passed by code that opened one itself), the full catalogue's method of that name."""
+
+    @functools.wraps(method)
+    def answer(self, conn, *args, **kwargs):
+        if isinstance(conn, LightConnection):
+            return method(self, conn, *args, **kwargs)
+        return getattr(self.full, method.__name__)(conn, *args, **kwargs)
+
+    return answer
 
 
 class LightConnection:
@@ -175,8 +193,7 @@ class LightReader:
     def __init__(self, path: Path, full: Callable[[], object]):
         self.path, self._open_full, self._full = Path(path), full, None
         self.lock_path = self.path.parent / LOCK_NAME
-        self._con = sqlite3.connect(f"file:{self.path}?{readonly_mode(self.path)}", uri=True, timeout=30,
-                                    check_same_thread=False)
+        self._con = _read_only(self.path, check_same_thread=False)
         self._lock = threading.RLock()  # a read may start inside another's (same thread, same connection)
 
     @classmethod
@@ -213,13 +230,11 @@ class LightReader:
     def __getattr__(self, name: str):
         # Everything else: the full catalogue's, given its own connection in place of ours.
         attr = getattr(self.full, name)
-        if not callable(attr):
-            return attr
+        return functools.partial(self._pass_on, name) if callable(attr) else attr
 
-        def call(*args, **kwargs):
-            return attr(*(a.full() if isinstance(a, LightConnection) else a for a in args), **kwargs)
-
-        return call
+    def _pass_on(self, name: str, *args, **kwargs):
+        """The full catalogue's ``name``, with its own connection wherever ``args`` hold one of ours."""
+        return getattr(self.full, name)(*(a.full() if isinstance(a, LightConnection) else a for a in args), **kwargs)
 
     def describe(self) -> str:
         return f"SQLite at {self.path}"
@@ -232,37 +247,31 @@ class LightReader:
         if self._full is not None:
             self._full.close()
 
-    # Each answer below is given for a connection of ours; another (the full catalogue's, passed by
-    # code that opened one itself) goes to the full catalogue.
+    # Each answer below is given here for a connection of ours (see _answered_here).
 
+    @_answered_here
     def get_meta(self, conn, key: str) -> str | None:
-        if not isinstance(conn, LightConnection):
-            return self.full.get_meta(conn, key)
         row = conn.con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    @_answered_here
     def index_state(self, conn) -> tuple[int, int, str | None]:
-        if not isinstance(conn, LightConnection):
-            return self.full.index_state(conn)
         meta = dict(conn.con.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'dim', 'model_id')"))
         return int(meta.get("generation") or 0), int(meta.get("dim") or 0), meta.get("model_id")
 
     def identity(self, conn) -> str | None:
         return self.get_meta(conn, "index_uid")
 
+    @_answered_here
     def photo_count(self, conn) -> int:
-        if not isinstance(conn, LightConnection):
-            return self.full.photo_count(conn)
         return conn.con.execute("SELECT count(*) FROM images").fetchone()[0]
 
+    @_answered_here
     def has_photo(self, conn, image_id: int) -> bool:
-        if not isinstance(conn, LightConnection):
-            return self.full.has_photo(conn, image_id)
         return conn.con.execute("SELECT 1 FROM images WHERE id = ?", (int(image_id),)).fetchone() is not None
 
+    @_answered_here
     def photo_rows(self, conn, ids: list[int]) -> list[PhotoRow]:
-        if not isinstance(conn, LightConnection):
-            return self.full.photo_rows(conn, ids)
         if not ids:
             return []
         rows = conn.con.execute(f"SELECT {', '.join(_PHOTO_COLUMNS)} FROM images "  # noqa: S608 - our column names
@@ -270,16 +279,15 @@ class LightReader:
         return [PhotoRow(r[0], os.fsdecode(bytes(r[1])), *r[2:5], _time(r[5]), *r[6:8], _time(r[8]), r[9],
                          _time(r[10]), r[11]) for r in rows]
 
+    @_answered_here
     def word_counts(self, conn, words: list[str], cap: int) -> dict[str, int]:
-        if not isinstance(conn, LightConnection):
-            return self.full.word_counts(conn, words, cap)
         count = "SELECT count(*) FROM (SELECT rowid FROM photo_text_fts WHERE photo_text_fts MATCH ? LIMIT ?)"
         return {w: conn.con.execute(count, (f'"{w}"', int(cap))).fetchone()[0] for w in words}
 
+    @_answered_here
     def keyword_search(self, conn, words: list[str], filters, limit: int):
-        if not isinstance(conn, LightConnection) or filters is not None:
-            return self.full.keyword_search(conn.full() if isinstance(conn, LightConnection) else conn,
-                                            words, filters, limit)
+        if filters is not None:
+            return self._pass_on("keyword_search", conn, words, filters, limit)
         from photoseek.keywords import FIELD_WEIGHTS, FIELDS, KeywordHit
 
         if not words:
@@ -294,11 +302,12 @@ class LightReader:
             (" OR ".join(f'"{w}"' for w in words), int(limit)))
         return [KeywordHit(int(r[0]), tuple(f for f, hit in zip(FIELDS, r[1:]) if hit)) for r in rows]
 
+    @_answered_here
     def photos_with_tags(self, conn, tags: list[str], filters=None, *, limit: int | None = 1000, offset: int = 0,
                          sort: str = "relevance", min_score: float | None = None) -> list[tuple[int, float]]:
-        if not isinstance(conn, LightConnection) or filters is not None or sort != "relevance" or min_score is not None:
-            return self.full.photos_with_tags(conn.full() if isinstance(conn, LightConnection) else conn, tags, filters,
-                                              limit=limit, offset=offset, sort=sort, min_score=min_score)
+        if filters is not None or sort != "relevance" or min_score is not None:
+            return self._pass_on("photos_with_tags", conn, tags, filters, limit=limit, offset=offset, sort=sort,
+                                 min_score=min_score)
         if not tags:
             return []
         rows = conn.con.execute(
