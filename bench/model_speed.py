@@ -71,6 +71,36 @@ def tower_ips(encoder: Encoder, batch_size: int, seconds: float, trials: int = 2
     return best
 
 
+def openvino_ips(encoder, batch_size: int, seconds: float, trials: int = 2, workers: int = 1) -> float:
+    """Images/s of an OpenVINO image tower (photoseek.encoders.clip_openvino) as the indexer runs it:
+    ``workers`` calls at once on uint8 pixels (its pixel normalisation is part of the model, so it is
+    counted here and not in :func:`tower_ips`), best of ``trials``."""
+    size = encoder.input_spec.size
+    pixels = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
+
+    def loop(budget: float, counts: list[int], slot: int) -> None:
+        n, started = 0, time.perf_counter()
+        while n < 2 or time.perf_counter() - started < budget:
+            encoder.encode_pixels(pixels)
+            n += 1
+        counts[slot] = n
+
+    best = 0.0
+    with encoder.inference_threads(workers):
+        for _ in range(workers):  # warm-up: each thread's request, the first allocation
+            encoder.encode_pixels(pixels)
+        for _ in range(trials):
+            counts = [0] * workers
+            threads = [threading.Thread(target=loop, args=(seconds / trials, counts, i)) for i in range(workers)]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            best = max(best, sum(counts) * batch_size / (time.perf_counter() - started))
+    return best
+
+
 def worker_splits() -> list[int]:
     """One call over every core, and one call per core at once (if there is more than one)."""
     return [1, usable_cores()] if usable_cores() > 1 else [1]
@@ -97,13 +127,47 @@ def measure_limit(model_id: str, batch_sizes: Sequence[int], seconds: float, ech
                     result.best_workers = workers
         del encoder
         gc.collect()
+    _measure_openvino(model_id, batch_sizes, seconds, result, echo)
     return result
+
+
+def _measure_openvino(model_id: str, batch_sizes: Sequence[int], seconds: float, result: LimitResult, echo) -> None:
+    """The OpenVINO tower the indexer runs for a CLIP model in bf16, in the same grid ("openvino/...")."""
+    from photoseek.encoders import clip_openvino
+    from photoseek.encoders.factory import OFFLINE_PREFIX, prepare_indexing_encoder
+
+    if model_id.partition(":")[0] == OFFLINE_PREFIX or not clip_openvino.runs("auto"):
+        return
+    prepare_indexing_encoder(model_id)
+    started = time.perf_counter()
+    encoder = clip_openvino.load(model_id)
+    if encoder is None:
+        echo("  limit openvino: the model did not convert")
+        return
+    result.load_seconds["openvino"] = time.perf_counter() - started
+    for bs in batch_sizes:
+        for workers in worker_splits():
+            ips = openvino_ips(encoder, bs, seconds, workers=workers)
+            split = f"{workers}x{max(1, usable_cores() // workers)}"
+            result.grid[f"openvino/bs{bs}/{split}"] = ips
+            echo(f"  limit openvino batch {bs:3d} calls x threads {split}: {ips:7.1f} images/s")
+            if ips > result.best_ips:
+                result.best_ips, result.best_batch, result.best_precision = ips, bs, "openvino"
+                result.best_workers = workers
+    del encoder
+    gc.collect()
 
 
 def recheck_limit(model_id: str, result: LimitResult, seconds: float, echo=print) -> float:
     """Measure the best configuration again (the machine may have got busier or quieter)."""
-    encoder = load_encoder(model_id, precision=result.best_precision)
-    ips = tower_ips(encoder, result.best_batch, seconds, workers=result.best_workers)
+    if result.best_precision == "openvino":
+        from photoseek.encoders import clip_openvino
+
+        encoder = clip_openvino.load(model_id)
+        ips = openvino_ips(encoder, result.best_batch, seconds, workers=result.best_workers)
+    else:
+        encoder = load_encoder(model_id, precision=result.best_precision)
+        ips = tower_ips(encoder, result.best_batch, seconds, workers=result.best_workers)
     split = f"{result.best_workers}x{max(1, usable_cores() // result.best_workers)}"
     echo(f"  limit {result.best_precision} batch {result.best_batch} calls x threads {split} again: {ips:.1f} images/s")
     key = f"{result.best_precision}/bs{result.best_batch}/{split}/again"

@@ -17,31 +17,13 @@ that order too.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 import numpy as np
 
-from photoseek.settings import usable_cores
-
 T = TypeVar("T")
-
-
-@contextmanager
-def torch_threads_per_worker(workers: int, threads_per_worker: int | None = None) -> Iterator[int]:
-    """Give each of ``workers`` inference threads its share of the cores (at least one), and
-    restore torch's setting afterwards: it is per process, and the caller may be a server."""
-    import torch
-
-    threads = threads_per_worker or max(1, usable_cores() // max(1, workers))
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(before)
 
 
 class InferencePool(Generic[T]):

@@ -35,7 +35,8 @@ import numpy as np
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from photoseek.encoders.factory import canonical_model_id, load_indexing_encoder, resolve_new_index_model
+from photoseek.encoders.factory import (canonical_model_id, load_indexing_encoder, prepare_indexing_encoder,
+                                        resolve_new_index_model)
 from photoseek.errors import PhotoseekError
 from photoseek.files import is_under
 from photoseek.imaging import IMAGE_EXTENSIONS, DecodedPhoto, hash_file
@@ -45,7 +46,7 @@ from photoseek.storage.schema import Root, utcnow
 from photoseek.store import IndexFiles, VectorStore, load_vectors
 
 from .decode_pool import DecodeJob, decode_all
-from .inference import InferencePool, torch_threads_per_worker
+from .inference import InferencePool
 from .prefetch import DecodeAhead, predicted_input_size
 from .scan import FoundFile, Unreadable, walk
 
@@ -272,6 +273,11 @@ class Indexer:
                 self._check_stop()
                 generation = self._apply_cheap_changes(session, plan, vectors, summary, generation, run.id)
                 if plan.embed:
+                    self._check_stop()
+                    # A model's first run converts its image tower (a process of its own, seconds): before
+                    # the decoders start, so that the two never hold their memory at once.
+                    prepare_indexing_encoder(model_id, precision=self.settings.precision, stop=self.stop,
+                                             openvino=self.settings.openvino)
                     self._check_stop()
                     # The decode workers start now, while the model loads (seconds of one core).
                     ahead = self._decode_ahead(plan, model_id)
@@ -534,7 +540,7 @@ class Indexer:
         workers = self._inference_workers()
         stop = self.stop
         try:
-            with torch_threads_per_worker(workers, s.torch_threads), InferencePool(encoder.encode_pixels, workers) as pool:
+            with encoder.inference_threads(workers, s.torch_threads), InferencePool(encoder.encode_pixels, workers) as pool:
                 # closing(): leaving early shuts the decode pool down (its workers gone) right here.
                 decoded = ahead if ahead is not None else decode_all(
                     jobs, workers=self._decode_workers(), stop=stop, ocr_at_once=s.ocr_at_once if s.ocr else None)
@@ -645,7 +651,8 @@ class Indexer:
 
     def _get_encoder(self, model_id: str) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_indexing_encoder(model_id, precision=self.settings.precision)
+            self._encoder = load_indexing_encoder(model_id, precision=self.settings.precision,
+                                                  openvino=self.settings.openvino)
         return self._encoder
 
     def _inference_workers(self) -> int:

@@ -97,6 +97,9 @@ class Settings(BaseModel):
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch threads per inference worker; default: cores / workers.")
     precision: str = Field(default="auto", pattern="^(auto|bf16|fp32)$")
+    openvino: bool = Field(
+        default=True, description="Index with a CLIP model's image tower in OpenVINO (converted once per model) "
+        "instead of torch: no torch in the indexing process. PHOTOSEEK_OPENVINO=0: torch.")
     max_image_pixels: int = Field(default=120_000_000, ge=1, description="Larger images are refused as bombs.")
     exact_search_up_to: int = Field(
         default=EXACT_SEARCH_UP_TO, ge=0,

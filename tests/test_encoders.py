@@ -327,6 +327,89 @@ def test_later_index_runs_build_the_image_tower_from_its_export_without_open_cli
     assert load_indexing_encoder(encoder.model_id).__class__.__name__ == "ClipEncoder"
 
 
+def _openvino_bf16() -> bool:
+    from photoseek.encoders import clip_openvino
+
+    return clip_openvino.runs("auto")
+
+
+@pytest.mark.skipif(not _openvino_bf16(), reason="OpenVINO runs the image tower in bf16 only, on CPUs with native bf16")
+def test_indexing_runs_the_image_tower_in_openvino_once_converted(random_clip, samples_dir, tmp_path, monkeypatch):
+    """A CLIP model's image tower is converted for OpenVINO once per model (a process of its own,
+    which loads the model the open_clip way when nothing is exported yet); from then on `photoseek
+    index` runs it in bf16 without importing torch. Its vectors agree with open_clip's own tower
+    (cosine >= 0.999, the photos ranked alike), with one call per thread as the indexer makes them;
+    float32 runs, and PHOTOSEEK_OPENVINO=0, keep torch; replaced weights make the conversion stale."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from photoseek.encoders import clip_exported, clip_image, clip_openvino, clip_text
+    from photoseek.encoders.factory import load_indexing_encoder, prepare_indexing_encoder
+    from photoseek.imaging import fit_square, to_rgb
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path, encoder = random_clip
+    model_id = encoder.model_id
+    assert not clip_openvino.converted(model_id) and clip_image.load(model_id) is None
+    prepare_indexing_encoder(model_id)
+    assert clip_openvino.converted(model_id) and clip_image.load(model_id) is not None
+    ov = load_indexing_encoder(model_id)
+    assert isinstance(ov, clip_openvino.OpenVinoClipEncoder)
+    fp32 = load_encoder(model_id, precision="fp32")
+    assert (ov.dim, ov.input_spec) == (fp32.dim, fp32.input_spec)
+    pixels = np.stack([fit_square(to_rgb(Image.open(p)), 224) for p in sorted(samples_dir.iterdir())[:12]])
+    with ov.inference_threads(2), ThreadPoolExecutor(2) as pool:
+        ours = np.concatenate(list(pool.map(ov.encode_pixels, (pixels[:6], pixels[6:]))))
+    theirs = fp32.encode_pixels(pixels)
+    assert ours.dtype == np.float32 and np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+    assert float((ours * theirs).sum(axis=1).min()) >= 0.999
+    for a, b in zip(ours, theirs):  # each photo as a query over all of them, both ways
+        assert list(np.argsort(-(theirs @ a))[:10]) == list(np.argsort(-(theirs @ b))[:10])
+    # Texts (the tag vocabulary) are the ones searches by words get: the exported text tower's.
+    np.testing.assert_array_equal(ov.encode_texts(["a red car"]), clip_text.load(model_id).encode_texts(["a red car"]))
+    assert isinstance(load_indexing_encoder(model_id, precision="fp32"), clip_exported.ExportedClipEncoder)
+    assert isinstance(load_indexing_encoder(model_id, openvino=False), clip_exported.ExportedClipEncoder)
+    code = ("import sys, numpy as np; from photoseek.encoders.factory import load_indexing_encoder; "
+            f"e = load_indexing_encoder({model_id!r}); e.encode_pixels(np.zeros((2, 224, 224, 3), np.uint8)); "
+            "print(type(e).__name__, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert out.stdout.strip() == "OpenVinoClipEncoder False", out.stderr
+    later = path.stat().st_mtime_ns + 10**9  # replaced weights: converted again before the next run
+    os.utime(path, ns=(later, later))
+    assert not clip_openvino.converted(model_id) and clip_openvino.load(model_id) is None
+
+
+@pytest.mark.skipif(not _openvino_bf16(), reason="OpenVINO runs the image tower in bf16 only, on CPUs with native bf16")
+def test_a_failed_or_interrupted_conversion_leaves_indexing_to_torch(random_clip, tmp_path, monkeypatch, caplog):
+    """A conversion that fails says why and leaves nothing behind: the run goes on with torch. One
+    stopped (Ctrl-C during a first run) ends at once, nothing converted."""
+    import json
+    import threading
+
+    from photoseek.encoders import clip_image, clip_openvino
+    from photoseek.encoders.factory import prepare_indexing_encoder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _, encoder = random_clip
+    model_id = encoder.model_id
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.perf_counter()
+    prepare_indexing_encoder(model_id, stop=stop)  # would load the model the open_clip way: seconds
+    assert time.perf_counter() - started < 5 and not clip_openvino.converted(model_id)
+    broken = clip_image.path_for(model_id)  # an export the converter cannot read
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "meta.json").write_text(json.dumps({"model_id": model_id, "size": 224}))
+    with caplog.at_level("WARNING"):
+        prepare_indexing_encoder(model_id)
+    assert "could not convert the image tower" in caplog.text and "indexing with torch" in caplog.text
+    assert not clip_openvino.converted(model_id)
+    converted = clip_openvino.path_for(model_id).parent
+    assert not converted.exists() or not list(converted.iterdir())  # no half-written folder
+
+
 def test_clip_text_query_stops_at_end_of_text(random_clip):
     """Running only a query's own tokens gives open_clip's full 77-position answer, alone or
     batched with longer queries (the batch runs to its longest query)."""

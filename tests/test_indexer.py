@@ -345,6 +345,29 @@ def test_open_clip_checkpoint_through_the_whole_pipeline(tmp_path, few_photos, r
     assert Indexer(index_dir, settings, show_progress=False).run([]).embedded == 0
 
 
+def test_photoseek_index_of_a_clip_model_runs_without_torch(tmp_path, few_photos, samples_dir, random_clip_checkpoint):
+    """Where the image tower runs in OpenVINO (bf16 CPUs), `photoseek index` of a CLIP model never
+    imports torch after the model's first run: the tower is the converted one, and the tags' texts go
+    through the exported NumPy text tower."""
+    import subprocess
+    import sys
+
+    from photoseek.encoders import clip_openvino
+
+    if not clip_openvino.runs("auto"):
+        pytest.skip("OpenVINO runs the image tower in bf16 only, on CPUs with native bf16")
+    model = f"ViT-B-32:{random_clip_checkpoint}"
+    index_dir = tmp_path / "clip-index"
+    helpers.run_cli("index", str(few_photos), "--index", str(index_dir), "--model", model)  # converts, once
+    shutil.copy2(samples_dir / "puppy.jpg", few_photos / "puppy.jpg")
+    code = ("import sys; from photoseek.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, "index", str(few_photos), "--index", str(index_dir), "--no-progress"],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PHOTOSEEK_DECODE_WORKERS": "1"})
+    assert "added 1," in out.stdout and out.stdout.strip().endswith("exit 0 False"), out.stdout + out.stderr
+
+
 def test_each_database_gets_one_id_for_life(tmp_path):
     """The id a reader checks (see the rebuild test above): made with the database, kept
     across opens, given once to a database from before ids existed, different per database."""

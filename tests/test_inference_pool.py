@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from photoseek.storage import schema as db
-from photoseek.indexer.inference import InferencePool, torch_threads_per_worker
+from photoseek.encoders.base import torch_threads_per_worker
+from photoseek.indexer.inference import InferencePool
 
 from helpers import embeddings_by
 
@@ -93,11 +94,12 @@ def test_parallel_inference_stores_the_same_embeddings_as_one_batch_at_a_time(tm
 ])
 def test_cores_are_shared_out_with_a_bounded_number_of_batches_in_memory(monkeypatch, tmp_path, cores, torch_threads,
                                                                           expected):
-    from photoseek.indexer import inference, pipeline
+    from photoseek.encoders import base
+    from photoseek.indexer import pipeline
     from photoseek.settings import Settings
 
     monkeypatch.setattr(pipeline, "usable_cores", lambda: cores)
-    monkeypatch.setattr(inference, "usable_cores", lambda: cores)
+    monkeypatch.setattr(base, "usable_cores", lambda: cores)
     indexer = pipeline.Indexer(tmp_path, Settings(index_dir=tmp_path, torch_threads=torch_threads))
     workers = indexer._inference_workers()
     with torch_threads_per_worker(workers, torch_threads) as threads:

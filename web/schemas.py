@@ -18,11 +18,18 @@ from photoseek.search.engine import Page
 from photoseek.search.query import format_query
 
 
+class _Out(BaseModel):
+    """The models here are built when first used, not when imported: a terminal search uses a few of
+    them, and building them all cost it more than the search."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 # RFC 3339 wants an offset: the index keeps UTC times without one.
 Timestamp = Annotated[AwareDatetime, BeforeValidator(as_utc)]
 
 
-class PhotoTagOut(BaseModel):
+class PhotoTagOut(_Out):
     """An automatic tag of a photo (photoseek.tags)."""
 
     tag: str = Field(examples=["golden retriever"], description="The tag; search for it with tag:NAME "
@@ -33,13 +40,13 @@ class PhotoTagOut(BaseModel):
                             "(\"dog\" via \"golden retriever\"); null: scored directly.")
 
 
-class TagCountOut(BaseModel):
+class TagCountOut(_Out):
     tag: str = Field(examples=["dog"])
     count: int = Field(description="Photos carrying the tag (directly or through a descendant).", examples=[2])
     parents: list[str] = Field(description="Its parents in the vocabulary's hierarchy.", examples=[["animal"]])
 
 
-class TagsResponse(BaseModel):
+class TagsResponse(_Out):
     """GET /api/tags and photoseek tags --json."""
 
     photos: int = Field(description="Photos in the index.")
@@ -50,7 +57,7 @@ class TagsResponse(BaseModel):
     tags: list[TagCountOut] = Field(description="Tags photos carry, most photos first.")
 
 
-class PhotoOut(BaseModel):
+class PhotoOut(_Out):
     """An indexed photo. ``path`` is display text; files are only ever fetched by ``id``."""
 
     id: int = Field(examples=[7])
@@ -97,7 +104,7 @@ def photo_detail_out(photo: Photo, text: dict[str, str], root: str = "") -> Phot
 Reason = Literal["semantic", "file_name", "folder", "caption", "keyword", "ocr_text", "tag"]
 
 
-class HitOut(BaseModel):
+class HitOut(_Out):
     rank: int = Field(description="1-based position in the whole result list.", examples=[1])
     score: float = Field(description="Cosine similarity to the query; higher is closer.", examples=[0.31])
     why: list[Reason] = Field(default=["semantic"], min_length=1, examples=[["semantic", "ocr_text"]], description=(
@@ -108,14 +115,14 @@ class HitOut(BaseModel):
     photo: PhotoOut
 
 
-class TermOut(BaseModel):
+class TermOut(_Out):
     weight: float = Field(description="Negative: subtracted from the query.", examples=[1.0])
     kind: Literal["text", "image", "photo"]
     text: str | None = None
     photo_id: int | None = None
 
 
-class FiltersOut(BaseModel):
+class FiltersOut(_Out):
     """Filters, as applied (responses) or asked for (the body of POST /api/search)."""
 
     after: date | None = Field(default=None, description="Taken on or after this day.")
@@ -206,7 +213,7 @@ def search_body_model(max_query_chars: int, max_upload_bytes: int) -> type[BaseM
     )
 
 
-class LanguageHintOut(BaseModel):
+class LanguageHintOut(_Out):
     """The query's words are mostly in a script the index's encoder cannot read: its results are
     likely unrelated to the query. A warning next to the results, not an error."""
 
@@ -217,7 +224,7 @@ class LanguageHintOut(BaseModel):
     message: str = Field(description="The hint, for people.")
 
 
-class SearchResponse(BaseModel):
+class SearchResponse(_Out):
     kind: Literal["text", "image", "similar"] = Field(
         description="What the search is by: 'image' when it has an uploaded photo, 'similar' when it has an "
                     "indexed photo, else 'text'. Words may refine either.")
@@ -240,12 +247,12 @@ class SearchResponse(BaseModel):
         "unrelated to the query. Null otherwise.")
 
 
-class SkippedOut(BaseModel):
+class SkippedOut(_Out):
     path: str
     reason: str
 
 
-class LastRunOut(BaseModel):
+class LastRunOut(_Out):
     started_at: Timestamp
     finished_at: Timestamp | None
     status: Literal["running", "finished", "interrupted"] = Field(
@@ -259,7 +266,7 @@ class LastRunOut(BaseModel):
     seconds: float
 
 
-class StatusResponse(BaseModel):
+class StatusResponse(_Out):
     ready: bool = Field(description="True when there is an index with photos to search.")
     message: str | None = Field(default=None, description="What to do when not ready.")
     index_dir: str
@@ -284,7 +291,7 @@ class StatusResponse(BaseModel):
                                   examples=["SQLite at /home/ann/.local/share/photoseek/index/photoseek.db"])
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(_Out):
     status: int = Field(examples=[404])
     error: str = Field(description="The HTTP reason phrase.", examples=["Not Found"])
     message: str = Field(description="What went wrong, for people.", examples=["no photo has id 12345"])
@@ -293,14 +300,14 @@ class ErrorResponse(BaseModel):
 # -- conversions ---------------------------------------------------------------------------
 
 
-class FacetValue(BaseModel):
+class FacetValue(_Out):
     value: str | None = Field(description="What to pass back as the filter (camera, folder, type, or the year "
                               "or month as digits); null: photos with no such value.")
     label: str = Field(description="For people.")
     count: int = Field(description="How many photos this choice keeps, with the other filters as they are.")
 
 
-class FacetsResponse(BaseModel):
+class FacetsResponse(_Out):
     camera: list[FacetValue]
     year: list[FacetValue] = Field(default=[], description="Per year (when no year is chosen).")
     month: list[FacetValue] = Field(default=[], description="Per month of the chosen year (?year=).")
@@ -427,12 +434,12 @@ def status_out(st: IndexStatus) -> StatusResponse:
 
 # -- near-duplicates (GET /api/duplicates) -----------------------------------------------------
 
-class DuplicateMemberOut(BaseModel):
+class DuplicateMemberOut(_Out):
     photo: PhotoOut
     keep: bool = Field(description="The suggested photo to keep in its group.")
 
 
-class DuplicatePairOut(BaseModel):
+class DuplicatePairOut(_Out):
     a: int = Field(description="A photo id.")
     b: int = Field(description="Another photo id in the same group.")
     similarity: float = Field(description="Cosine similarity of the two photos' embeddings.")
@@ -440,7 +447,7 @@ class DuplicatePairOut(BaseModel):
                                 "(mirrored or not) map onto each other: the visual check.")
 
 
-class DuplicateGroupOut(BaseModel):
+class DuplicateGroupOut(_Out):
     keeper_id: int = Field(description="The suggested photo to keep: the largest resolution, then the earliest "
                            "taken, then the first indexed.")
     reason: Literal["largest_resolution", "earliest_taken", "first_indexed"]
@@ -449,7 +456,7 @@ class DuplicateGroupOut(BaseModel):
     pairs: list[DuplicatePairOut] = Field(description="The verified pairs that join the group.")
 
 
-class DuplicatesResponse(BaseModel):
+class DuplicatesResponse(_Out):
     """Groups of near-identical photos. photoseek only lists them: it never deletes or moves a photo."""
 
     threshold: float = Field(description="The embedding similarity (cosine) from which two photos were compared.")
@@ -481,7 +488,7 @@ def duplicates_out(report, root: str = "") -> DuplicatesResponse:
     )
 
 
-class AdapterOut(BaseModel):
+class AdapterOut(_Out):
     """What ``photoseek tune`` taught the index (text queries pass through this adapter)."""
 
     version: int = Field(ge=1)
@@ -510,7 +517,7 @@ class AdapterOut(BaseModel):
     marks_wrong: int = Field(0, ge=0, description="Feedback marks 'wrong' it learned from (hard negatives).")
 
 
-class TuneResponse(BaseModel):
+class TuneResponse(_Out):
     adapter: AdapterOut | None = Field(description="The current adapter; null: the pretrained space.")
 
 
@@ -519,7 +526,7 @@ class TuneResponse(BaseModel):
 MarkValue = Literal["right", "wrong"]
 
 
-class FeedbackIn(BaseModel):
+class FeedbackIn(_Out):
     """A mark on a result of a text query: "right" (a training pair for the next tune), "wrong" (a hard
     negative), or "none" to clear it. Marking again replaces the mark."""
 
@@ -531,7 +538,7 @@ class FeedbackIn(BaseModel):
     mark: Literal["right", "wrong", "none"]
 
 
-class MarkOut(BaseModel):
+class MarkOut(_Out):
     query: str
     image_id: int = Field(ge=1)
     path: str
@@ -539,27 +546,27 @@ class MarkOut(BaseModel):
     created_at: Timestamp
 
 
-class FeedbackResponse(BaseModel):
+class FeedbackResponse(_Out):
     """The answer to a mark: the stored mark (null when cleared) and how many marks the index holds."""
 
     mark: MarkOut | None
     total: int = Field(ge=0, description="Marks in the index, every query.")
 
 
-class MarksResponse(BaseModel):
+class MarksResponse(_Out):
     marks: list[MarkOut] = Field(description="By query, newest first.")
     total: int = Field(ge=0, description="Marks in the index, every query (what the next tune learns from).")
     writable: bool = Field(description="Whether marks can be kept (false: the index is read-only here).")
 
 
-class TuneIn(BaseModel):
+class TuneIn(_Out):
     model_config = ConfigDict(extra="forbid")
     folders: bool = Field(False, description="Also use folder names as captions.")
     force: bool = Field(False, description="Apply the adapter even if it did not pass the checks.")
     feedback: bool = Field(True, description="Learn from the feedback marks (false: captions only).")
 
 
-class TuneOutcomeOut(BaseModel):
+class TuneOutcomeOut(_Out):
     """A finished tune: the adapter now applied to text queries, and what it learned, in words."""
 
     applied: bool

@@ -19,7 +19,7 @@ import torch
 
 from photoseek.encoders import clip_image, clip_text, lean_load
 from photoseek.encoders.model_ids import CHECKPOINT_SUFFIXES, looks_like_path, split_model_id  # noqa: F401 - their old home
-from photoseek.encoders.base import Encoder, EncoderUnavailable, ImageInputSpec
+from photoseek.encoders.base import EncoderUnavailable, ImageInputSpec, TorchEncoder
 from photoseek.encoders.precision import resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ def _file_model_name(source: WeightsSource) -> str:
     return source.model
 
 
-class ClipEncoder(Encoder):
+class ClipEncoder(TorchEncoder):
     """An open_clip model, both towers in bf16 where the CPU has native bf16 (ViT-B-32 on
     AVX-512 BF16: image tower about 2x faster, text tower about 2x; embeddings agree with
     fp32 to cosine >= 0.999, checked in tests/test_precision.py).

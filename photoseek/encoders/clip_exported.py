@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from photoseek.encoders import clip_image, clip_text
-from photoseek.encoders.base import Encoder
+from photoseek.encoders.base import TorchEncoder
 from photoseek.encoders.precision import resolve_dtype
 from photoseek.encoders.spec import ImageInputSpec
 
@@ -129,7 +129,7 @@ def load_vision_tower(path: Path, dtype: torch.dtype) -> tuple[VisionTower, dict
     return tower.eval().to(memory_format=torch.channels_last), meta
 
 
-class ExportedClipEncoder(Encoder):
+class ExportedClipEncoder(TorchEncoder):
     """An open_clip model's encoder for ``photoseek index``, from its exports (see the module)."""
 
     def __init__(self, model_id: str, path: Path, *, precision: str = "auto"):

@@ -82,10 +82,12 @@ def export(model_id: str, model, tokenizer) -> Path | None:
                         {"bpe_merges.txt": lambda: gzip.open(_bpe_path()).read()}, what="text tower")
 
 
-def write_export(path: Path | None, model_id: str, tensors, files: dict | None = None, *, what: str) -> Path | None:
+def write_export(path: Path | None, model_id: str, tensors, files: dict | None = None, *, what: str,
+                 writer=None) -> Path | None:
     """Write ``tensors()`` (a dict of arrays plus ``"meta"``; None: a model this cannot run) as one
-    ``.npy`` file each, ``files`` (name -> bytes maker) and ``meta.json`` into ``path``, unless it is
-    there already. Exports of the same model for weights since replaced are removed: one per model."""
+    ``.npy`` file each, ``files`` (name -> bytes maker), what ``writer(folder)`` writes, and
+    ``meta.json`` into ``path``, unless it is there already. Exports of the same model for weights
+    since replaced are removed: one per model."""
     try:
         if path is None or (path / "meta.json").is_file():
             return path
@@ -101,6 +103,8 @@ def write_export(path: Path | None, model_id: str, tensors, files: dict | None =
                 np.save(staging / f"{name}.npy", array, allow_pickle=False)
             for name, make in (files or {}).items():
                 (staging / name).write_bytes(make())
+            if writer is not None:
+                writer(staging)
             (staging / "meta.json").write_text(json.dumps(meta))
             try:
                 os.rename(staging, path)
@@ -207,24 +211,41 @@ class ClipTextTower:
         self.dim = int(self.weights["text_projection"].shape[1])
 
     def encode_texts(self, texts) -> np.ndarray:
+        """Texts -> (N, dim) unit vectors. A query runs alone; many texts (a tag vocabulary) run in
+        batches of similar length, each text's tokens padded to the batch's longest: with the
+        causal mask the padding after a text's end changes nothing it sees."""
         from threadpoolctl import threadpool_limits
 
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        with threadpool_limits(1, user_api="blas"):  # small matrices: see photoseek.encoders.minilm
-            return np.concatenate([self._encode_one(t) for t in texts])
+        tokens = [self.tokenizer.encode(t) for t in texts]
+        out = np.empty((len(texts), self.dim), np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(tokens[i]))
+        for start in range(0, len(order), TEXT_BATCH):
+            batch = order[start:start + TEXT_BATCH]
+            rows = sum(len(tokens[i]) for i in batch)
+            # Small matrices (a query) on one BLAS thread, see photoseek.encoders.minilm; batches on all.
+            with threadpool_limits(1 if rows < 256 else None, user_api="blas"):
+                out[batch] = self._encode_batch([tokens[i] for i in batch])
+        return out
 
-    def _encode_one(self, text: str) -> np.ndarray:
+    def _encode_batch(self, tokens: list[list[int]]) -> np.ndarray:
         w = self.weights
-        tokens = self.tokenizer.encode(text)
-        length = len(tokens)  # up to the end-of-text token: with the causal mask the padding changes nothing
-        x = w["token_embedding"][tokens] + w["positional_embedding"][:length]
+        lengths = np.array([len(t) for t in tokens])  # each up to its end-of-text token
+        length = int(lengths.max())
+        ids = np.zeros((len(tokens), length), np.int64)
+        for row, t in enumerate(tokens):
+            ids[row, :len(t)] = t
+        x = w["token_embedding"][ids] + w["positional_embedding"][:length]
         causal = np.triu(np.full((length, length), -np.inf, np.float32), 1)
         x = run_blocks(x, w, self.layers, self.heads, self.act, self.eps, causal)
-        pooled = layer_norm(x[-1:], w, "ln_final", self.eps) @ w["text_projection"]
+        pooled = layer_norm(x[np.arange(len(tokens)), lengths - 1], w, "ln_final", self.eps) @ w["text_projection"]
         if "text_projection_bias" in w:
             pooled = pooled + w["text_projection_bias"]
-        return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+        return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+TEXT_BATCH = 64  # texts per forward pass when there are many (tags): long enough matrices for BLAS
 
 
 def layer_norm(x: np.ndarray, w, prefix: str, eps: float) -> np.ndarray:
@@ -238,31 +259,36 @@ def layer_norm(x: np.ndarray, w, prefix: str, eps: float) -> np.ndarray:
 def run_blocks(x: np.ndarray, w, layers: int, heads: int, act: str, eps: float,
                mask: np.ndarray | None = None) -> np.ndarray:
     """open_clip's residual attention blocks (see :func:`block_arrays`) on one sequence ``x`` (tokens,
-    width) in float32: ``w[f"{i}.{name}"]`` are layer i's arrays (any float type: converted as used)."""
-    length, width = x.shape
+    width), or a batch of them (batch, tokens, width), in float32: ``w[f"{i}.{name}"]`` are layer i's
+    arrays (any float type: converted as used)."""
+    shape = x.shape
+    *lead, length, width = shape
     head = width // heads
+    x = x.reshape(-1, width)  # the linear layers as one product over every token of the batch
 
     def a(name: str) -> np.ndarray:
         return np.asarray(w[name], dtype=np.float32)
+
+    def split(t: np.ndarray) -> np.ndarray:  # (tokens, width) -> (..., heads, length, head)
+        return np.swapaxes(t.reshape(*lead, length, heads, head), -2, -3)
 
     for i in range(layers):
         p = f"{i}."
         h = layer_norm(x, w, p + "ln_1", eps)
         qkv = h @ a(p + "in_proj.weight") + a(p + "in_proj.bias")
-        q, k, v = (qkv[:, j * width:(j + 1) * width].reshape(length, heads, head).transpose(1, 0, 2)
-                   for j in range(3))
-        scores = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(head))
+        q, k, v = (split(qkv[:, j * width:(j + 1) * width]) for j in range(3))
+        scores = q @ np.swapaxes(k, -1, -2) / np.float32(np.sqrt(head))
         if mask is not None:
             scores = scores + mask
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         attention = scores / scores.sum(axis=-1, keepdims=True)
-        context = (attention @ v).transpose(1, 0, 2).reshape(length, width)
+        context = np.swapaxes(attention @ v, -2, -3).reshape(-1, width)
         x = x + context @ a(p + "out_proj.weight") + a(p + "out_proj.bias")
         h = layer_norm(x, w, p + "ln_2", eps)
         h = h @ a(p + "c_fc.weight") + a(p + "c_fc.bias")
         h = h * _sigmoid(1.702 * h) if act == "QuickGELU" else _gelu(h)
         x = x + h @ a(p + "c_proj.weight") + a(p + "c_proj.bias")
-    return x
+    return x.reshape(shape)
 
 
 def load(model_id: str) -> ClipTextTower | None:

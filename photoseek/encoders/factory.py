@@ -12,10 +12,17 @@ Model ids:
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
+import sys
+import tempfile
+import threading
 from typing import TYPE_CHECKING
 
 from photoseek.errors import EncoderUnavailable
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch: only once an encoder is loaded, not to settle a model id
     from photoseek.encoders.base import Encoder
@@ -83,18 +90,59 @@ def load_encoder(model_id: str, *, precision: str = "auto") -> Encoder:
     return ClipEncoder(model_id, precision=precision)
 
 
-def load_indexing_encoder(model_id: str, *, precision: str = "auto") -> Encoder:
+def load_indexing_encoder(model_id: str, *, precision: str = "auto", openvino: bool = True) -> Encoder:
     """The encoder ``photoseek index`` runs: as :func:`load_encoder`, except that an open_clip model
-    whose image tower was exported earlier is built from that export without importing open_clip
+    whose image tower was converted earlier (:func:`prepare_indexing_encoder`) runs it in OpenVINO
+    without importing torch (:mod:`photoseek.encoders.clip_openvino`), unless ``openvino`` is off; one
+    whose tower was exported earlier is built from that export without importing open_clip
     (:mod:`photoseek.encoders.clip_exported`; the same vectors). ``model_id`` as an index records it
     (canonical: settling a pretrained tag's spelling would import open_clip)."""
     if model_id.partition(":")[0] != OFFLINE_PREFIX:
-        from photoseek.encoders import clip_exported
+        from photoseek.encoders import clip_openvino
+
+        encoder = clip_openvino.load(model_id, precision=precision) if openvino else None
+        if encoder is not None:
+            return encoder
+        from photoseek.encoders import clip_exported  # imports torch
 
         encoder = clip_exported.load(model_id, precision=precision)
         if encoder is not None:
             return encoder
     return load_encoder(model_id, precision=precision)
+
+
+def prepare_indexing_encoder(model_id: str, *, precision: str = "auto", stop: threading.Event | None = None,
+                             openvino: bool = True) -> None:
+    """Convert an open_clip model's image tower for OpenVINO, once per model and weights, in a
+    process of its own (it imports torch, and open_clip on a model's first load): seconds, then
+    :func:`load_indexing_encoder` loads the IR. Returns early, nothing converted, once ``stop`` is
+    set; a model that does not convert, or a failure, is logged and leaves the torch encoders to
+    do the work."""
+    if model_id.partition(":")[0] == OFFLINE_PREFIX or not openvino:
+        return
+    from photoseek.encoders import clip_openvino
+
+    if not clip_openvino.runs(precision) or clip_openvino.converted(model_id):
+        return
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "photoseek.encoders.clip_openvino", model_id],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        while True:
+            try:
+                code = proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if stop is not None and stop.is_set():
+                    proc.terminate()
+                    proc.wait()
+                    return
+        if code == 3:
+            log.info("%s: its image tower is not one OpenVINO runs here; indexing with torch", model_id)
+        elif code != 0 and not (stop is not None and stop.is_set()):
+            err.seek(0)
+            reason = err.read().decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {code}"]
+            log.warning("could not convert the image tower of %s for OpenVINO (%s): indexing with torch, "
+                        "which is slower and takes more memory", model_id, reason[0])
 
 
 def resolve_new_index_model(requested: str | None) -> tuple[str, str | None]:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from photoseek.encoders import offline_image, text_side
-from photoseek.encoders.base import Encoder, EncoderUnavailable
+from photoseek.encoders.base import EncoderUnavailable, TorchEncoder
 # The parts a text query needs live in torch-free modules (a terminal search need not import torch);
 # re-exported here, where they were first.
 from photoseek.encoders.offline_config import (  # noqa: F401
@@ -228,7 +228,7 @@ def _version(dist: str) -> str | None:
 # -- the encoder -----------------------------------------------------------------------------
 
 
-class OfflineEncoder(Encoder):
+class OfflineEncoder(TorchEncoder):
     """``offline:lite0`` / ``offline:lite2``: EfficientNet-Lite + MiniLM, joined by ConSE;
     ``offline:multilingual``: EfficientNet-Lite0 + USE multilingual v3.
 
