@@ -36,6 +36,29 @@ class LimitResult:
     load_seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _best_rate(call, batch_size: int, seconds: float, trials: int, workers: int) -> float:
+    """Images/s of ``call()`` (one batch) with ``workers`` threads calling it at once, best of ``trials``."""
+
+    def loop(budget: float, counts: list[int], slot: int) -> None:
+        n, started = 0, time.perf_counter()
+        while n < 2 or time.perf_counter() - started < budget:
+            call()
+            n += 1
+        counts[slot] = n
+
+    best = 0.0
+    for _ in range(trials):
+        counts = [0] * workers
+        threads = [threading.Thread(target=loop, args=(seconds / trials, counts, i)) for i in range(workers)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        best = max(best, sum(counts) * batch_size / (time.perf_counter() - started))
+    return best
+
+
 def tower_ips(encoder: Encoder, batch_size: int, seconds: float, trials: int = 2, workers: int = 1) -> float:
     """Images/s of ``encoder``'s image tower on ready tensors (best of ``trials``), with
     ``workers`` calls running at once, each on its share of the cores."""
@@ -45,30 +68,15 @@ def tower_ips(encoder: Encoder, batch_size: int, seconds: float, trials: int = 2
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, usable_cores() // workers))
 
-    def loop(budget: float, counts: list[int], slot: int) -> None:
-        with torch.inference_mode():
-            n, started = 0, time.perf_counter()
-            while n < 2 or time.perf_counter() - started < budget:
-                encoder._image_features(x)
-                n += 1
-            counts[slot] = n
+    def call() -> None:
+        with torch.inference_mode():  # per thread: the mode is thread-local
+            encoder._image_features(x)
 
-    best = 0.0
     try:
-        with torch.inference_mode():
-            encoder._image_features(x)  # warm-up: allocations, oneDNN primitive caches
-        for _ in range(trials):
-            counts = [0] * workers
-            threads = [threading.Thread(target=loop, args=(seconds / trials, counts, i)) for i in range(workers)]
-            started = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            best = max(best, sum(counts) * batch_size / (time.perf_counter() - started))
+        call()  # warm-up: allocations, oneDNN primitive caches
+        return _best_rate(call, batch_size, seconds, trials, workers)
     finally:
         torch.set_num_threads(threads_before)
-    return best
 
 
 def openvino_ips(encoder, batch_size: int, seconds: float, trials: int = 2, workers: int = 1) -> float:
@@ -77,28 +85,9 @@ def openvino_ips(encoder, batch_size: int, seconds: float, trials: int = 2, work
     counted here and not in :func:`tower_ips`), best of ``trials``."""
     size = encoder.input_spec.size
     pixels = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
-
-    def loop(budget: float, counts: list[int], slot: int) -> None:
-        n, started = 0, time.perf_counter()
-        while n < 2 or time.perf_counter() - started < budget:
-            encoder.encode_pixels(pixels)
-            n += 1
-        counts[slot] = n
-
-    best = 0.0
     with encoder.inference_threads(workers):
-        for _ in range(workers):  # warm-up: each thread's request, the first allocation
-            encoder.encode_pixels(pixels)
-        for _ in range(trials):
-            counts = [0] * workers
-            threads = [threading.Thread(target=loop, args=(seconds / trials, counts, i)) for i in range(workers)]
-            started = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            best = max(best, sum(counts) * batch_size / (time.perf_counter() - started))
-    return best
+        encoder.encode_pixels(pixels)  # warm-up: the first allocation
+        return _best_rate(lambda: encoder.encode_pixels(pixels), batch_size, seconds, trials, workers)
 
 
 def worker_splits() -> list[int]:
