@@ -345,14 +345,26 @@ def test_indexing_runs_the_image_tower_in_openvino_once_converted(random_clip, s
     from PIL import Image
 
     from photoseek.encoders import clip_exported, clip_image, clip_openvino, clip_text
-    from photoseek.encoders.factory import load_indexing_encoder, prepare_indexing_encoder
+    from photoseek.encoders.factory import load_indexing_encoder
     from photoseek.imaging import fit_square, to_rgb
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     path, encoder = random_clip
     model_id = encoder.model_id
     assert not clip_openvino.converted(model_id) and clip_image.load(model_id) is None
-    prepare_indexing_encoder(model_id)
+    # The converter as prepare_indexing_encoder runs it, watched: it forks no copy of itself and
+    # looks up or connects to no host (OpenVINO's converter would report to Google Analytics from
+    # forked processes).
+    watched = ("import sys\n"
+               "def hook(event, args):\n"
+               "    if event in ('os.fork', 'socket.connect', 'socket.getaddrinfo'):\n"
+               "        print('EVENT', event, flush=True)\n"
+               "sys.addaudithook(hook)\n"
+               "from photoseek.encoders.clip_openvino import main\n"
+               "sys.exit(main(sys.argv[1:]))")
+    out = subprocess.run([sys.executable, "-c", watched, model_id], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert out.returncode == 0 and "EVENT" not in out.stdout, out.stdout + out.stderr[-2000:]
     assert clip_openvino.converted(model_id) and clip_image.load(model_id) is not None
     ov = load_indexing_encoder(model_id)
     assert isinstance(ov, clip_openvino.OpenVinoClipEncoder)

@@ -104,6 +104,10 @@ def convert(model_id: str) -> Path | None:
         exported = clip_image.path_for(model_id)
         if exported is None or not (exported / "meta.json").is_file():
             return None
+    # OpenVINO's converter reports each conversion to Google Analytics from forked processes (a
+    # copy of this one each) unless its telemetry package is missing; made missing, it uses its own
+    # no-op stand-in. A photo library's tool sends nothing anywhere.
+    sys.modules.setdefault("openvino_telemetry", None)
     import openvino as ov
     import torch
 
