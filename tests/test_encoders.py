@@ -353,8 +353,7 @@ def test_indexing_runs_the_image_tower_in_openvino_once_converted(random_clip, s
     model_id = encoder.model_id
     assert not clip_openvino.converted(model_id) and clip_image.load(model_id) is None
     # The converter as prepare_indexing_encoder runs it, watched: it forks no copy of itself and
-    # looks up or connects to no host (OpenVINO's converter would report to Google Analytics from
-    # forked processes).
+    # looks up or connects to no host (OpenVINO would report to Google Analytics from forked copies).
     watched = ("import sys\n"
                "def hook(event, args):\n"
                "    if event in ('os.fork', 'socket.connect', 'socket.getaddrinfo'):\n"
@@ -382,12 +381,13 @@ def test_indexing_runs_the_image_tower_in_openvino_once_converted(random_clip, s
     np.testing.assert_array_equal(ov.encode_texts(["a red car"]), clip_text.load(model_id).encode_texts(["a red car"]))
     assert isinstance(load_indexing_encoder(model_id, precision="fp32"), clip_exported.ExportedClipEncoder)
     assert isinstance(load_indexing_encoder(model_id, openvino=False), clip_exported.ExportedClipEncoder)
-    code = ("import sys, numpy as np; from photoseek.encoders.factory import load_indexing_encoder; "
-            f"e = load_indexing_encoder({model_id!r}); e.encode_pixels(np.zeros((2, 224, 224, 3), np.uint8)); "
+    code = (watched.rsplit("from photoseek", 1)[0]  # the same watch over the indexing process
+            + "import numpy as np; from photoseek.encoders.factory import load_indexing_encoder\n"
+            f"e = load_indexing_encoder({model_id!r}); e.encode_pixels(np.zeros((2, 224, 224, 3), np.uint8))\n"
             "print(type(e).__name__, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
-    assert out.stdout.strip() == "OpenVinoClipEncoder False", out.stderr
+    assert out.stdout.strip() == "OpenVinoClipEncoder False", out.stdout + out.stderr
     later = path.stat().st_mtime_ns + 10**9  # replaced weights: converted again before the next run
     os.utime(path, ns=(later, later))
     assert not clip_openvino.converted(model_id) and clip_openvino.load(model_id) is None

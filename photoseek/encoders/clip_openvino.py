@@ -72,9 +72,18 @@ def runs(precision: str) -> bool:
 @functools.lru_cache(maxsize=1)
 def native_bf16() -> bool:
     """Whether OpenVINO finds bf16 arithmetic in this CPU's hardware (AVX-512 BF16, AMX)."""
+    return "BF16" in openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def openvino():
+    """The ``openvino`` module, imported without its telemetry. OpenVINO reports loading and
+    converting models to Google Analytics, from forked copies of the process, unless its telemetry
+    package is missing; made missing, it uses its own no-op stand-in. A tool for one's own photos
+    sends nothing anywhere (a test watches for forks and network lookups)."""
+    sys.modules.setdefault("openvino_telemetry", None)
     import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ov
 
 
 def path_for(model_id: str) -> Path | None:
@@ -104,11 +113,7 @@ def convert(model_id: str) -> Path | None:
         exported = clip_image.path_for(model_id)
         if exported is None or not (exported / "meta.json").is_file():
             return None
-    # OpenVINO's converter reports each conversion to Google Analytics from forked processes (a
-    # copy of this one each) unless its telemetry package is missing; made missing, it uses its own
-    # no-op stand-in. A photo library's tool sends nothing anywhere.
-    sys.modules.setdefault("openvino_telemetry", None)
-    import openvino as ov
+    ov = openvino()
     import torch
 
     from photoseek.encoders.clip_exported import load_vision_tower
@@ -166,8 +171,7 @@ class OpenVinoClipEncoder(Encoder):
     that searches by words use; a model without one loads the full encoder for its texts."""
 
     def __init__(self, model_id: str, path: Path, *, precision: str = "auto"):
-        import openvino as ov
-
+        ov = openvino()
         meta = json.loads((path / "meta.json").read_text())
         self.model_id = model_id
         self.precision = (precision or "auto").lower()
