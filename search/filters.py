@@ -18,6 +18,14 @@ import numpy as np
 from photoseek.files import is_under
 from photoseek.search.query import Filters
 
+
+def tag_members_from(rows) -> dict[str, np.ndarray]:
+    """tag -> ids of the photos carrying it, from (tag, image_id) rows ordered by tag then id."""
+    members: dict[str, list[int]] = {}
+    for tag, image_id in rows:
+        members.setdefault(tag, []).append(image_id)
+    return {t: np.asarray(i, dtype=np.int64) for t, i in members.items()}
+
 NO_DATE = np.iinfo(np.int64).min  # sorts first; callers put undated photos last explicitly
 
 

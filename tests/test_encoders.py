@@ -554,9 +554,12 @@ def test_minilm_without_sentence_transformers_gives_its_vectors():
     assert float((ours * theirs.float().numpy()).sum(axis=1).min()) > 0.9999
 
 
-def test_a_terminal_search_by_words_imports_no_torch(demo_index, tmp_path):
+@pytest.mark.parametrize("query", ["a cup of coffee", "an animal"])  # the second names a tag: tagged photos first
+def test_a_terminal_search_by_words_imports_no_torch(demo_index, tmp_path, query):
     """An offline index answers `photoseek search WORDS` through its text side alone (NumPy): torch,
-    whose import is most of a terminal search's time, is never imported; the results are the server's."""
+    whose import is most of a terminal search's time, is never imported, nor SQLAlchemy (the
+    catalogue read with sqlite3, storage.sqlite_light), also when the words name a tag and the search
+    narrows to its photos in memory; the results are the server's."""
     import json
     import subprocess
     import sys
@@ -569,25 +572,28 @@ def test_a_terminal_search_by_words_imports_no_torch(demo_index, tmp_path):
     code = """
 import json, sys
 from photoseek.cli import main
-sys.argv = ["photoseek", "search", "a cup of coffee", "--json", "-k", "5", "--index", sys.argv[1]]
+sys.argv = ["photoseek", "search", sys.argv[2], "--json", "-k", "5", "--index", sys.argv[1]]
 try:
     main()
 except SystemExit:
     pass
 print([m for m in ("torch", "sqlalchemy") if m in sys.modules])
 """
-    out = subprocess.run([sys.executable, "-c", code, str(demo_index)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code, str(demo_index), query], capture_output=True, text=True,
+                         timeout=300)
     body, imported = out.stdout.strip().splitlines()
-    assert imported == "[]", out.stderr  # nor SQLAlchemy: the catalogue read with sqlite3 (storage.sqlite_light)
+    assert imported == "[]", out.stderr
     terminal = json.loads(body)["results"]
     full = Searcher(demo_index, encoder=load_encoder("offline:lite0"))  # the full encoder, as a server has it
     try:
-        page = full.search(SearchRequest(terms=(Term(text="a cup of coffee"),), limit=5))
+        page = full.search(SearchRequest(terms=(Term(text=query),), limit=5))
         served = json.loads(page_out(page, model_id=full.model_id).model_dump_json())["results"]
     finally:
         full.close()
+    assert len(terminal) == 5
     assert [(r["photo"]["id"], r["score"]) for r in terminal] == [(r["photo"]["id"], round(r["score"], 6)) for r in served]
     assert [r["photo"] for r in terminal] == [r["photo"] for r in served]  # every field: path, sizes, dates
+    assert [r["why"] for r in terminal] == [r["why"] for r in served]
 
 
 def test_a_text_query_loads_neither_the_image_side_nor_sentence_transformers():

@@ -506,10 +506,10 @@ class Catalogue:
 
     def tag_members(self, conn) -> dict[str, np.ndarray]:
         """tag -> sorted ids of the photos carrying it: what in-memory filters need (search.filters)."""
-        members: dict[str, list[int]] = {}
-        for tag, image_id in conn.execute(select(PhotoTag.tag, PhotoTag.image_id).order_by(PhotoTag.tag, PhotoTag.image_id)):
-            members.setdefault(tag, []).append(image_id)
-        return {t: np.asarray(i, dtype=np.int64) for t, i in members.items()}
+        from photoseek.search.filters import tag_members_from
+
+        return tag_members_from(conn.execute(select(PhotoTag.tag, PhotoTag.image_id)
+                                             .order_by(PhotoTag.tag, PhotoTag.image_id)))
 
     def photos_with_tags(self, conn, tags: list[str], filters: Filters | None = None, *, limit: int | None = 1000,
                          offset: int = 0, sort: str = "relevance", min_score: float | None = None

@@ -303,6 +303,17 @@ class LightReader:
         return [KeywordHit(int(r[0]), tuple(f for f, hit in zip(FIELDS, r[1:]) if hit)) for r in rows]
 
     @_answered_here
+    def filter_columns(self, conn) -> list:
+        return [(r[0], _time(r[1]), *r[2:7], os.fsdecode(bytes(r[7]))) for r in conn.con.execute(
+            "SELECT id, photo_date, width, height, file_type, camera_make, camera_model, path FROM images")]
+
+    @_answered_here
+    def tag_members(self, conn):
+        from photoseek.search.filters import tag_members_from
+
+        return tag_members_from(conn.con.execute("SELECT tag, image_id FROM photo_tags ORDER BY tag, image_id"))
+
+    @_answered_here
     def photos_with_tags(self, conn, tags: list[str], filters=None, *, limit: int | None = 1000, offset: int = 0,
                          sort: str = "relevance", min_score: float | None = None) -> list[tuple[int, float]]:
         if filters is not None or sort != "relevance" or min_score is not None:
