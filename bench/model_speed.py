@@ -105,19 +105,24 @@ def measure_limit(model_id: str, batch_sizes: Sequence[int], seconds: float, ech
         started = time.perf_counter()
         encoder = load_encoder(model_id, precision=precision)
         result.load_seconds[precision] = time.perf_counter() - started
-        for bs in batch_sizes:
-            for workers in worker_splits():
-                ips = tower_ips(encoder, bs, seconds, workers=workers)
-                split = f"{workers}x{max(1, usable_cores() // workers)}"
-                result.grid[f"{precision}/bs{bs}/{split}"] = ips
-                echo(f"  limit {precision:4s} batch {bs:3d} calls x threads {split}: {ips:7.1f} images/s")
-                if ips > result.best_ips:
-                    result.best_ips, result.best_batch, result.best_precision = ips, bs, precision
-                    result.best_workers = workers
+        _grid(result, precision, batch_sizes, lambda bs, workers: tower_ips(encoder, bs, seconds, workers=workers), echo)
         del encoder
         gc.collect()
     _measure_openvino(model_id, batch_sizes, seconds, result, echo)
     return result
+
+
+def _grid(result: LimitResult, label: str, batch_sizes: Sequence[int], measure, echo) -> None:
+    """``measure(batch, workers)`` (images/s) over every batch size and split of the cores, into
+    ``result.grid`` as "label/bsN/CALLSxTHREADS", keeping the best."""
+    for bs in batch_sizes:
+        for workers in worker_splits():
+            ips = measure(bs, workers)
+            split = f"{workers}x{max(1, usable_cores() // workers)}"
+            result.grid[f"{label}/bs{bs}/{split}"] = ips
+            echo(f"  limit {label:4s} batch {bs:3d} calls x threads {split}: {ips:7.1f} images/s")
+            if ips > result.best_ips:
+                result.best_ips, result.best_batch, result.best_precision, result.best_workers = ips, bs, label, workers
 
 
 def _measure_openvino(model_id: str, batch_sizes: Sequence[int], seconds: float, result: LimitResult, echo) -> None:
@@ -134,15 +139,7 @@ def _measure_openvino(model_id: str, batch_sizes: Sequence[int], seconds: float,
         echo("  limit openvino: the model did not convert")
         return
     result.load_seconds["openvino"] = time.perf_counter() - started
-    for bs in batch_sizes:
-        for workers in worker_splits():
-            ips = openvino_ips(encoder, bs, seconds, workers=workers)
-            split = f"{workers}x{max(1, usable_cores() // workers)}"
-            result.grid[f"openvino/bs{bs}/{split}"] = ips
-            echo(f"  limit openvino batch {bs:3d} calls x threads {split}: {ips:7.1f} images/s")
-            if ips > result.best_ips:
-                result.best_ips, result.best_batch, result.best_precision = ips, bs, "openvino"
-                result.best_workers = workers
+    _grid(result, "openvino", batch_sizes, lambda bs, workers: openvino_ips(encoder, bs, seconds, workers=workers), echo)
     del encoder
     gc.collect()
 
