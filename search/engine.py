@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from photoseek.errors import BadInput, IndexNotFound, NotFound
-from photoseek.files import is_under, map_path, parse_path_map
+from photoseek.files import display_path, is_under, map_path, parse_path_map
 from photoseek.keywords import REASONS, SEMANTIC, query_words
 from photoseek.settings import Settings
 from photoseek.storage import catalogue_exists, open_catalogue, open_reader
-from photoseek.files import display_path
 from photoseek.times import as_utc
 from photoseek.tune import CurrentAdapter
 from photoseek.store import EXACT_SEARCH, IndexFiles, VectorStore, load_vectors

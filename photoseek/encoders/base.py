@@ -110,13 +110,19 @@ class TorchEncoder(Encoder):
     def _text_features(self, texts: list[str]) -> torch.Tensor: ...
 
 
+def threads_per_call(workers: int, threads_per_worker: int | None = None) -> int:
+    """Threads for each of ``workers`` concurrent model calls: as asked, else a share of the cores
+    (at least one)."""
+    return threads_per_worker or max(1, usable_cores() // max(1, workers))
+
+
 @contextmanager
 def torch_threads_per_worker(workers: int, threads_per_worker: int | None = None) -> Iterator[int]:
     """Give each of ``workers`` inference threads its share of the cores (at least one), and
     restore torch's setting afterwards: it is per process, and the caller may be a server."""
     import torch
 
-    threads = threads_per_worker or max(1, usable_cores() // max(1, workers))
+    threads = threads_per_call(workers, threads_per_worker)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

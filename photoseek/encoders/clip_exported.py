@@ -148,11 +148,7 @@ class ExportedClipEncoder(TorchEncoder):
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         with self._text_lock:
             if self._text is None:
-                self._text = clip_text.load(self.model_id)
-                if self._text is None:  # no text export for this model: the full encoder's text tower
-                    from photoseek.encoders.factory import load_encoder
-
-                    self._text = load_encoder(self.model_id, precision=self.precision)
+                self._text = clip_text.indexing_text_side(self.model_id, self.precision)
         return torch.from_numpy(np.asarray(self._text.encode_texts(texts), dtype=np.float32))
 
 

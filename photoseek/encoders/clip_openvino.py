@@ -32,22 +32,17 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from photoseek.encoders import clip_image, clip_text
-from photoseek.encoders.base import Encoder
+from photoseek.encoders.base import Encoder, threads_per_call
 from photoseek.encoders.spec import ImageInputSpec
-from photoseek.settings import usable_cores
-
-log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the folder's layout changes: older ones are then ignored
 FOLDER = "openvino-towers"
@@ -92,7 +87,11 @@ def path_for(model_id: str) -> Path | None:
 
 def converted(model_id: str) -> bool:
     """Whether the IR of ``model_id`` as its weights are now is in the cache."""
-    path = path_for(model_id)
+    return _complete(path_for(model_id))
+
+
+def _complete(path: Path | None) -> bool:
+    """Whether an export folder is there, whole (``meta.json`` is written last)."""
     return path is not None and (path / "meta.json").is_file()
 
 
@@ -103,16 +102,15 @@ def convert(model_id: str) -> Path | None:
     """Write the IR of ``model_id``'s image tower unless it is there; its folder, or None when the
     model is not one the export runs (or there is no cache folder)."""
     path = path_for(model_id)
-    if path is None or (path / "meta.json").is_file():
+    if path is None or _complete(path):
         return path
-    exported = clip_image.path_for(model_id)
-    if exported is None or not (exported / "meta.json").is_file():
+    if not _complete(clip_image.path_for(model_id)):
         from photoseek.encoders.factory import load_encoder
 
         load_encoder(model_id)  # a model's first load writes its exports
-        exported = clip_image.path_for(model_id)
-        if exported is None or not (exported / "meta.json").is_file():
-            return None
+    exported = clip_image.path_for(model_id)
+    if not _complete(exported):
+        return None
     ov = openvino()
     import torch
 
@@ -199,7 +197,7 @@ class OpenVinoClipEncoder(Encoder):
 
     @contextmanager
     def inference_threads(self, workers: int, threads_per_worker: int | None = None) -> Iterator[int]:
-        threads = threads_per_worker or max(1, usable_cores() // max(1, workers))
+        threads = threads_per_call(workers, threads_per_worker)
         self._compile(max(1, workers), threads)
         yield threads
 
@@ -207,7 +205,7 @@ class OpenVinoClipEncoder(Encoder):
         self._check_pixels(pixels)
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        compiled = self._compiled if self._compiled is not None else self._compile(1, usable_cores())
+        compiled = self._compiled if self._compiled is not None else self._compile(1, threads_per_call(1))
         request = getattr(self._local, "request", None)
         if request is None or getattr(self._local, "compiled", None) is not compiled:
             request = compiled.create_infer_request()  # one per thread: calls on several run at once
@@ -220,12 +218,8 @@ class OpenVinoClipEncoder(Encoder):
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             if self._text is None:
-                self._text = clip_text.load(self.model_id)
-                if self._text is None:  # no text export for this model: the full encoder's text tower
-                    from photoseek.encoders.factory import load_encoder
-
-                    self._text = load_encoder(self.model_id, precision=self.precision)
-        return _unit(np.asarray(self._text.encode_texts(list(texts)), dtype=np.float32))
+                self._text = clip_text.indexing_text_side(self.model_id, self.precision)
+        return np.asarray(self._text.encode_texts(list(texts)), dtype=np.float32)  # unit vectors already
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

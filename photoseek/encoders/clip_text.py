@@ -291,6 +291,18 @@ def run_blocks(x: np.ndarray, w, layers: int, heads: int, act: str, eps: float,
     return x.reshape(shape)
 
 
+def indexing_text_side(model_id: str, precision: str = "auto"):
+    """What an indexing encoder built from exports (no open_clip model in hand) embeds texts with (the
+    tag vocabulary, once per model): the exported tower searches by words run, else, for a model
+    without one, the full encoder."""
+    tower = load(model_id)
+    if tower is None:
+        from photoseek.encoders.factory import load_encoder
+
+        return load_encoder(model_id, precision=precision)
+    return tower
+
+
 def load(model_id: str) -> ClipTextTower | None:
     """The exported text tower of ``model_id``, or None when there is none for its weights as they are now."""
     return load_export(path_for(model_id), ClipTextTower, model_id, what="text tower")

@@ -55,7 +55,7 @@ def status_rows(path: Path, skipped_limit: int) -> StatusRows | None:
         con.execute("BEGIN")  # one snapshot for every read below
         if not _current(con):
             return None
-        meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'dim', 'model_id')"))
+        generation, dim, model_id = _index_state(con)
 
         def count(table: str) -> int:
             return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - our table names
@@ -67,7 +67,7 @@ def status_rows(path: Path, skipped_limit: int) -> StatusRows | None:
 
         changed = runs("WHERE added + updated + moved + removed > 0", 1)
         return StatusRows(
-            model_id=meta.get("model_id"), dim=int(meta.get("dim") or 0), generation=int(meta.get("generation") or 0),
+            model_id=model_id, dim=dim, generation=generation,
             photos=count("images"), skipped=count("skipped"), runs=count("runs"),
             skipped_files=[(_path(p), r) for p, r in con.execute(
                 "SELECT path, reason FROM skipped ORDER BY path LIMIT ?", (skipped_limit,))],
@@ -85,6 +85,12 @@ def _current(con: sqlite3.Connection) -> bool:
     if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").fetchone():
         return False
     return con.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
+
+
+def _index_state(con: sqlite3.Connection) -> tuple[int, int, str | None]:
+    """(generation, dimension, model id), as :meth:`photoseek.storage.Catalogue.index_state` gives them."""
+    meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'dim', 'model_id')"))
+    return int(meta.get("generation") or 0), int(meta.get("dim") or 0), meta.get("model_id")
 
 
 def _path(raw: bytes) -> str:
@@ -256,8 +262,7 @@ class LightReader:
 
     @_answered_here
     def index_state(self, conn) -> tuple[int, int, str | None]:
-        meta = dict(conn.con.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'dim', 'model_id')"))
-        return int(meta.get("generation") or 0), int(meta.get("dim") or 0), meta.get("model_id")
+        return _index_state(conn.con)
 
     def identity(self, conn) -> str | None:
         return self.get_meta(conn, "index_uid")
