@@ -333,13 +333,25 @@ def _openvino_bf16() -> bool:
     return clip_openvino.runs("auto")
 
 
-@pytest.mark.skipif(not _openvino_bf16(), reason="OpenVINO runs the image tower in bf16 only, on CPUs with native bf16")
-def test_indexing_runs_the_image_tower_in_openvino_once_converted(random_clip, samples_dir, tmp_path, monkeypatch):
-    """A CLIP model's image tower is converted for OpenVINO once per model (a process of its own,
-    which loads the model the open_clip way when nothing is exported yet); from then on `photoseek
-    index` runs it in bf16 without importing torch. Its vectors agree with open_clip's own tower
-    (cosine >= 0.999, the photos ranked alike), with one call per thread as the indexer makes them;
-    float32 runs, and PHOTOSEEK_OPENVINO=0, keep torch; replaced weights make the conversion stale."""
+# The converter as prepare_indexing_encoder runs it, watched: it forks no copy of itself and looks up
+# or connects to no host (OpenVINO would report to Google Analytics from forked copies), and says at
+# exit whether it imported torch.
+_WATCHED = ("import atexit, sys\n"
+            "def hook(event, args):\n"
+            "    if event in ('os.fork', 'socket.connect', 'socket.getaddrinfo'):\n"
+            "        print('EVENT', event, flush=True)\n"
+            "sys.addaudithook(hook)\n"
+            "atexit.register(lambda: print('TORCH', 'torch' in sys.modules, flush=True))\n")
+
+
+def test_the_image_tower_converts_for_openvino_without_torch(random_clip, samples_dir, tmp_path, monkeypatch):
+    """A CLIP model's image tower is converted for OpenVINO once per model, in a process of its own
+    that never imports torch: it builds the graph from the tower's export, which open_clip writes
+    first, in another process, when the model has none yet. The converted tower's vectors agree with
+    open_clip's own (cosine >= 0.999, the photos ranked alike), with one call per thread as the
+    indexer makes them. Where the CPU has native bf16, `photoseek index` then runs it without
+    importing torch; float32 runs, CPUs without bf16 and PHOTOSEEK_OPENVINO=0 keep torch. Replaced
+    weights make the conversion stale."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
@@ -352,21 +364,13 @@ def test_indexing_runs_the_image_tower_in_openvino_once_converted(random_clip, s
     path, encoder = random_clip
     model_id = encoder.model_id
     assert not clip_openvino.converted(model_id) and clip_image.load(model_id) is None
-    # The converter as prepare_indexing_encoder runs it, watched: it forks no copy of itself and
-    # looks up or connects to no host (OpenVINO would report to Google Analytics from forked copies).
-    watched = ("import sys\n"
-               "def hook(event, args):\n"
-               "    if event in ('os.fork', 'socket.connect', 'socket.getaddrinfo'):\n"
-               "        print('EVENT', event, flush=True)\n"
-               "sys.addaudithook(hook)\n"
-               "from photoseek.encoders.clip_openvino import main\n"
-               "sys.exit(main(sys.argv[1:]))")
-    out = subprocess.run([sys.executable, "-c", watched, model_id], capture_output=True, text=True, timeout=300,
+    convert = _WATCHED + "from photoseek.encoders.clip_openvino import main\nsys.exit(main(sys.argv[1:]))"
+    out = subprocess.run([sys.executable, "-c", convert, model_id], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
     assert out.returncode == 0 and "EVENT" not in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "TORCH False" in out.stdout  # the exports were written by another process
     assert clip_openvino.converted(model_id) and clip_image.load(model_id) is not None
-    ov = load_indexing_encoder(model_id)
-    assert isinstance(ov, clip_openvino.OpenVinoClipEncoder)
+    ov = clip_openvino.OpenVinoClipEncoder(model_id, clip_openvino.path_for(model_id))
     fp32 = load_encoder(model_id, precision="fp32")
     assert (ov.dim, ov.input_spec) == (fp32.dim, fp32.input_spec)
     pixels = np.stack([fit_square(to_rgb(Image.open(p)), 224) for p in sorted(samples_dir.iterdir())[:12]])
@@ -381,19 +385,47 @@ def test_indexing_runs_the_image_tower_in_openvino_once_converted(random_clip, s
     np.testing.assert_array_equal(ov.encode_texts(["a red car"]), clip_text.load(model_id).encode_texts(["a red car"]))
     assert isinstance(load_indexing_encoder(model_id, precision="fp32"), clip_exported.ExportedClipEncoder)
     assert isinstance(load_indexing_encoder(model_id, openvino=False), clip_exported.ExportedClipEncoder)
-    code = (watched.rsplit("from photoseek", 1)[0]  # the same watch over the indexing process
+    expected = "OpenVinoClipEncoder False" if _openvino_bf16() else "ExportedClipEncoder True"
+    code = (_WATCHED  # the same watch over the indexing process
             + "import numpy as np; from photoseek.encoders.factory import load_indexing_encoder\n"
             f"e = load_indexing_encoder({model_id!r}); e.encode_pixels(np.zeros((2, 224, 224, 3), np.uint8))\n"
-            "print(type(e).__name__, 'torch' in sys.modules)")
+            "print('LOADED', type(e).__name__, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
-    assert out.stdout.strip() == "OpenVinoClipEncoder False", out.stdout + out.stderr
+    assert f"LOADED {expected}" in out.stdout and "EVENT" not in out.stdout, out.stdout + out.stderr
     later = path.stat().st_mtime_ns + 10**9  # replaced weights: converted again before the next run
     os.utime(path, ns=(later, later))
     assert not clip_openvino.converted(model_id) and clip_openvino.load(model_id) is None
 
 
-@pytest.mark.skipif(not _openvino_bf16(), reason="OpenVINO runs the image tower in bf16 only, on CPUs with native bf16")
+def test_a_stopped_conversion_ends_with_the_process_writing_exports(random_clip, tmp_path, monkeypatch):
+    """Stopping a model's first conversion (Ctrl-C, or the indexer stopping) while open_clip writes
+    its exports ends both processes at once and leaves nothing behind."""
+    import psutil
+
+    from photoseek.encoders import clip_image, clip_openvino, clip_text
+
+    _, encoder = random_clip
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "photoseek.encoders.clip_openvino", encoder.model_id], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not psutil.Process(proc.pid).children() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer = psutil.Process(proc.pid).children()[0]
+    assert "--exports" in writer.cmdline()
+    proc.terminate()
+    assert proc.wait(timeout=10) == 130, proc.stderr.read()[-2000:]
+    writer.wait(timeout=10)  # raises if it were still running
+    for folder in ("text-towers", "image-towers", "openvino-towers"):
+        where = tmp_path / "photoseek" / folder
+        assert not where.exists() or not list(where.iterdir()), folder
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert clip_image.load(encoder.model_id) is None and clip_text.load(encoder.model_id) is None
+    assert not clip_openvino.converted(encoder.model_id)
+
+
+@pytest.mark.skipif(not _openvino_bf16(), reason="photoseek index converts for OpenVINO on CPUs with native bf16 only")
 def test_a_failed_or_interrupted_conversion_leaves_indexing_to_torch(random_clip, tmp_path, monkeypatch, caplog):
     """A conversion that fails says why and leaves nothing behind: the run goes on with torch. One
     stopped (Ctrl-C during a first run) ends at once, nothing converted."""

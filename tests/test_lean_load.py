@@ -153,3 +153,31 @@ def test_a_checkpoint_the_lean_loader_does_not_read_loads_open_clips_way(checkpo
     assert encoder.text_tower_loaded
     pixels = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     np.testing.assert_array_equal(encoder.encode_pixels(pixels), lean.encode_pixels(pixels))
+
+
+def _rss_file_mb() -> float:
+    """This process's resident file-backed pages (Linux), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+def test_an_export_hands_back_the_checkpoint_pages_it_read_and_nothing_else(tmp_path):
+    """Writing a model's exports reads the whole checkpoint through a memory map: each array's pages
+    leave the process once it is written, so the export never holds the checkpoint whole. Memory
+    that is not a mapping of the checkpoint (a copy, an ordinary array) is never touched."""
+    path = tmp_path / "weights.npy"
+    np.save(path, np.arange(16 * 2**20, dtype=np.float32).reshape(4096, 4096))  # 64 MB
+    mapped = np.load(path, mmap_mode="c")
+    release = lean_load.page_releaser(str(path))
+    before = _rss_file_mb()
+    assert float(mapped.T[:, :].sum()) > 0  # read every page, as np.save of a transposed view does
+    assert _rss_file_mb() - before > 50
+    release(mapped.T)
+    assert _rss_file_mb() - before < 5
+    assert float(mapped[-1, -1]) == 16 * 2**20 - 1  # read again from the file, unchanged
+    ordinary = np.ones((4096, 4096), np.float32)
+    release(ordinary)
+    release(np.array(mapped[:1024]))  # a copy of mapped data lives in ordinary memory
+    assert float(ordinary.sum()) == 4096 * 4096

@@ -270,7 +270,9 @@ class ClipEncoder(TorchEncoder):
     precision when a text is first encoded (indexing never does, so its memory is the image
     tower's). Checkpoints the lean loader does not read load through open_clip as before."""
 
-    def __init__(self, model_id: str, *, precision: str = "auto"):
+    def __init__(self, model_id: str, *, precision: str = "auto", load_image: bool = True):
+        """``load_image=False``: the image tower too waits on ``meta`` until first used (the text
+        tower always does): :func:`write_exports` wants the model's exports and nothing else."""
         import open_clip
 
         name, pretrained = split_model_id(model_id)
@@ -309,8 +311,9 @@ class ClipEncoder(TorchEncoder):
             self.model_id = f"{name}:{source.tag}"
 
         self.dtype = resolve_dtype(precision)
-        self._text_lock = threading.Lock()
+        self._tower_lock = threading.Lock()
         self._text_keys: list[str] = []  # the text tower's tensors, while they wait on 'meta' (lean load)
+        self._image_keys: list[str] = []  # the image tower's, likewise (load_image=False)
         self.tokenizer = open_clip.get_tokenizer(name)
         try:
             model = self._load_lean(open_clip, name, checkpoint, quick_gelu, force_cfg)
@@ -320,6 +323,8 @@ class ClipEncoder(TorchEncoder):
         model.eval()
         model.visual.to(memory_format=torch.channels_last)
         self._model = model
+        if load_image:
+            self._ensure_image()
         # A causal text tower pooled at the end-of-text token (CLIP's own design) never looks at
         # the padding after that token, so a query can stop there: 5-15 positions instead of 77.
         self._truncate_text = (
@@ -360,13 +365,14 @@ class ClipEncoder(TorchEncoder):
         text_keys = [k for k in keys if k not in image_keys]
         if self._exports_needed():
             # Once per weights file, from the float32 weights as stored (memory-mapped: only what an
-            # export reads is read), then dropped again.
+            # export reads is read, and each array's pages are handed back once it is written), then
+            # dropped again.
             lean_load.load_into(model, checkpoint, dtype=torch.float32, as_stored=True)
-            self._export(model)
+            self._export(model, release=lean_load.page_releaser(checkpoint))
             lean_load.unload(model, keys)
-        lean_load.load_into(model, checkpoint, dtype=self.dtype, keys=image_keys)
         self._checkpoint = checkpoint
         self._text_keys = text_keys
+        self._image_keys = image_keys  # loaded by __init__ unless load_image=False
         return model.eval()
 
     def _load_with_open_clip(self, open_clip, name: str, checkpoint: str, quick_gelu: bool, force_cfg: dict):
@@ -399,19 +405,30 @@ class ClipEncoder(TorchEncoder):
         """Whether :meth:`_export` would write anything (then the lean loader reads the float32 weights for it)."""
         return any(_export_needed(path_for, self.model_id) for path_for in (clip_text.path_for, clip_image.path_for))
 
-    def _export(self, model) -> None:
+    def _export(self, model, release=None) -> None:
         """What is written once per weights file from the float32 model (``self.input_spec`` is
         set): the text tower, which later searches by words run without torch
         (photoseek.encoders.clip_text), and the image tower, for searches by an image file
         (photoseek.encoders.clip_image)."""
-        clip_text.export(self.model_id, model, self.tokenizer)
-        clip_image.export(self.model_id, model, self.input_spec)
+        clip_text.export(self.model_id, model, self.tokenizer, release=release)
+        clip_image.export(self.model_id, model, self.input_spec, release=release)
+
+    def _ensure_image(self) -> None:
+        """Load the image tower if it waits on ``meta`` (``load_image=False``), channels-last as the
+        decoders' batches arrive."""
+        if not self._image_keys:
+            return
+        with self._tower_lock:
+            if self._image_keys:
+                lean_load.load_into(self._model, self._checkpoint, dtype=self.dtype, keys=self._image_keys)
+                self._model.visual.to(memory_format=torch.channels_last)
+                self._image_keys = []
 
     def _ensure_text(self) -> None:
         """Load the text tower (lean load leaves it out: indexing needs only the image tower)."""
         if not self._text_keys:
             return
-        with self._text_lock:
+        with self._tower_lock:
             if self._text_keys:
                 lean_load.load_into(self._model, self._checkpoint, dtype=self.dtype, keys=self._text_keys)
                 self._text_keys = []
@@ -424,6 +441,7 @@ class ClipEncoder(TorchEncoder):
     def model(self):
         """The whole open_clip model, both towers loaded (the encoder itself loads the text tower
         only when it first encodes a text)."""
+        self._ensure_image()
         self._ensure_text()
         return self._model
 
@@ -432,6 +450,7 @@ class ClipEncoder(TorchEncoder):
             return int(self._text_features(["a photo"]).shape[-1])
 
     def _image_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._ensure_image()
         return self._model.encode_image(x)
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
@@ -451,6 +470,13 @@ class ClipEncoder(TorchEncoder):
         x = m.transformer(x, attn_mask=m.attn_mask[:length, :length].to(cast_dtype))
         x = m.ln_final(x)[torch.arange(len(tokens)), eot]
         return m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+
+
+def write_exports(model_id: str) -> None:
+    """Write ``model_id``'s exports (its text and image towers, float32) if they are missing, loading
+    neither tower: what the OpenVINO converter needs on a model's first run. Raises
+    :class:`EncoderUnavailable` as loading the model would."""
+    ClipEncoder(model_id, load_image=False)
 
 
 def _export_needed(path_for, model_id: str) -> bool:

@@ -36,10 +36,12 @@ def path_for(model_id: str) -> Path | None:
     return clip_text.path_for(model_id, FOLDER, FORMAT)
 
 
-def export(model_id: str, model, input_spec) -> Path | None:
+def export(model_id: str, model, input_spec, release=None) -> Path | None:
     """Write the image tower of ``model`` (open_clip, float32 as loaded) for later searches by image,
-    unless it is there or the model is not one this module runs. Never raises for want of a cache."""
-    return clip_text.write_export(path_for(model_id), model_id, lambda: _tensors(model, input_spec), what="image tower")
+    unless it is there or the model is not one this module runs (``release``: see
+    :func:`photoseek.encoders.clip_text.write_export`). Never raises for want of a cache."""
+    return clip_text.write_export(path_for(model_id), model_id, lambda: _tensors(model, input_spec),
+                                  what="image tower", release=release)
 
 
 def _tensors(model, spec) -> dict | None:

@@ -8,12 +8,14 @@ Benchmarks). So the image tower is converted once per model, and the indexing pr
 the IR.
 
 The conversion runs in a process of its own (``python -m photoseek.encoders.clip_openvino
-MODEL_ID``, started by :func:`photoseek.encoders.factory.prepare_indexing_encoder`): it builds the
-tower from its float32 export (:mod:`photoseek.encoders.clip_exported`, which needs torch; when a
-model has no export yet, open_clip loads it first and writes one), traces it and saves the IR into
-the user's cache (``openvino-towers``, keyed like the other exports by the model id and the
-checkpoint file's size and time). The pixel normalisation is part of the IR, so a batch goes in as
-the decoders deliver it, uint8 height x width x channels.
+MODEL_ID``, started by :func:`photoseek.encoders.factory.prepare_indexing_encoder`) and needs no
+torch: it builds the tower's graph from its float32 export (:mod:`photoseek.encoders.clip_image`)
+with OpenVINO's own operations (:mod:`photoseek.encoders.ov_graph`) and saves the IR into the
+user's cache (``openvino-towers``, keyed like the other exports by the model id and the checkpoint
+file's size and time). A model without exports yet has them written first, by open_clip and torch
+in a process of their own that ends before the graph is built, so the two never share one
+process's memory. The pixel normalisation is part of the IR, so a batch goes in as the decoders
+deliver it, uint8 height x width x channels.
 
 Invariants:
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -40,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from photoseek.encoders import clip_image, clip_text
+from photoseek.encoders import clip_image, clip_text, ov_graph
 from photoseek.encoders.base import Encoder, threads_per_call
 from photoseek.encoders.spec import ImageInputSpec
 
@@ -67,18 +70,7 @@ def runs(precision: str) -> bool:
 @functools.lru_cache(maxsize=1)
 def native_bf16() -> bool:
     """Whether OpenVINO finds bf16 arithmetic in this CPU's hardware (AVX-512 BF16, AMX)."""
-    return "BF16" in openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
-def openvino():
-    """The ``openvino`` module, imported without its telemetry. OpenVINO reports loading and
-    converting models to Google Analytics, from forked copies of the process, unless its telemetry
-    package is missing; made missing, it uses its own no-op stand-in. A tool for one's own photos
-    sends nothing anywhere (a test watches for forks and network lookups)."""
-    sys.modules.setdefault("openvino_telemetry", None)
-    import openvino as ov
-
-    return ov
+    return "BF16" in ov_graph.openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def path_for(model_id: str) -> Path | None:
@@ -95,7 +87,7 @@ def _complete(path: Path | None) -> bool:
     return path is not None and (path / "meta.json").is_file()
 
 
-# -- conversion (its own process: imports torch, and open_clip when there is no export yet) -------
+# -- conversion (its own process; the exports, when there are none yet, in another) ----------------
 
 
 def convert(model_id: str) -> Path | None:
@@ -105,59 +97,85 @@ def convert(model_id: str) -> Path | None:
     if path is None or _complete(path):
         return path
     if not _complete(clip_image.path_for(model_id)):
-        from photoseek.encoders.factory import load_encoder
-
-        load_encoder(model_id)  # a model's first load writes its exports
+        _write_exports(model_id)
     exported = clip_image.path_for(model_id)
     if not _complete(exported):
         return None
-    ov = openvino()
-    import torch
-
-    from photoseek.encoders.clip_exported import load_vision_tower
-
-    tower, meta = load_vision_tower(exported, torch.float32)
-    tower = tower.to(memory_format=torch.contiguous_format)
-    size = int(meta["size"])
-    with torch.no_grad():
-        # Tracing's own check runs the tower twice more and compares graphs that differ only in
-        # names: the agreement that matters is checked on the vectors (tests).
-        traced = torch.jit.trace(tower, torch.zeros(1, 3, size, size), check_trace=False)
-    model = ov.convert_model(traced, input=[(-1, 3, size, size)])
-    model = _with_pixel_input(ov, model, meta["mean"], meta["std"])
+    ov = ov_graph.openvino()
+    meta = json.loads((exported / "meta.json").read_text())
+    model = ov_graph.with_pixel_input(_vision_graph(exported, meta), meta["mean"], meta["std"])
     dim = int(model.output(0).get_partial_shape()[1].get_length())
-    info = {"size": size, "mean": list(meta["mean"]), "std": list(meta["std"]), "dim": dim,
+    info = {"size": int(meta["size"]), "mean": list(meta["mean"]), "std": list(meta["std"]), "dim": dim,
             "openvino": ov.__version__}
     return clip_text.write_export(path, model_id, lambda: {"meta": info}, what="OpenVINO image tower",
                                   writer=lambda folder: ov.save_model(model, folder / IR_NAME, compress_to_fp16=True))
 
 
-def _with_pixel_input(ov, model, mean: Sequence[float], std: Sequence[float]):
-    """``model`` taking uint8 (N, size, size, 3) pixels, normalised as :class:`TorchEncoder` does:
-    ``(x / 255 - mean) / std``."""
-    from openvino.preprocess import PrePostProcessor
+def _write_exports(model_id: str) -> None:
+    """The model's exports, written once per weights file by open_clip and torch in a process of
+    their own: their gigabyte is gone before the graph is built. Raises KeyboardInterrupt when that
+    process was interrupted, RuntimeError when it failed (its reason is on stderr, shared)."""
+    code = subprocess.run([sys.executable, "-m", "photoseek.encoders.clip_openvino", "--exports", model_id],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
+    if code == 130:
+        raise KeyboardInterrupt
+    if code != 0:
+        raise RuntimeError(f"writing the exports of {model_id} failed (exit status {code})")
 
-    ppp = PrePostProcessor(model)
-    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-    ppp.input().model().set_layout(ov.Layout("NCHW"))
-    ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0).mean(list(mean)).scale(list(std))
-    return ppp.build()
+
+def _vision_graph(path: Path, meta: dict):
+    """open_clip's ``VisionTransformer`` as exported (:mod:`photoseek.encoders.clip_image`) as an
+    OpenVINO model taking normalised float32 (N, 3, size, size): patch convolution, class token,
+    ``ln_pre``, the blocks, ``ln_post`` on the class token, projection; the arithmetic of
+    :class:`photoseek.encoders.clip_image.ClipImageTower`."""
+    ov, o = ov_graph.openvino(), ov_graph.ops()
+    w = {f.stem: np.load(f, mmap_mode="c", allow_pickle=False) for f in path.glob("*.npy")}  # see ov_graph.const
+    patch, size, eps = int(meta["patch"]), int(meta["size"]), float(meta["eps"])
+    width = int(w["projection"].shape[0])
+    pixels = o.parameter([-1, 3, size, size], np.float32, name="pixels")
+    # The export holds the convolution as (3 * patch * patch, width) in (channel, y, x) order.
+    kernel = np.asarray(w["patch_embedding"]).T.reshape(width, 3, patch, patch)
+    x = o.convolution(pixels, ov_graph.const(kernel), [patch, patch], [0, 0], [0, 0], [1, 1])
+    x = o.transpose(o.reshape(x, ov_graph.i64([0, width, -1]), special_zero=True), ov_graph.i64([0, 2, 1]))
+    batch = o.gather(o.shape_of(pixels), ov_graph.i64([0]), o.constant(np.int64(0)))
+    cls = o.broadcast(ov_graph.const(np.asarray(w["class_embedding"]).reshape(1, 1, width)),
+                      o.concat([batch, ov_graph.i64([1, width])], 0))
+    x = o.add(o.concat([cls, x], 1), ov_graph.const(w["positional_embedding"]))
+    x = ov_graph.layer_norm(x, w, "ln_pre", eps)
+    x = ov_graph.attention_blocks(x, w, layers=int(meta["layers"]), heads=int(meta["heads"]), width=width,
+                                  act=meta["act"], eps=eps)
+    pooled = o.gather(x, o.constant(np.int64(0)), o.constant(np.int64(1)))  # the class token: (N, width)
+    pooled = o.matmul(ov_graph.layer_norm(pooled, w, "ln_post", eps), ov_graph.const(w["projection"]), False, False)
+    return ov.Model([o.result(pooled)], [pixels], "clip-image-tower")
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m photoseek.encoders.clip_openvino MODEL_ID``: 0 when the IR is there afterwards,
-    3 when the model is not one this converts, 130 on Ctrl-C, 1 on failure (the reason on stderr)."""
+    3 when the model is not one this converts, 130 on Ctrl-C or SIGTERM, 1 on failure (the reason
+    on stderr). ``--exports MODEL_ID``: write the model's exports only (:func:`_write_exports`)."""
+    import signal
     import warnings
 
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m photoseek.encoders.clip_openvino MODEL_ID", file=sys.stderr)
+    exports = argv[:1] == ["--exports"]
+    if len(argv) != 1 + exports:
+        print("usage: python -m photoseek.encoders.clip_openvino [--exports] MODEL_ID", file=sys.stderr)
         return 2
-    warnings.filterwarnings("ignore")  # tracing's deprecation notices: the parent logs failures only
+    warnings.filterwarnings("ignore")  # open_clip's notices while it writes exports: the parent logs failures only
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped by the indexer: a child writing exports goes too
     try:
+        if exports:
+            from photoseek.encoders.clip import write_exports
+
+            write_exports(argv[1])
+            return 0
         return 0 if convert(argv[0]) is not None else 3
     except KeyboardInterrupt:
         return 130
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 # -- the encoder ----------------------------------------------------------------------------------
@@ -169,10 +187,13 @@ class OpenVinoClipEncoder(Encoder):
     that searches by words use; a model without one loads the full encoder for its texts."""
 
     def __init__(self, model_id: str, path: Path, *, precision: str = "auto"):
-        ov = openvino()
+        ov = ov_graph.openvino()
         meta = json.loads((path / "meta.json").read_text())
         self.model_id = model_id
         self.precision = (precision or "auto").lower()
+        # What :func:`load` hands the indexer runs in bf16 (:func:`runs`); built directly on a CPU
+        # without bf16 (the tests do, to check the graph anywhere), it runs in float32.
+        self.inference_precision = "bf16" if runs(self.precision) else "f32"
         self.input_spec = ImageInputSpec(size=int(meta["size"]), mean=tuple(meta["mean"]), std=tuple(meta["std"]))
         self.dim = int(meta["dim"])
         self._core = ov.Core()
@@ -189,7 +210,7 @@ class OpenVinoClipEncoder(Encoder):
         with self._lock:
             if self._compiled_for != (streams, threads):
                 config = {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams * threads,
-                          "INFERENCE_PRECISION_HINT": "bf16"}
+                          "INFERENCE_PRECISION_HINT": self.inference_precision}
                 self._compiled = None  # the old copy goes before the new one is made
                 self._compiled = self._core.compile_model(self._model, "CPU", config)
                 self._compiled_for = (streams, threads)

@@ -73,21 +73,23 @@ def path_for(model_id: str, folder: str = "text-towers", version: int = FORMAT) 
 # -- export (torch side) ---------------------------------------------------------------------------
 
 
-def export(model_id: str, model, tokenizer) -> Path | None:
+def export(model_id: str, model, tokenizer, release=None) -> Path | None:
     """Write the text tower of ``model`` (an open_clip model in float32, as loaded) for later
     searches, unless it is there already or the model is not one this module runs. Never raises
     for want of a cache folder: the search then simply loads the full encoder."""
     # CLIP's BPE merges, uncompressed: read in milliseconds instead of gunzipped in a tenth of a second.
     return write_export(path_for(model_id), model_id, lambda: _tensors(model, tokenizer),
-                        {"bpe_merges.txt": lambda: gzip.open(_bpe_path()).read()}, what="text tower")
+                        {"bpe_merges.txt": lambda: gzip.open(_bpe_path()).read()}, what="text tower",
+                        release=release)
 
 
 def write_export(path: Path | None, model_id: str, tensors, files: dict | None = None, *, what: str,
-                 writer=None) -> Path | None:
+                 writer=None, release=None) -> Path | None:
     """Write ``tensors()`` (a dict of arrays plus ``"meta"``; None: a model this cannot run) as one
     ``.npy`` file each, ``files`` (name -> bytes maker), what ``writer(folder)`` writes, and
-    ``meta.json`` into ``path``, unless it is there already. Exports of the same model for weights
-    since replaced are removed: one per model."""
+    ``meta.json`` into ``path``, unless it is there already; ``release(array)`` after each array is
+    written (:func:`photoseek.encoders.lean_load.page_releaser`). Exports of the same model for
+    weights since replaced are removed: one per model."""
     try:
         if path is None or (path / "meta.json").is_file():
             return path
@@ -101,6 +103,8 @@ def write_export(path: Path | None, model_id: str, tensors, files: dict | None =
             meta = arrays.pop("meta") | {"model_id": model_id}
             for name, array in arrays.items():
                 np.save(staging / f"{name}.npy", array, allow_pickle=False)
+                if release is not None:
+                    release(array)
             for name, make in (files or {}).items():
                 (staging / name).write_bytes(make())
             if writer is not None:
