@@ -126,8 +126,8 @@ def tower_cost(model_id: str, batches: list[int], seconds: float, precision: str
     with OthersMeter() as others:
         limit = measure_limit(model_id, batches, seconds, echo=echo)
     gc.collect()
-    # In bf16 the indexer runs a CLIP tower in OpenVINO when it can: the faster engine sets the bound.
-    engines = (precision + "/",) + (("openvino/",) if precision == "bf16" else ())
+    # The indexer runs a CLIP tower in OpenVINO when it can: the faster engine sets the bound.
+    engines = (precision + "/", "openvino/")
     key, ips = max(((k, v) for k, v in limit.grid.items() if k.startswith(engines)), key=lambda kv: kv[1])
     _, batch, split = key.split("/")[:3]
     calls, threads = split.split("x")

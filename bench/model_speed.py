@@ -126,7 +126,8 @@ def _grid(result: LimitResult, label: str, batch_sizes: Sequence[int], measure, 
 
 
 def _measure_openvino(model_id: str, batch_sizes: Sequence[int], seconds: float, result: LimitResult, echo) -> None:
-    """The OpenVINO tower the indexer runs for a CLIP model in bf16, in the same grid ("openvino/...")."""
+    """The OpenVINO tower the indexer runs for a CLIP model (bf16 or float32, as ``auto`` resolves here),
+    in the same grid ("openvino/...")."""
     from photoseek.encoders import clip_openvino
     from photoseek.encoders.factory import OFFLINE_PREFIX, prepare_indexing_encoder
 

@@ -327,7 +327,7 @@ def test_later_index_runs_build_the_image_tower_from_its_export_without_open_cli
     assert load_indexing_encoder(encoder.model_id).__class__.__name__ == "ClipEncoder"
 
 
-def _openvino_bf16() -> bool:
+def _openvino() -> bool:
     from photoseek.encoders import clip_openvino
 
     return clip_openvino.runs("auto")
@@ -349,9 +349,9 @@ def test_the_image_tower_converts_for_openvino_without_torch(random_clip, sample
     that never imports torch: it builds the graph from the tower's export, which open_clip writes
     first, in another process, when the model has none yet. The converted tower's vectors agree with
     open_clip's own (cosine >= 0.999, the photos ranked alike), with one call per thread as the
-    indexer makes them. Where the CPU has native bf16, `photoseek index` then runs it without
-    importing torch; float32 runs, CPUs without bf16 and PHOTOSEEK_OPENVINO=0 keep torch. Replaced
-    weights make the conversion stale."""
+    indexer makes them. `photoseek index` then runs it without importing torch (in bf16 where the
+    CPU has native bf16, else in float32, each from an IR of its own); PHOTOSEEK_OPENVINO=0 keeps
+    torch. Replaced weights make the conversion stale."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
@@ -383,9 +383,11 @@ def test_the_image_tower_converts_for_openvino_without_torch(random_clip, sample
         assert list(np.argsort(-(theirs @ a))[:10]) == list(np.argsort(-(theirs @ b))[:10])
     # Texts (the tag vocabulary) are the ones searches by words get: the exported text tower's.
     np.testing.assert_array_equal(ov.encode_texts(["a red car"]), clip_text.load(model_id).encode_texts(["a red car"]))
-    assert isinstance(load_indexing_encoder(model_id, precision="fp32"), clip_exported.ExportedClipEncoder)
     assert isinstance(load_indexing_encoder(model_id, openvino=False), clip_exported.ExportedClipEncoder)
-    expected = "OpenVinoClipEncoder False" if _openvino_bf16() else "ExportedClipEncoder True"
+    other = "fp32" if clip_openvino.engine_precision("auto") == "bf16" else "bf16"
+    assert not clip_openvino.converted(model_id, other)  # each precision's IR is converted when first needed
+    assert isinstance(load_indexing_encoder(model_id, precision=other), clip_exported.ExportedClipEncoder)
+    expected = "OpenVinoClipEncoder False"
     code = (_WATCHED  # the same watch over the indexing process
             + "import numpy as np; from photoseek.encoders.factory import load_indexing_encoder\n"
             f"e = load_indexing_encoder({model_id!r}); e.encode_pixels(np.zeros((2, 224, 224, 3), np.uint8))\n"
@@ -425,7 +427,7 @@ def test_a_stopped_conversion_ends_with_the_process_writing_exports(random_clip,
     assert not clip_openvino.converted(encoder.model_id)
 
 
-@pytest.mark.skipif(not _openvino_bf16(), reason="photoseek index converts for OpenVINO on CPUs with native bf16 only")
+@pytest.mark.skipif(not _openvino(), reason="OpenVINO is not installed")
 def test_a_failed_or_interrupted_conversion_leaves_indexing_to_torch(random_clip, tmp_path, monkeypatch, caplog):
     """A conversion that fails says why and leaves nothing behind: the run goes on with torch. One
     stopped (Ctrl-C during a first run) ends at once, nothing converted."""

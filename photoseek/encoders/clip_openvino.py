@@ -19,10 +19,12 @@ deliver it, uint8 height x width x channels.
 
 Invariants:
 
-* It runs in bf16 only: for ``--precision bf16``, and for ``auto`` where the CPU does bf16
-  natively. The IR keeps the weights in float16 (they are rounded to bf16 when compiled; float32
-  weights would stay mapped beside the compiled copy for the whole run). Float32 runs, and CPUs
-  without native bf16, keep the torch encoders.
+* It runs at the indexer's precision: bf16 for ``--precision bf16``, and for ``auto`` where the CPU
+  does bf16 natively, from an IR with float16 weights (rounded to bf16 when compiled); float32
+  otherwise, from an IR with float32 weights (float16 ones would be widened in every product).
+  Once the runtime has its own copy of the weights (when compiled, and after a request's first
+  call), the IR's memory-mapped pages are handed back: they would otherwise stay resident beside
+  that copy for the whole run.
 * Its vectors agree with open_clip's own tower (cosine >= 0.999, the same top 10 on the demo
   queries; a test checks), but are not bit-identical to torch's: an index whose photos were
   embedded by both differs by rounding, as between bf16 and fp32.
@@ -43,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from photoseek.encoders import clip_image, clip_text, ov_graph
+from photoseek.encoders import clip_image, clip_text, ov_graph, pages
 from photoseek.encoders.base import Encoder, threads_per_call
 from photoseek.encoders.spec import ImageInputSpec
 
@@ -59,12 +61,19 @@ def installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def runs(precision: str) -> bool:
-    """Whether an image tower runs in OpenVINO at ``precision`` here (see the module's invariants)."""
+def engine_precision(precision: str) -> str | None:
+    """What a tower asked to run at ``precision`` runs in, in OpenVINO here: ``"bf16"`` (asked, or
+    ``auto`` on a CPU with native bf16), ``"fp32"`` (asked, or ``auto`` without), None without
+    OpenVINO."""
     precision = (precision or "auto").lower()
-    if precision not in ("auto", "bf16") or not installed():
-        return False
-    return precision == "bf16" or native_bf16()
+    if precision not in ("auto", "bf16", "fp32") or not installed():
+        return None
+    return "bf16" if precision == "bf16" or (precision == "auto" and native_bf16()) else "fp32"
+
+
+def runs(precision: str) -> bool:
+    """Whether an image tower runs in OpenVINO at ``precision`` here."""
+    return engine_precision(precision) is not None
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,13 +82,16 @@ def native_bf16() -> bool:
     return "BF16" in ov_graph.openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def path_for(model_id: str) -> Path | None:
-    return clip_text.path_for(model_id, FOLDER, FORMAT)
+def path_for(model_id: str, precision: str = "auto") -> Path | None:
+    """Where the IR of ``model_id`` for runs at ``precision`` lives: float16 weights for bf16 runs,
+    float32 ones for float32 runs (see the module)."""
+    folder = FOLDER if engine_precision(precision) == "bf16" else f"{FOLDER}-fp32"
+    return clip_text.path_for(model_id, folder, FORMAT)
 
 
-def converted(model_id: str) -> bool:
-    """Whether the IR of ``model_id`` as its weights are now is in the cache."""
-    return _complete(path_for(model_id))
+def converted(model_id: str, precision: str = "auto") -> bool:
+    """Whether the IR of ``model_id`` as its weights are now, for runs at ``precision``, is in the cache."""
+    return _complete(path_for(model_id, precision))
 
 
 def _complete(path: Path | None) -> bool:
@@ -90,10 +102,10 @@ def _complete(path: Path | None) -> bool:
 # -- conversion (its own process; the exports, when there are none yet, in another) ----------------
 
 
-def convert(model_id: str) -> Path | None:
-    """Write the IR of ``model_id``'s image tower unless it is there; its folder, or None when the
-    model is not one the export runs (or there is no cache folder)."""
-    path = path_for(model_id)
+def convert(model_id: str, precision: str = "auto") -> Path | None:
+    """Write the IR of ``model_id``'s image tower for runs at ``precision`` unless it is there; its
+    folder, or None when the model is not one the export runs (or there is no cache folder)."""
+    path = path_for(model_id, precision)
     if path is None or _complete(path):
         return path
     if not _complete(clip_image.path_for(model_id)):
@@ -107,8 +119,9 @@ def convert(model_id: str) -> Path | None:
     dim = int(model.output(0).get_partial_shape()[1].get_length())
     info = {"size": int(meta["size"]), "mean": list(meta["mean"]), "std": list(meta["std"]), "dim": dim,
             "openvino": ov.__version__}
+    half = engine_precision(precision) == "bf16"  # float16 weights, rounded to bf16 when compiled
     return clip_text.write_export(path, model_id, lambda: {"meta": info}, what="OpenVINO image tower",
-                                  writer=lambda folder: ov.save_model(model, folder / IR_NAME, compress_to_fp16=True))
+                                  writer=lambda folder: ov.save_model(model, folder / IR_NAME, compress_to_fp16=half))
 
 
 def _write_exports(model_id: str) -> None:
@@ -150,16 +163,19 @@ def _vision_graph(path: Path, meta: dict):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m photoseek.encoders.clip_openvino MODEL_ID``: 0 when the IR is there afterwards,
-    3 when the model is not one this converts, 130 on Ctrl-C or SIGTERM, 1 on failure (the reason
-    on stderr). ``--exports MODEL_ID``: write the model's exports only (:func:`_write_exports`)."""
+    """``python -m photoseek.encoders.clip_openvino MODEL_ID [PRECISION]``: 0 when the IR for runs
+    at PRECISION (default auto) is there afterwards, 3 when the model is not one this converts, 130
+    on Ctrl-C or SIGTERM, 1 on failure (the reason on stderr). ``--exports MODEL_ID``: write the
+    model's exports only (:func:`_write_exports`)."""
     import signal
     import warnings
 
     argv = sys.argv[1:] if argv is None else argv
     exports = argv[:1] == ["--exports"]
-    if len(argv) != 1 + exports:
-        print("usage: python -m photoseek.encoders.clip_openvino [--exports] MODEL_ID", file=sys.stderr)
+    valid = len(argv) == 2 if exports else len(argv) == 1 or (len(argv) == 2 and argv[1] in ("auto", "bf16", "fp32"))
+    if not valid:
+        print("usage: python -m photoseek.encoders.clip_openvino {--exports MODEL_ID | MODEL_ID [auto|bf16|fp32]}",
+              file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore")  # open_clip's notices while it writes exports: the parent logs failures only
     signal.signal(signal.SIGTERM, _interrupt)  # stopped by the indexer: a child writing exports goes too
@@ -169,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
             write_exports(argv[1])
             return 0
-        return 0 if convert(argv[0]) is not None else 3
+        return 0 if convert(*argv) is not None else 3
     except KeyboardInterrupt:
         return 130
 
@@ -191,13 +207,11 @@ class OpenVinoClipEncoder(Encoder):
         meta = json.loads((path / "meta.json").read_text())
         self.model_id = model_id
         self.precision = (precision or "auto").lower()
-        # What :func:`load` hands the indexer runs in bf16 (:func:`runs`); built directly on a CPU
-        # without bf16 (the tests do, to check the graph anywhere), it runs in float32.
-        self.inference_precision = "bf16" if runs(self.precision) else "f32"
+        self.inference_precision = "bf16" if engine_precision(self.precision) == "bf16" else "f32"
         self.input_spec = ImageInputSpec(size=int(meta["size"]), mean=tuple(meta["mean"]), std=tuple(meta["std"]))
         self.dim = int(meta["dim"])
         self._core = ov.Core()
-        self._model = self._core.read_model(path / IR_NAME)
+        self._ir = path / IR_NAME
         self._lock = threading.Lock()
         self._compiled = None
         self._compiled_for: tuple[int, int] | None = None
@@ -212,8 +226,9 @@ class OpenVinoClipEncoder(Encoder):
                 config = {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams * threads,
                           "INFERENCE_PRECISION_HINT": self.inference_precision}
                 self._compiled = None  # the old copy goes before the new one is made
-                self._compiled = self._core.compile_model(self._model, "CPU", config)
+                self._compiled = self._core.compile_model(self._core.read_model(self._ir), "CPU", config)
                 self._compiled_for = (streams, threads)
+                pages.drop_file(self._ir.with_suffix(".bin"))  # see encode_pixels
             return self._compiled
 
     @contextmanager
@@ -228,10 +243,16 @@ class OpenVinoClipEncoder(Encoder):
             return np.zeros((0, self.dim), dtype=np.float32)
         compiled = self._compiled if self._compiled is not None else self._compile(1, threads_per_call(1))
         request = getattr(self._local, "request", None)
-        if request is None or getattr(self._local, "compiled", None) is not compiled:
+        first = request is None or getattr(self._local, "compiled", None) is not compiled
+        if first:
             request = compiled.create_infer_request()  # one per thread: calls on several run at once
             self._local.request, self._local.compiled = request, compiled
         features = np.array(request.infer({0: np.ascontiguousarray(pixels)})[0], dtype=np.float32)
+        if first:
+            # The runtime has its own copy of the weights by now (most made when compiled, the rest
+            # on a request's first call): the IR's pages, mapped read-only, would otherwise stay
+            # resident beside it for the whole run.
+            pages.drop_file(self._ir.with_suffix(".bin"))
         return _unit(features)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -252,7 +273,7 @@ def load(model_id: str, *, precision: str = "auto") -> OpenVinoClipEncoder | Non
     as they are now, or it does not run at ``precision`` here (:func:`runs`)."""
     if not runs(precision):
         return None
-    return clip_text.load_export(path_for(model_id),
+    return clip_text.load_export(path_for(model_id, precision),
                                  lambda mid, path: OpenVinoClipEncoder(mid, path, precision=precision),
                                  model_id, what="OpenVINO image tower")
 

@@ -122,10 +122,10 @@ def prepare_indexing_encoder(model_id: str, *, precision: str = "auto", stop: th
         return
     from photoseek.encoders import clip_openvino
 
-    if not clip_openvino.runs(precision) or clip_openvino.converted(model_id):
+    if not clip_openvino.runs(precision) or clip_openvino.converted(model_id, precision):
         return
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "photoseek.encoders.clip_openvino", model_id],
+        proc = subprocess.Popen([sys.executable, "-m", "photoseek.encoders.clip_openvino", model_id, precision or "auto"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         while True:
             try:

@@ -23,9 +23,7 @@ a third-party layout that open_clip converts, missing or mis-shaped keys) raises
 
 from __future__ import annotations
 
-import ctypes
 import json
-import mmap
 import os
 import struct
 import zipfile
@@ -33,8 +31,7 @@ from collections.abc import Callable, Collection, Iterator
 
 import torch
 
-PAGE = mmap.PAGESIZE
-MADV_DONTNEED = 4
+from photoseek.encoders import pages
 
 
 class NotLean(Exception):
@@ -232,65 +229,18 @@ class _Safetensors(_Tensors):
         os.close(self.fd)
 
 
-_libc = None
-
-
 def _release(tensor: torch.Tensor) -> None:
-    """Tell the kernel this memory-mapped tensor's whole pages will not be read again (``madvise
-    MADV_DONTNEED``): they leave the process's resident set at once, instead of when the whole
-    file is unmapped. Only pages entirely inside the tensor are dropped, and they are clean file
-    pages: were they read again, the kernel would read them back from the file."""
+    """Tell the kernel this memory-mapped tensor's whole pages will not be read again: they leave
+    the process's resident set at once, instead of when the whole file is unmapped
+    (:mod:`photoseek.encoders.pages`; clean file pages, read back from the file if touched again)."""
     if tensor.numel():
         start = tensor.data_ptr()
-        _drop_pages(start, start + tensor.numel() * tensor.element_size())
+        pages.drop(start, start + tensor.numel() * tensor.element_size())
 
 
 def page_releaser(checkpoint: str) -> Callable[[object], None]:
-    """A function that hands an array's pages back to the kernel (as :func:`_release` does) when
-    they lie wholly inside a mapping of the file ``checkpoint`` (the tensors :func:`load_into`
-    memory-maps with ``as_stored``; taken from ``/proc/self/maps`` now). Anything else (a copy, an
-    array in ordinary memory, whose pages would be lost, not re-read) is left alone. For exports:
-    each array written, its pages go, so an export never holds the whole checkpoint."""
-    from numpy.lib.array_utils import byte_bounds
-
-    ranges = _file_mappings(os.path.realpath(checkpoint))
-
-    def release(array) -> None:
-        low, high = byte_bounds(array)
-        if high > low and any(start <= low and high <= end for start, end in ranges):
-            _drop_pages(low, high)
-
-    return release
-
-
-def _file_mappings(path: str) -> list[tuple[int, int]]:
-    """Address ranges at which this process maps ``path`` (none where there is no ``/proc``)."""
-    ranges = []
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                fields = line.split(maxsplit=5)
-                if len(fields) == 6 and fields[5].rstrip("\n") == path:
-                    start, end = fields[0].split("-")
-                    ranges.append((int(start, 16), int(end, 16)))
-    except OSError:
-        pass
-    return ranges
-
-
-def _drop_pages(start: int, end: int) -> None:
-    """``madvise(MADV_DONTNEED)`` on the whole pages inside [start, end): only ever for clean
-    file-backed pages (the callers' contract)."""
-    global _libc
-    if os.name != "posix":
-        return
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        first = (start + PAGE - 1) // PAGE * PAGE
-        last = end // PAGE * PAGE
-        if last > first:
-            _libc.madvise(first, last - first, MADV_DONTNEED)
-    except (OSError, AttributeError):  # no madvise here: the pages go when the file is unmapped
-        pass
+    """A function that hands an array's pages back to the kernel when they lie wholly inside a
+    mapping of the file ``checkpoint`` (the tensors :func:`load_into` memory-maps with
+    ``as_stored``, never written), and leaves anything else alone. For exports: each array written,
+    its pages go, so an export never holds the whole checkpoint."""
+    return pages.releaser(checkpoint)
