@@ -80,7 +80,7 @@ def tower_ips(encoder: Encoder, batch_size: int, seconds: float, trials: int = 2
 
 
 def openvino_ips(encoder, batch_size: int, seconds: float, trials: int = 2, workers: int = 1) -> float:
-    """Images/s of an OpenVINO image tower (photoseek.encoders.clip_openvino) as the indexer runs it:
+    """Images/s of an OpenVINO image tower (photoseek.encoders.openvino_tower) as the indexer runs it:
     ``workers`` calls at once on uint8 pixels (its pixel normalisation is part of the model, so it is
     counted here and not in :func:`tower_ips`), best of ``trials``."""
     size = encoder.input_spec.size
@@ -128,14 +128,14 @@ def _grid(result: LimitResult, label: str, batch_sizes: Sequence[int], measure, 
 def _measure_openvino(model_id: str, batch_sizes: Sequence[int], seconds: float, result: LimitResult, echo) -> None:
     """The OpenVINO tower the indexer runs for a CLIP model (bf16 or float32, as ``auto`` resolves here),
     in the same grid ("openvino/...")."""
-    from photoseek.encoders import clip_openvino
-    from photoseek.encoders.factory import OFFLINE_PREFIX, prepare_indexing_encoder
+    from photoseek.encoders import openvino_tower
+    from photoseek.encoders.factory import prepare_indexing_encoder
 
-    if model_id.partition(":")[0] == OFFLINE_PREFIX or not clip_openvino.runs("auto"):
+    if not openvino_tower.runs(model_id, "auto"):
         return
     prepare_indexing_encoder(model_id)
     started = time.perf_counter()
-    encoder = clip_openvino.load(model_id)
+    encoder = openvino_tower.load(model_id)
     if encoder is None:
         echo("  limit openvino: the model did not convert")
         return
@@ -148,9 +148,9 @@ def _measure_openvino(model_id: str, batch_sizes: Sequence[int], seconds: float,
 def recheck_limit(model_id: str, result: LimitResult, seconds: float, echo=print) -> float:
     """Measure the best configuration again (the machine may have got busier or quieter)."""
     if result.best_precision == "openvino":
-        from photoseek.encoders import clip_openvino
+        from photoseek.encoders import openvino_tower
 
-        encoder = clip_openvino.load(model_id)
+        encoder = openvino_tower.load(model_id)
         ips = openvino_ips(encoder, result.best_batch, seconds, workers=result.best_workers)
     else:
         encoder = load_encoder(model_id, precision=result.best_precision)

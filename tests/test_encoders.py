@@ -328,9 +328,9 @@ def test_later_index_runs_build_the_image_tower_from_its_export_without_open_cli
 
 
 def _openvino() -> bool:
-    from photoseek.encoders import clip_openvino
+    from photoseek.encoders import openvino_tower
 
-    return clip_openvino.runs("auto")
+    return openvino_tower.installed()
 
 
 # The converter as prepare_indexing_encoder runs it, watched: it forks no copy of itself and looks up
@@ -356,21 +356,21 @@ def test_the_image_tower_converts_for_openvino_without_torch(random_clip, sample
 
     from PIL import Image
 
-    from photoseek.encoders import clip_exported, clip_image, clip_openvino, clip_text
+    from photoseek.encoders import clip_exported, clip_image, clip_text, openvino_tower
     from photoseek.encoders.factory import load_indexing_encoder
     from photoseek.imaging import fit_square, to_rgb
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     path, encoder = random_clip
     model_id = encoder.model_id
-    assert not clip_openvino.converted(model_id) and clip_image.load(model_id) is None
-    convert = _WATCHED + "from photoseek.encoders.clip_openvino import main\nsys.exit(main(sys.argv[1:]))"
+    assert not openvino_tower.converted(model_id) and clip_image.load(model_id) is None
+    convert = _WATCHED + "from photoseek.encoders.openvino_tower import main\nsys.exit(main(sys.argv[1:]))"
     out = subprocess.run([sys.executable, "-c", convert, model_id], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
     assert out.returncode == 0 and "EVENT" not in out.stdout, out.stdout + out.stderr[-2000:]
     assert "TORCH False" in out.stdout  # the exports were written by another process
-    assert clip_openvino.converted(model_id) and clip_image.load(model_id) is not None
-    ov = clip_openvino.OpenVinoClipEncoder(model_id, clip_openvino.path_for(model_id))
+    assert openvino_tower.converted(model_id) and clip_image.load(model_id) is not None
+    ov = openvino_tower.OpenVinoEncoder(model_id, openvino_tower.path_for(model_id))
     fp32 = load_encoder(model_id, precision="fp32")
     assert (ov.dim, ov.input_spec) == (fp32.dim, fp32.input_spec)
     pixels = np.stack([fit_square(to_rgb(Image.open(p)), 224) for p in sorted(samples_dir.iterdir())[:12]])
@@ -384,10 +384,10 @@ def test_the_image_tower_converts_for_openvino_without_torch(random_clip, sample
     # Texts (the tag vocabulary) are the ones searches by words get: the exported text tower's.
     np.testing.assert_array_equal(ov.encode_texts(["a red car"]), clip_text.load(model_id).encode_texts(["a red car"]))
     assert isinstance(load_indexing_encoder(model_id, openvino=False), clip_exported.ExportedClipEncoder)
-    other = "fp32" if clip_openvino.engine_precision("auto") == "bf16" else "bf16"
-    assert not clip_openvino.converted(model_id, other)  # each precision's IR is converted when first needed
+    other = "fp32" if openvino_tower.engine_precision(model_id, "auto") == "bf16" else "bf16"
+    assert not openvino_tower.converted(model_id, other)  # each precision's IR is converted when first needed
     assert isinstance(load_indexing_encoder(model_id, precision=other), clip_exported.ExportedClipEncoder)
-    expected = "OpenVinoClipEncoder False"
+    expected = "OpenVinoEncoder False"
     code = (_WATCHED  # the same watch over the indexing process
             + "import numpy as np; from photoseek.encoders.factory import load_indexing_encoder\n"
             f"e = load_indexing_encoder({model_id!r}); e.encode_pixels(np.zeros((2, 224, 224, 3), np.uint8))\n"
@@ -397,7 +397,45 @@ def test_the_image_tower_converts_for_openvino_without_torch(random_clip, sample
     assert f"LOADED {expected}" in out.stdout and "EVENT" not in out.stdout, out.stdout + out.stderr
     later = path.stat().st_mtime_ns + 10**9  # replaced weights: converted again before the next run
     os.utime(path, ns=(later, later))
-    assert not clip_openvino.converted(model_id) and clip_openvino.load(model_id) is None
+    assert not openvino_tower.converted(model_id) and openvino_tower.load(model_id) is None
+
+
+@pytest.mark.skipif(not _openvino(), reason="OpenVINO is not installed")
+def test_the_offline_encoder_indexes_in_openvino_with_its_own_vectors(demo, tmp_path, monkeypatch):
+    """The default offline encoder's image side converts for OpenVINO too, from its export (written
+    by the torch encoder in a process of its own on a first run): float32, as torch runs it. Its
+    vectors agree with the torch encoder's (cosine >= 0.999, the photos ranked alike), the demo
+    queries find the same photos, texts and tag prompts are the encoder's own, and `photoseek index`
+    runs it without importing torch."""
+    from photoseek.encoders import openvino_tower
+
+    encoder, names, pixels, theirs = demo
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing exported or converted yet
+    model_id = encoder.model_id
+    assert openvino_tower.engine_precision(model_id, "auto") == "fp32"
+    convert = _WATCHED + "from photoseek.encoders.openvino_tower import main\nsys.exit(main(sys.argv[1:]))"
+    out = subprocess.run([sys.executable, "-c", convert, model_id], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert out.returncode == 0 and "EVENT" not in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "TORCH False" in out.stdout and openvino_tower.converted(model_id)
+    ov = openvino_tower.load(model_id)
+    assert isinstance(ov, openvino_tower.OpenVinoEncoder)
+    assert (ov.dim, ov.input_spec, ov.tag_prompts) == (encoder.dim, encoder.input_spec, encoder.tag_prompts)
+    with ov.inference_threads(2):
+        ours = ov.encode_pixels(pixels)
+    assert ours.dtype == np.float32 and np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+    assert float((ours * theirs).sum(axis=1).min()) >= 0.999
+    for a, b in zip(ours, theirs):
+        assert list(np.argsort(-(theirs @ a))[:10]) == list(np.argsort(-(theirs @ b))[:10])
+    for query, wanted in TOP3.items():
+        assert wanted <= set(_top(ov, names, ours, query)), query
+    np.testing.assert_allclose(ov.encode_texts(["a dog"]), encoder.encode_texts(["a dog"]), atol=1e-6)
+    code = (_WATCHED + "import numpy as np; from photoseek.encoders.factory import load_indexing_encoder\n"
+            f"e = load_indexing_encoder({model_id!r}); e.encode_pixels(np.zeros((2, 224, 224, 3), np.uint8))\n"
+            "print('LOADED', type(e).__name__, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert "LOADED OpenVinoEncoder False" in out.stdout, out.stdout + out.stderr
 
 
 def test_a_stopped_conversion_ends_with_the_process_writing_exports(random_clip, tmp_path, monkeypatch):
@@ -405,11 +443,11 @@ def test_a_stopped_conversion_ends_with_the_process_writing_exports(random_clip,
     its exports ends both processes at once and leaves nothing behind."""
     import psutil
 
-    from photoseek.encoders import clip_image, clip_openvino, clip_text
+    from photoseek.encoders import clip_image, clip_text, openvino_tower
 
     _, encoder = random_clip
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "photoseek.encoders.clip_openvino", encoder.model_id], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "photoseek.encoders.openvino_tower", encoder.model_id], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not psutil.Process(proc.pid).children() and proc.poll() is None and time.monotonic() < deadline:
@@ -424,7 +462,7 @@ def test_a_stopped_conversion_ends_with_the_process_writing_exports(random_clip,
         assert not where.exists() or not list(where.iterdir()), folder
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert clip_image.load(encoder.model_id) is None and clip_text.load(encoder.model_id) is None
-    assert not clip_openvino.converted(encoder.model_id)
+    assert not openvino_tower.converted(encoder.model_id)
 
 
 @pytest.mark.skipif(not _openvino(), reason="OpenVINO is not installed")
@@ -434,7 +472,7 @@ def test_a_failed_or_interrupted_conversion_leaves_indexing_to_torch(random_clip
     import json
     import threading
 
-    from photoseek.encoders import clip_image, clip_openvino
+    from photoseek.encoders import clip_image, openvino_tower
     from photoseek.encoders.factory import prepare_indexing_encoder
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -444,15 +482,15 @@ def test_a_failed_or_interrupted_conversion_leaves_indexing_to_torch(random_clip
     threading.Timer(0.5, stop.set).start()
     started = time.perf_counter()
     prepare_indexing_encoder(model_id, stop=stop)  # would load the model the open_clip way: seconds
-    assert time.perf_counter() - started < 5 and not clip_openvino.converted(model_id)
+    assert time.perf_counter() - started < 5 and not openvino_tower.converted(model_id)
     broken = clip_image.path_for(model_id)  # an export the converter cannot read
     broken.mkdir(parents=True, exist_ok=True)
     (broken / "meta.json").write_text(json.dumps({"model_id": model_id, "size": 224}))
     with caplog.at_level("WARNING"):
         prepare_indexing_encoder(model_id)
     assert "could not convert the image tower" in caplog.text and "indexing with torch" in caplog.text
-    assert not clip_openvino.converted(model_id)
-    converted = clip_openvino.path_for(model_id).parent
+    assert not openvino_tower.converted(model_id)
+    converted = openvino_tower.path_for(model_id).parent
     assert not converted.exists() or not list(converted.iterdir())  # no half-written folder
 
 

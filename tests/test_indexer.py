@@ -176,8 +176,11 @@ def test_vector_file_matches_database(index_few):
     store = VectorStore.load(IndexFiles(index_few.index_dir).vectors, dim=384, generation=generation)
     assert store is not None and len(store) == len(rows)
     for image_id, blob in rows.items():
-        # The file holds the database's vectors rounded to float16 (see store.new_flat_index).
-        np.testing.assert_array_equal(store.vector(image_id), np.asarray(blob).astype(np.float16).astype(np.float32))
+        # The file holds the database's vectors rounded to float16 (see store.new_flat_index); FAISS's
+        # own conversion may round a value the other way from NumPy's (seen on AVX2 CPUs): one step.
+        rounded = np.asarray(blob).astype(np.float16)
+        step = np.abs(np.nextafter(rounded, np.float16(np.inf)) - rounded).astype(np.float32)
+        assert np.all(np.abs(store.vector(image_id) - rounded.astype(np.float32)) <= step)
 
 
 def test_stale_vector_file_is_rebuilt_from_database(index_few, offline_encoder):
@@ -352,9 +355,9 @@ def test_photoseek_index_of_a_clip_model_runs_without_torch(tmp_path, few_photos
     import subprocess
     import sys
 
-    from photoseek.encoders import clip_openvino
+    from photoseek.encoders import openvino_tower
 
-    if not clip_openvino.runs("auto"):
+    if not openvino_tower.runs("ViT-B-32", "auto"):
         pytest.skip("OpenVINO is not installed")
     model = f"ViT-B-32:{random_clip_checkpoint}"
     index_dir = tmp_path / "clip-index"

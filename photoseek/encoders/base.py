@@ -1,7 +1,7 @@
 """The contract every encoder keeps: images and texts into one L2-normalised space.
 
 :class:`Encoder` is the contract alone and imports no torch: an encoder run by another engine
-(:mod:`photoseek.encoders.clip_openvino`) keeps a process free of it. :class:`TorchEncoder` is the
+(:mod:`photoseek.encoders.openvino_tower`) keeps a process free of it. :class:`TorchEncoder` is the
 torch implementation the others share.
 """
 

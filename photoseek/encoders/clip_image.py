@@ -79,6 +79,33 @@ def _tensors(model, spec) -> dict | None:
     return out | {"meta": meta}
 
 
+def graph(path: Path, meta: dict):
+    """The tower exported at ``path`` as an OpenVINO model taking normalised float32 (N, 3, size,
+    size) (:mod:`photoseek.encoders.openvino_tower`): patch convolution, class token, ``ln_pre``,
+    the blocks, ``ln_post`` on the class token, projection; the arithmetic of :class:`ClipImageTower`."""
+    from photoseek.encoders import ov_graph
+
+    ov, o = ov_graph.openvino(), ov_graph.ops()
+    w = {f.stem: np.load(f, mmap_mode="c", allow_pickle=False) for f in path.glob("*.npy")}  # see ov_graph.const
+    patch, size, eps = int(meta["patch"]), int(meta["size"]), float(meta["eps"])
+    width = int(w["projection"].shape[0])
+    pixels = o.parameter([-1, 3, size, size], np.float32, name="pixels")
+    # The export holds the convolution as (3 * patch * patch, width) in (channel, y, x) order.
+    kernel = np.asarray(w["patch_embedding"]).T.reshape(width, 3, patch, patch)
+    x = o.convolution(pixels, ov_graph.const(kernel), [patch, patch], [0, 0], [0, 0], [1, 1])
+    x = o.transpose(o.reshape(x, ov_graph.i64([0, width, -1]), special_zero=True), ov_graph.i64([0, 2, 1]))
+    batch = o.gather(o.shape_of(pixels), ov_graph.i64([0]), o.constant(np.int64(0)))
+    cls = o.broadcast(ov_graph.const(np.asarray(w["class_embedding"]).reshape(1, 1, width)),
+                      o.concat([batch, ov_graph.i64([1, width])], 0))
+    x = o.add(o.concat([cls, x], 1), ov_graph.const(w["positional_embedding"]))
+    x = ov_graph.layer_norm(x, w, "ln_pre", eps)
+    x = ov_graph.attention_blocks(x, w, layers=int(meta["layers"]), heads=int(meta["heads"]), width=width,
+                                  act=meta["act"], eps=eps)
+    pooled = o.gather(x, o.constant(np.int64(0)), o.constant(np.int64(1)))  # the class token: (N, width)
+    pooled = o.matmul(ov_graph.layer_norm(pooled, w, "ln_post", eps), ov_graph.const(w["projection"]), False, False)
+    return ov.Model([o.result(pooled)], [pixels], "clip-image-tower")
+
+
 class ClipImageTower(NumpyImageSide):
     """Query images through an exported CLIP image tower: ``model_id``, ``dim``, ``input_spec``,
     ``encode_pixels`` and ``encode_images``, as :class:`photoseek.encoders.Encoder` has them."""

@@ -91,18 +91,19 @@ def load_encoder(model_id: str, *, precision: str = "auto") -> Encoder:
 
 
 def load_indexing_encoder(model_id: str, *, precision: str = "auto", openvino: bool = True) -> Encoder:
-    """The encoder ``photoseek index`` runs: as :func:`load_encoder`, except that an open_clip model
-    whose image tower was converted earlier (:func:`prepare_indexing_encoder`) runs it in OpenVINO
-    without importing torch (:mod:`photoseek.encoders.clip_openvino`), unless ``openvino`` is off; one
-    whose tower was exported earlier is built from that export without importing open_clip
-    (:mod:`photoseek.encoders.clip_exported`; the same vectors). ``model_id`` as an index records it
-    (canonical: settling a pretrained tag's spelling would import open_clip)."""
-    if model_id.partition(":")[0] != OFFLINE_PREFIX:
-        from photoseek.encoders import clip_openvino
+    """The encoder ``photoseek index`` runs: as :func:`load_encoder`, except that a model whose image
+    tower was converted earlier (:func:`prepare_indexing_encoder`) runs it in OpenVINO without
+    importing torch (:mod:`photoseek.encoders.openvino_tower`), unless ``openvino`` is off; an
+    open_clip model whose tower was exported earlier is built from that export without importing
+    open_clip (:mod:`photoseek.encoders.clip_exported`; the same vectors). ``model_id`` as an index
+    records it (canonical: settling a pretrained tag's spelling would import open_clip)."""
+    if openvino:
+        from photoseek.encoders import openvino_tower
 
-        encoder = clip_openvino.load(model_id, precision=precision) if openvino else None
+        encoder = openvino_tower.load(model_id, precision=precision)
         if encoder is not None:
             return encoder
+    if model_id.partition(":")[0] != OFFLINE_PREFIX:
         from photoseek.encoders import clip_exported  # imports torch
 
         encoder = clip_exported.load(model_id, precision=precision)
@@ -113,19 +114,19 @@ def load_indexing_encoder(model_id: str, *, precision: str = "auto", openvino: b
 
 def prepare_indexing_encoder(model_id: str, *, precision: str = "auto", stop: threading.Event | None = None,
                              openvino: bool = True) -> None:
-    """Convert an open_clip model's image tower for OpenVINO, once per model and weights, in a
-    process of its own (it imports torch, and open_clip on a model's first load): seconds, then
+    """Convert a model's image tower for OpenVINO, once per model and weights, in a process of its
+    own (which has the tower exported by torch in another on a model's first run): seconds, then
     :func:`load_indexing_encoder` loads the IR. Returns early, nothing converted, once ``stop`` is
     set; a model that does not convert, or a failure, is logged and leaves the torch encoders to
     do the work."""
-    if model_id.partition(":")[0] == OFFLINE_PREFIX or not openvino:
+    if not openvino:
         return
-    from photoseek.encoders import clip_openvino
+    from photoseek.encoders import openvino_tower
 
-    if not clip_openvino.runs(precision) or clip_openvino.converted(model_id, precision):
+    if not openvino_tower.runs(model_id, precision) or openvino_tower.converted(model_id, precision):
         return
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "photoseek.encoders.clip_openvino", model_id, precision or "auto"],
+        proc = subprocess.Popen([sys.executable, "-m", "photoseek.encoders.openvino_tower", model_id, precision or "auto"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         while True:
             try:

@@ -104,6 +104,64 @@ def _tensors(encoder) -> dict | None:
                               "mean": list(spec.mean), "std": list(spec.std), "dim": int(encoder.dim)}}
 
 
+def write_exports(model_id: str) -> None:
+    """Write ``model_id``'s export if it is missing (torch: the OpenVINO converter runs this in a
+    process of its own on a model's first run, :mod:`photoseek.encoders.openvino_tower`)."""
+    from photoseek.encoders.offline import OfflineEncoder
+
+    encoder = OfflineEncoder(model_id.partition(":")[2], precision="fp32")
+    if encoder.prepare_images():
+        export(encoder)
+
+
+def graph(path: Path, meta: dict):
+    """The image side exported at ``path`` as an OpenVINO model taking normalised float32 (N, 3,
+    size, size) to ConSE vectors, not normalised (:mod:`photoseek.encoders.openvino_tower`): the
+    layer plan, mean pooling, the classifier, softmax, then the top classes' text vectors weighted
+    by their probability; the arithmetic of :class:`OfflineImageSide`."""
+    from photoseek.encoders import ov_graph
+
+    ov, o = ov_graph.openvino(), ov_graph.ops()
+    w = {f.stem: np.load(f, mmap_mode="c", allow_pickle=False) for f in path.glob("*.npy")}  # see ov_graph.const
+    size = int(meta["size"])
+    pixels = o.parameter([-1, 3, size, size], np.float32, name="pixels")
+
+    def conv(x, op: dict):
+        weight, k, s = np.asarray(w[op["name"]]), op["k"], op["stride"]
+        left, right, top, bottom = op["pad"]
+        if op["op"] == "pw":  # (in, out) -> (out, in, 1, 1)
+            y = o.convolution(x, ov_graph.const(weight.T[:, :, None, None]), [1, 1], [0, 0], [0, 0], [1, 1])
+        elif op["op"] == "dw":  # (k, k, channels) -> (channels, 1, 1, k, k): one group per channel
+            y = o.group_convolution(x, ov_graph.const(weight.transpose(2, 0, 1)[:, None, None]), [s, s],
+                                    [top, left], [bottom, right], [1, 1])
+        else:  # (k * k * in, out) in (y, x, channel) order -> (out, in, k, k)
+            full = weight.reshape(k, k, -1, weight.shape[-1]).transpose(3, 2, 0, 1)
+            y = o.convolution(x, ov_graph.const(full), [s, s], [top, left], [bottom, right], [1, 1])
+        y = o.add(y, ov_graph.const(np.asarray(w[op["name"] + ".bias"]).reshape(1, -1, 1, 1)))
+        return o.clamp(y, 0.0, 6.0) if op["relu6"] else y
+
+    x = pixels
+    for step in meta["plan"]:
+        if step["op"] == "block":
+            y = x
+            for op in step["ops"]:
+                y = conv(y, op)
+            x = o.add(x, y) if step["skip"] else y
+        else:
+            x = conv(x, step)
+    features = o.reduce_mean(x, ov_graph.i64([2, 3]), keep_dims=False)
+    logits = o.add(o.matmul(features, ov_graph.const(w["classifier"]), False, False), ov_graph.const(w["classifier.bias"]))
+    probs = o.softmax(logits, 1)
+    classes = int(w["class_matrix"].shape[0])
+    top_k = min(int(meta["top_k"]), classes)
+    top = o.topk(probs, o.constant(np.int64(top_k)), 1, "max", "value", ov.Type.i64)
+    # ConSE: sum over the top classes of probability x the class's text vector.
+    vectors = o.gather(ov_graph.const(w["class_matrix"]), top.output(1), o.constant(np.int64(0)))  # (N, k, dim)
+    weighted = o.multiply(vectors, o.unsqueeze(top.output(0), ov_graph.i64([2])))
+    vector = o.reduce_sum(weighted, ov_graph.i64([1]), keep_dims=False)
+    return ov.Model([o.result(vector)], [pixels], "offline-image-side")
+
+
 # -- the network in NumPy --------------------------------------------------------------------------
 
 
