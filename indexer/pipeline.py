@@ -275,9 +275,11 @@ class Indexer:
                 if plan.embed:
                     self._check_stop()
                     # A model's first run converts its image tower (a process of its own, seconds): before
-                    # the decoders start, so that the two never hold their memory at once.
-                    prepare_indexing_encoder(model_id, precision=self.settings.precision, stop=self.stop,
-                                             openvino=self.settings.openvino)
+                    # the decoders start, so that the two never hold their memory at once. Not for an
+                    # encoder the caller handed in: this run would not use the conversion.
+                    if self._encoder is None:
+                        prepare_indexing_encoder(model_id, precision=self.settings.precision, stop=self.stop,
+                                                 openvino=self.settings.openvino)
                     self._check_stop()
                     # The decode workers start now, while the model loads (seconds of one core).
                     ahead = self._decode_ahead(plan, model_id)

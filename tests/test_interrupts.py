@@ -590,7 +590,7 @@ def test_ctrl_c_while_a_first_run_prepares_the_encoder(tmp_path, samples_dir, se
     monkeypatch.setattr(offline, "embed_texts", embed_and_press_ctrl_c)
     encoder = load_encoder("offline")
     summary = Indexer(index, settings_factory(index), show_progress=False, stop=stop).run([photos], encoder=encoder)
-    assert summary.interrupted and summary.saved == 0 and photos_in(index) == 0
+    assert summary.interrupted and summary.saved == 0 and photos_in(index) == 0, chunks
     assert chunks == [offline._CLASS_PROMPTS_PER_CHUNK]  # one chunk of 1,000 prompts, then it stopped
     assert not list(offline.cache_dir().glob("classes-*.npy"))
 
