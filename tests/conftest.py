@@ -46,10 +46,15 @@ def edge_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def offline_encoder():
-    """The bundled encoder, loaded once for the whole session (it is read-only)."""
+    """The bundled encoder, loaded once for the whole session (it is read-only). Its image tower is
+    converted for OpenVINO here too, as a user's first run does once: runs the tests time (the
+    interrupt tests pace their Ctrl-Cs by a first run) then cost what every later run does."""
     from photoseek.encoders import load_encoder
+    from photoseek.encoders.factory import prepare_indexing_encoder
 
-    return load_encoder("offline")
+    encoder = load_encoder("offline")
+    prepare_indexing_encoder(encoder.model_id)
+    return encoder
 
 
 @pytest.fixture(scope="session")

@@ -299,6 +299,12 @@ def job_env(decode_workers: int, **extra: str) -> dict:
     return {**os.environ, **SMALL_RUN_ENV, "PHOTOSEEK_DECODE_WORKERS": str(decode_workers), **extra}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _first_run_done(offline_encoder):
+    """What a model's first run does once (conftest's offline_encoder: the OpenVINO conversion) is
+    done before any run here is timed or interrupted."""
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, samples_dir, offline_encoder) -> Path:
     folder = tmp_path_factory.mktemp("interrupts") / "photos"
