@@ -7,7 +7,7 @@ those arrays into OpenVINO operations with the NumPy towers' arithmetic, operati
 nothing else, so it runs in a few hundred megabytes instead of torch's gigabyte.
 
 Invariant: weights enter a graph as float32 constants that share the export's memory-mapped pages
-(nothing is copied while the graph is built); ``save_model`` then writes them once, in float16.
+(nothing is copied while the graph is built); ``save_model`` then writes them once (float16 for a bf16 IR, float32 otherwise).
 """
 
 from __future__ import annotations
