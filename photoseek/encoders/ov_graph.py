@@ -52,7 +52,14 @@ def i64(values: Sequence[int]) -> object:
 def linear(x, w: Mapping[str, np.ndarray], name: str) -> object:
     """``x @ w[name.weight] + w[name.bias]`` (weight stored (in, out))."""
     o = ops()
-    return o.add(o.matmul(x, const(w[f"{name}.weight"]), False, False), const(w[f"{name}.bias"]))
+    weight = w[f"{name}.weight"]
+    if weight.flags.f_contiguous and not weight.flags.c_contiguous:
+        # Exports hold torch's (out, in) weights transposed, so saved in Fortran order: shared as they
+        # lie, with the product transposing them, rather than copied into (in, out) rows.
+        product = o.matmul(x, const(weight.T), False, True)
+    else:
+        product = o.matmul(x, const(weight), False, False)
+    return o.add(product, const(w[f"{name}.bias"]))
 
 
 def layer_norm(x, w: Mapping[str, np.ndarray], name: str, eps: float) -> object:
@@ -63,9 +70,10 @@ def layer_norm(x, w: Mapping[str, np.ndarray], name: str, eps: float) -> object:
 
 
 def attention_blocks(x, w: Mapping[str, np.ndarray], *, layers: int, heads: int, width: int, act: str,
-                     eps: float) -> object:
-    """open_clip's pre-norm residual attention blocks over ``x`` (batch, tokens, width), no mask:
-    the graph of :func:`photoseek.encoders.clip_text.run_blocks` (layer i's arrays ``w[f"{i}.…"]``)."""
+                     eps: float, causal: bool = False) -> object:
+    """open_clip's pre-norm residual attention blocks over ``x`` (batch, tokens, width), with a causal
+    mask or none: the graph of :func:`photoseek.encoders.clip_text.run_blocks` (layer i's arrays
+    ``w[f"{i}.…"]``)."""
     o = ops()
     head = width // heads
     by_heads = i64([0, 0, heads, head])  # (batch, tokens, width) -> (batch, tokens, heads, head)
@@ -75,7 +83,7 @@ def attention_blocks(x, w: Mapping[str, np.ndarray], *, layers: int, heads: int,
         qkv = linear(layer_norm(x, w, p + "ln_1", eps), w, p + "in_proj")
         q, k, v = (o.transpose(o.reshape(part, by_heads, special_zero=True), i64([0, 2, 1, 3]))
                    for part in o.split(qkv, o.constant(np.int64(-1)), 3).outputs())
-        context = o.scaled_dot_product_attention(q, k, v, causal=False)  # softmax(q k^T / sqrt(head)) v
+        context = o.scaled_dot_product_attention(q, k, v, causal=causal)  # softmax(q k^T / sqrt(head)) v
         context = o.reshape(o.transpose(context, i64([0, 2, 1, 3])), merged, special_zero=True)
         x = o.add(x, linear(context, w, p + "out_proj"))
         h = linear(layer_norm(x, w, p + "ln_2", eps), w, p + "c_fc")
