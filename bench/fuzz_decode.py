@@ -32,7 +32,6 @@ import argparse
 import io
 import json
 import multiprocessing as mp
-import os
 import random
 import resource
 import signal

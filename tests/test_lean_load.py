@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 from photoseek.encoders import clip_text, load_encoder  # noqa: E402
-from photoseek.encoders import lean_load  # noqa: E402
+from photoseek.encoders import lean_load, pages  # noqa: E402
 
 QUERIES = ["a cat", "a dog on a beach at sunset", "a snowy mountain", "an old red car", "a bowl of soup"]
 
@@ -170,7 +170,7 @@ def test_an_export_hands_back_the_checkpoint_pages_it_read_and_nothing_else(tmp_
     path = tmp_path / "weights.npy"
     np.save(path, np.arange(16 * 2**20, dtype=np.float32).reshape(4096, 4096))  # 64 MB
     mapped = np.load(path, mmap_mode="c")
-    release = lean_load.page_releaser(str(path))
+    release = pages.releaser(str(path))
     before = _rss_file_mb()
     assert float(mapped.T[:, :].sum()) > 0  # read every page, as np.save of a transposed view does
     assert _rss_file_mb() - before > 50

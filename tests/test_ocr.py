@@ -4,7 +4,6 @@ reads in the pixels (``photoseek index --ocr``), carried on PhotoInfo to the cat
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import sys
 import time

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from helpers import run_cli
 from photoseek.errors import BadInput
 from photoseek.search.filters import FilterColumns
-from photoseek.search.query import Filters, SearchRequest, Term, parse_query
+from photoseek.search.query import Filters, SearchRequest, parse_query
 from photoseek.search.tag_fusion import merge_tops, tagged_first
 from photoseek.tags import (DEFAULT_VOCABULARY, Tag, Vocabulary, choose_tags, load_vocabulary, parse_user_vocabulary,
                             tags_in_query)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from photoseek.encoders import clip_image, clip_text, lean_load
+from photoseek.encoders import clip_image, clip_text, lean_load, pages
 from photoseek.encoders.model_ids import CHECKPOINT_SUFFIXES, looks_like_path, split_model_id  # noqa: F401 - their old home
 from photoseek.encoders.base import EncoderUnavailable, ImageInputSpec, TorchEncoder
 from photoseek.encoders.precision import resolve_dtype
@@ -368,7 +368,7 @@ class ClipEncoder(TorchEncoder):
             # export reads is read, and each array's pages are handed back once it is written), then
             # dropped again.
             lean_load.load_into(model, checkpoint, dtype=torch.float32, as_stored=True)
-            self._export(model, release=lean_load.page_releaser(checkpoint))
+            self._export(model, release=pages.releaser(checkpoint))
             lean_load.unload(model, keys)
         self._checkpoint = checkpoint
         self._text_keys = text_keys

@@ -86,7 +86,7 @@ def graph(path: Path, meta: dict):
     from photoseek.encoders import ov_graph
 
     ov, o = ov_graph.openvino(), ov_graph.ops()
-    w = {f.stem: np.load(f, mmap_mode="c", allow_pickle=False) for f in path.glob("*.npy")}  # see ov_graph.const
+    w = ov_graph.export_arrays(path)
     patch, size, eps = int(meta["patch"]), int(meta["size"]), float(meta["eps"])
     width = int(w["projection"].shape[0])
     pixels = o.parameter([-1, 3, size, size], np.float32, name="pixels")

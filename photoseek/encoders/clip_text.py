@@ -88,7 +88,7 @@ def write_export(path: Path | None, model_id: str, tensors, files: dict | None =
     """Write ``tensors()`` (a dict of arrays plus ``"meta"``; None: a model this cannot run) as one
     ``.npy`` file each, ``files`` (name -> bytes maker), what ``writer(folder)`` writes, and
     ``meta.json`` into ``path``, unless it is there already; ``release(array)`` after each array is
-    written (:func:`photoseek.encoders.lean_load.page_releaser`). Exports of the same model for
+    written (:func:`photoseek.encoders.pages.releaser`). Exports of the same model for
     weights since replaced are removed: one per model."""
     try:
         if path is None or (path / "meta.json").is_file():
@@ -286,8 +286,7 @@ def graph(path: Path, meta: dict):
     from photoseek.encoders import ov_graph
 
     ov, o = ov_graph.openvino(), ov_graph.ops()
-    w = {f.stem: np.load(f, mmap_mode="c", allow_pickle=False) for f in path.glob("*.npy")
-         if f.stem != "token_embedding"}  # see ov_graph.const; the table stays in NumPy
+    w = ov_graph.export_arrays(path, leave_out={"token_embedding"})  # the table stays in NumPy
     width, eps = int(w["positional_embedding"].shape[1]), float(meta["eps"])
     tokens = o.parameter([-1, -1, width], np.float32, name="tokens")
     last = o.parameter([-1], np.int64, name="last")

@@ -27,7 +27,7 @@ import json
 import os
 import struct
 import zipfile
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 
 import torch
 
@@ -236,11 +236,3 @@ def _release(tensor: torch.Tensor) -> None:
     if tensor.numel():
         start = tensor.data_ptr()
         pages.drop(start, start + tensor.numel() * tensor.element_size())
-
-
-def page_releaser(checkpoint: str) -> Callable[[object], None]:
-    """A function that hands an array's pages back to the kernel when they lie wholly inside a
-    mapping of the file ``checkpoint`` (the tensors :func:`load_into` memory-maps with
-    ``as_stored``, never written), and leaves anything else alone. For exports: each array written,
-    its pages go, so an export never holds the whole checkpoint."""
-    return pages.releaser(checkpoint)

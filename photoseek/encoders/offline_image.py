@@ -122,7 +122,7 @@ def graph(path: Path, meta: dict):
     from photoseek.encoders import ov_graph
 
     ov, o = ov_graph.openvino(), ov_graph.ops()
-    w = {f.stem: np.load(f, mmap_mode="c", allow_pickle=False) for f in path.glob("*.npy")}  # see ov_graph.const
+    w = ov_graph.export_arrays(path)
     size = int(meta["size"])
     pixels = o.parameter([-1, 3, size, size], np.float32, name="pixels")
 

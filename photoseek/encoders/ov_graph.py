@@ -13,7 +13,8 @@ Invariant: weights enter a graph as float32 constants that share the export's me
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,12 @@ def ops():
     import openvino.opset13 as opset
 
     return opset
+
+
+def export_arrays(path: Path, leave_out: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """An export's arrays by name (its ``.npy`` files), memory-mapped copy-on-write, as :func:`const`
+    needs them to share their pages; never written."""
+    return {f.stem: np.load(f, mmap_mode="c", allow_pickle=False) for f in path.glob("*.npy") if f.stem not in leave_out}
 
 
 def const(array) -> object:
