@@ -481,12 +481,12 @@ def write_exports(model_id: str) -> None:
 
 def _export_needed(path_for, model_id: str) -> bool:
     """Whether an export (``path_for``: :func:`clip_text.path_for`, :func:`clip_image.path_for`) would
-    write now (its own test: a folder for these weights without ``meta.json``)."""
+    write now (a folder for these weights, not yet complete)."""
     try:
         path = path_for(model_id)
     except Exception:  # no cache folder here: export would not write either
         return False
-    return path is not None and not (path / "meta.json").is_file()
+    return path is not None and not clip_text.complete(path)
 
 
 @contextlib.contextmanager

@@ -83,6 +83,12 @@ def export(model_id: str, model, tokenizer, release=None) -> Path | None:
                         release=release)
 
 
+def complete(path: Path | None) -> bool:
+    """Whether an export folder (of :func:`write_export`, or an OpenVINO IR's) is there whole: its
+    ``meta.json`` is written last, and the folder renamed into place after."""
+    return path is not None and (path / "meta.json").is_file()
+
+
 def write_export(path: Path | None, model_id: str, tensors, files: dict | None = None, *, what: str,
                  writer=None, release=None) -> Path | None:
     """Write ``tensors()`` (a dict of arrays plus ``"meta"``; None: a model this cannot run) as one
@@ -91,7 +97,7 @@ def write_export(path: Path | None, model_id: str, tensors, files: dict | None =
     written (:func:`photoseek.encoders.pages.releaser`). Exports of the same model for
     weights since replaced are removed: one per model."""
     try:
-        if path is None or (path / "meta.json").is_file():
+        if path is None or complete(path):
             return path
         arrays = tensors()
         if arrays is None:
@@ -113,7 +119,7 @@ def write_export(path: Path | None, model_id: str, tensors, files: dict | None =
             try:
                 os.rename(staging, path)
             except OSError:  # another process put it there first
-                if not (path / "meta.json").is_file():
+                if not complete(path):
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -374,7 +380,7 @@ def load(model_id: str) -> ClipTextTower | None:
 def load_export(path: Path | None, tower, model_id: str, *, what: str):
     """``tower(model_id, path)`` for an export at ``path``; None when there is none (or it is damaged)."""
     try:
-        if path is None or not (path / "meta.json").is_file():
+        if not complete(path):
             return None
         return tower(model_id, path)
     except Exception as exc:  # noqa: BLE001 - a damaged cache file costs speed, never the search

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from photoseek.encoders import ov_graph, pages
+from photoseek.encoders import clip_text, ov_graph, pages
 from photoseek.encoders.base import Encoder, threads_per_call
 from photoseek.encoders.spec import ImageInputSpec
 
@@ -75,7 +75,7 @@ class Family:
 
 
 def _clip() -> Family:
-    from photoseek.encoders import clip_image, clip_text
+    from photoseek.encoders import clip_image
 
     def write_exports(model_id: str) -> None:
         from photoseek.encoders.clip import write_exports
@@ -152,12 +152,7 @@ def path_for(model_id: str, precision: str = "auto") -> Path | None:
 
 def converted(model_id: str, precision: str = "auto") -> bool:
     """Whether the IR of ``model_id`` as its weights are now, for runs at ``precision``, is in the cache."""
-    return _complete(path_for(model_id, precision))
-
-
-def _complete(path: Path | None) -> bool:
-    """Whether an export folder is there, whole (``meta.json`` is written last)."""
-    return path is not None and (path / "meta.json").is_file()
+    return clip_text.complete(path_for(model_id, precision))
 
 
 # -- conversion (its own process; the export, when there is none yet, in another) ------------------
@@ -166,16 +161,14 @@ def _complete(path: Path | None) -> bool:
 def convert(model_id: str, precision: str = "auto") -> Path | None:
     """Write the IR of ``model_id``'s image tower for runs at ``precision`` unless it is there; its
     folder, or None when the model is not one its family's export runs (or there is no cache folder)."""
-    from photoseek.encoders import clip_text
-
     fam = family(model_id)
     path = path_for(model_id, precision)
-    if path is None or _complete(path):
+    if path is None or clip_text.complete(path):
         return path
-    if not _complete(fam.export_path(model_id)):
+    if not clip_text.complete(fam.export_path(model_id)):
         _write_exports(model_id)
     exported = fam.export_path(model_id)
-    if not _complete(exported):
+    if not clip_text.complete(exported):
         return None
     ov = ov_graph.openvino()
     meta = json.loads((exported / "meta.json").read_text())
