@@ -4,9 +4,10 @@ Like the text tower (:mod:`photoseek.encoders.clip_text`, whose keys, export and
 this shares), a ViT image tower is exported once, when photoseek has the model loaded anyway
 (indexing, or a search that loaded it), into the user's cache folder (``image-towers``, float32),
 and a later search by an image file runs it in NumPy: no torch to import, no text
-tower to load. Each array is read when the forward pass reaches it and dropped after, so the process
-holds one layer's weights at a time, not the tower (float16 on disk would halve the file but cost
-more to convert on every query than reading float32 does).
+tower to load. Each layer's arrays are read while the layer before it computes (on another thread:
+the products run on one core) and dropped after use, so the process holds about two layers' weights
+at a time, not the tower (float16 on disk would halve the file but cost more to convert on every
+query than reading float32 does).
 
 Only what it can run exactly is exported: open_clip's ``VisionTransformer`` with a plain patch
 embedding (a convolution without bias whose stride is its size), class-token pooling after
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +114,7 @@ class ClipImageTower(NumpyImageSide):
 
     def __init__(self, model_id: str, path: Path):
         meta = json.loads((path / "meta.json").read_text())
-        self.weights = _ReadEachTime(path)
+        self.weights = _Weights(path)
         self.model_id = model_id
         self.heads, self.layers, self.act, self.eps = meta["heads"], meta["layers"], meta["act"], meta["eps"]
         self.patch = meta["patch"]
@@ -120,7 +122,7 @@ class ClipImageTower(NumpyImageSide):
         self.dim = int(np.load(path / "projection.npy", mmap_mode="r").shape[1])
 
     def _encode_one(self, pixels: np.ndarray) -> np.ndarray:
-        w, p = self.weights, self.patch
+        w, p = self.weights.forward_pass(), self.patch
         mean, std = np.float32(self.input_spec.mean), np.float32(self.input_spec.std)
         x = (pixels.astype(np.float32) / np.float32(255.0) - mean) / std  # (size, size, 3)
         grid = x.shape[0] // p
@@ -135,23 +137,51 @@ class ClipImageTower(NumpyImageSide):
         return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
 
 
-class _ReadEachTime(Mapping):
-    """The tower's arrays by name, read from their files on each access (see the module's note)."""
+class _Weights:
+    """The tower's arrays on disk; :meth:`forward_pass` gives one pass its :class:`_ReadAhead`."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.names = {f.stem for f in path.glob("*.npy")}
+        self.names = frozenset(f.stem for f in path.glob("*.npy"))
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="photoseek-tower-read")
+
+    def forward_pass(self) -> _ReadAhead:
+        return _ReadAhead(self)
+
+
+class _ReadAhead(Mapping):
+    """One forward pass's arrays by name, each read from its file when asked for, or before: asking
+    for any array of layer i starts reading all of layer i + 1's (anything before the blocks: layer
+    0's), so the reading overlaps the products. Nothing is kept: the caller drops each array once used."""
+
+    def __init__(self, weights: _Weights):
+        self.weights = weights
+        self._pending: dict[str, Future] = {}
+        self._started: set[int] = set()
+
+    def _read(self, name: str) -> np.ndarray:
+        return np.load(self.weights.path / f"{name}.npy", allow_pickle=False)
+
+    def _read_ahead(self, layer: int) -> None:
+        if layer in self._started:
+            return
+        self._started.add(layer)
+        for name in sorted(n for n in self.weights.names if n.startswith(f"{layer}.")):
+            self._pending[name] = self.weights._reader.submit(self._read, name)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.names:
+        if name not in self.weights.names:
             raise KeyError(name)
-        return np.load(self.path / f"{name}.npy", allow_pickle=False)
+        layer, dot, _ = name.partition(".")
+        self._read_ahead(int(layer) + 1 if layer.isdigit() else 0)
+        future = self._pending.pop(name, None)
+        return future.result() if future is not None else self._read(name)
 
     def __iter__(self):
-        return iter(self.names)
+        return iter(self.weights.names)
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.weights.names)
 
 
 def load(model_id: str) -> ClipImageTower | None:
