@@ -2,6 +2,7 @@
 
     python bench/cli_latency.py                      # 100,000 photos, ViT-B-32 (random weights) and offline
     python bench/cli_latency.py --photos 20000 --runs 3 --models clip
+    python bench/cli_latency.py --before DIR         # also the photoseek package in DIR, runs alternating
 
 Each command is run cold (a new process each time; the page cache warm, as for someone searching
 twice in a row), ``--runs`` times. Wall time is measured around the process, peak RSS is the
@@ -18,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,11 +42,17 @@ def commands(index_dir: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-def measure(argv: list[str]) -> tuple[float, float, float]:
-    """(wall seconds, peak RSS in MB, CPU seconds) of one cold ``photoseek`` process."""
+def measure(argv: list[str], pythonpath: str | None = None) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB, CPU seconds) of one cold ``photoseek`` process; ``pythonpath``:
+    the folder whose photoseek package runs instead of the installed one."""
+    # Bytecode is written as an installed package's is (a user's first run writes it), and 'python -m'
+    # runs from a folder without a checkout, which would shadow PYTHONPATH's package.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "photoseek", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=env, cwd=tempfile.gettempdir())
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -95,7 +103,10 @@ def main(argv=None) -> int:
     p.add_argument("--photos", type=int, default=100_000, help="photos in the synthetic index [100000]")
     p.add_argument("--runs", type=int, default=5, help="cold runs of each command [5]")
     p.add_argument("--models", default="clip,offline", help="comma-separated: clip (ViT-B-32), offline")
+    p.add_argument("--before", metavar="DIR", help="also run the photoseek package in DIR (on PYTHONPATH; e.g. an "
+                   "older commit's, with the libraries it ran with), each run alternating with the current code's")
     args = p.parse_args(argv)
+    codes = [("now", None)] + ([("before", args.before)] if args.before else [])
     rows = []
     plan = []
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -104,24 +115,29 @@ def main(argv=None) -> int:
     plan.append(("-", None, "--help", ["--help"]))
     warmed = set()
     for model, index_dir, label, cmd in plan:
-        if index_dir is not None and index_dir not in warmed:
-            measure(["search", "warm the page cache", "-k", "1", "--index", str(index_dir)])
-            warmed.add(index_dir)
-        walls, rss, cpu = [], [], 0.0
+        for code, path in codes:
+            if index_dir is not None and (index_dir, code) not in warmed:
+                measure(["search", "warm the page cache", "-k", "1", "--index", str(index_dir)], path)
+                warmed.add((index_dir, code))
+        walls = {code: [] for code, _ in codes}
+        rss = {code: [] for code, _ in codes}
+        cpu = 0.0
         busy, own, started = machine_busy_seconds(), time.process_time(), time.perf_counter()
         for _ in range(args.runs):
-            wall, peak, used = measure(cmd)
-            walls.append(wall)
-            rss.append(peak)
-            cpu += used
+            for code, path in codes:  # alternating: a slow spell of the machine falls on both
+                wall, peak, used = measure(cmd, path)
+                walls[code].append(wall)
+                rss[code].append(peak)
+                cpu += used
         share = others_share(busy, own, started, cpu)
-        rows.append((label, model, min(walls), statistics.median(walls), max(rss), share))
-        print(f"  {model:8s} {label:28s} {min(walls):5.2f}-{statistics.median(walls):5.2f} s  {max(rss):5.0f} MB"
-              f"  others' CPU {(share or 0):.0%}", flush=True)
+        for code, _ in codes:
+            rows.append((label, model, code, min(walls[code]), statistics.median(walls[code]), max(rss[code]), share))
+            print(f"  {model:8s} {code:6s} {label:28s} {min(walls[code]):5.2f}-{statistics.median(walls[code]):5.2f} s"
+                  f"  {max(rss[code]):5.0f} MB  others' CPU {(share or 0):.0%}", flush=True)
     print(f"\nphotoseek on {args.photos:,} photos, {args.runs} cold runs each (min / median wall, peak RSS):\n")
-    print("| command | model | wall (min / median) | peak RSS | others' CPU |\n| --- | --- | --- | --- | --- |")
-    for label, model, best, median, peak, share in rows:
-        print(f"| `photoseek {label}` | {model} | {best:.2f} / {median:.2f} s | {peak:.0f} MB | {(share or 0):.0%} |")
+    print("| command | model | code | wall (min / median) | peak RSS | others' CPU |\n| --- | --- | --- | --- | --- | --- |")
+    for label, model, code, best, median, peak, share in rows:
+        print(f"| `photoseek {label}` | {model} | {code} | {best:.2f} / {median:.2f} s | {peak:.0f} MB | {(share or 0):.0%} |")
     return 0
 
 
