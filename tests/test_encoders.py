@@ -381,13 +381,8 @@ def test_the_image_tower_converts_for_openvino_without_torch(random_clip, sample
     assert float((ours * theirs).sum(axis=1).min()) >= 0.999
     for a, b in zip(ours, theirs):  # each photo as a query over all of them, both ways
         assert list(np.argsort(-(theirs @ a))[:10]) == list(np.argsort(-(theirs @ b))[:10])
-    # Texts (the tag vocabulary) run the exported text tower's blocks in OpenVINO: the vectors searches by words
-    # get, in any batch (a vocabulary is embedded in batches of similar length, padded).
-    words = ["a red car", "a photo of a dog.", "a blurry photo of the snowy mountains at dusk."]
-    theirs = clip_text.load(model_id).encode_texts(words)
-    assert type(ov._family.text_side(model_id, "auto")).__name__ == "OpenVinoTextTower"
-    assert float((ov.encode_texts(words) * theirs).sum(axis=1).min()) >= 0.9999
-    assert float((ov.encode_texts(words[-1:]) * theirs[-1:]).sum()) >= 0.9999
+    # Texts (the tag vocabulary) are the ones searches by words get: the exported text tower's.
+    np.testing.assert_array_equal(ov.encode_texts(["a red car"]), clip_text.load(model_id).encode_texts(["a red car"]))
     assert isinstance(load_indexing_encoder(model_id, openvino=False), clip_exported.ExportedClipEncoder)
     other = "fp32" if openvino_tower.engine_precision(model_id, "auto") == "bf16" else "bf16"
     assert not openvino_tower.converted(model_id, other)  # each precision's IR is converted when first needed

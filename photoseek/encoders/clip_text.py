@@ -262,49 +262,6 @@ class ClipTextTower:
         return pooled
 
 
-class OpenVinoTextTower(ClipTextTower):
-    """The exported text tower with its blocks compiled in OpenVINO (:func:`graph`): what an indexing
-    process, which has OpenVINO loaded for the image tower anyway, embeds the tag vocabulary with
-    (thousands of prompts; a few times faster than NumPy, more where the CPU has bf16). Tokens are
-    looked up in NumPy, from the memory-mapped table, so the compiled copy holds the blocks only.
-    ``precision``: ``"bf16"`` or ``"fp32"``."""
-
-    def __init__(self, model_id: str, path: Path, precision: str = "fp32"):
-        from photoseek.encoders import ov_graph
-        from photoseek.settings import usable_cores
-
-        super().__init__(model_id, path)
-        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                  "INFERENCE_NUM_THREADS": usable_cores()}
-        # The graph shares the export's pages; once compiled it holds its own copy, and they go with it.
-        self._compiled = ov_graph.openvino().Core().compile_model(graph(path, json.loads((path / "meta.json").read_text())),
-                                                                  "CPU", config)
-        self._request = self._compiled.create_infer_request()
-
-    def _pooled(self, x: np.ndarray, last: np.ndarray) -> np.ndarray:
-        return np.array(self._request.infer({"tokens": x, "last": last.astype(np.int64)})[0], dtype=np.float32)
-
-
-def graph(path: Path, meta: dict):
-    """The blocks of the tower exported at ``path`` as an OpenVINO model: embedded tokens (N, length,
-    width) and each row's end-of-text position (N,) -> (N, dim), the arithmetic of
-    :meth:`ClipTextTower._pooled` (causal attention, ``ln_final``, the projection)."""
-    from photoseek.encoders import ov_graph
-
-    ov, o = ov_graph.openvino(), ov_graph.ops()
-    w = ov_graph.export_arrays(path, leave_out={"token_embedding"})  # the table stays in NumPy
-    width, eps = int(w["positional_embedding"].shape[1]), float(meta["eps"])
-    tokens = o.parameter([-1, -1, width], np.float32, name="tokens")
-    last = o.parameter([-1], np.int64, name="last")
-    x = ov_graph.attention_blocks(tokens, w, layers=int(meta["layers"]), heads=int(meta["heads"]), width=width,
-                                  act=meta["act"], eps=eps, causal=True)
-    pooled = o.gather(x, last, o.constant(np.int64(1)), 1)  # row i's token last[i]: (N, width)
-    pooled = o.matmul(ov_graph.layer_norm(pooled, w, "ln_final", eps), ov_graph.const(w["text_projection"]), False, False)
-    if "text_projection_bias" in w:
-        pooled = o.add(pooled, ov_graph.const(w["text_projection_bias"]))
-    return ov.Model([o.result(pooled)], [tokens, last], "clip-text-tower")
-
-
 TEXT_BATCH = 64  # texts per forward pass when there are many (tags): long enough matrices for BLAS
 
 
@@ -361,15 +318,6 @@ def indexing_text_side(model_id: str, precision: str = "auto"):
 
         return load_encoder(model_id, precision=precision)
     return tower
-
-
-def openvino_text_side(model_id: str, engine: str, precision: str = "auto"):
-    """:func:`indexing_text_side` with the blocks in OpenVINO at ``engine`` precision (``"bf16"`` or
-    ``"fp32"``), for a process that has OpenVINO loaded anyway; the same fallbacks."""
-    from functools import partial
-
-    tower = load_export(path_for(model_id), partial(OpenVinoTextTower, precision=engine), model_id, what="text tower")
-    return tower if tower is not None else indexing_text_side(model_id, precision)
 
 
 def load(model_id: str) -> ClipTextTower | None:

@@ -82,11 +82,8 @@ def _clip() -> Family:
 
         write_exports(model_id)
 
-    def text_side(model_id: str, precision: str):
-        return clip_text.openvino_text_side(model_id, engine_precision(model_id, precision) or "fp32", precision)
-
-    return Family(clip_image.path_for, write_exports, clip_image.graph, text_side, lambda model_id: None,
-                  auto_bf16=True)
+    return Family(clip_image.path_for, write_exports, clip_image.graph, clip_text.indexing_text_side,
+                  lambda model_id: None, auto_bf16=True)
 
 
 def _offline() -> Family:
