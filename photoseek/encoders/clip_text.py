@@ -247,19 +247,12 @@ class ClipTextTower:
         for row, t in enumerate(tokens):
             ids[row, :len(t)] = t
         x = w["token_embedding"][ids] + w["positional_embedding"][:length]
-        pooled = self._pooled(x.astype(np.float32, copy=False), lengths - 1)
-        return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-    def _pooled(self, x: np.ndarray, last: np.ndarray) -> np.ndarray:
-        """The blocks over embedded tokens ``x`` (N, length, width), then each row's token ``last[row]``
-        (its end of text) through ``ln_final`` and the projection: (N, dim), not yet unit length."""
-        w, length = self.weights, x.shape[1]
         causal = np.triu(np.full((length, length), -np.inf, np.float32), 1)
         x = run_blocks(x, w, self.layers, self.heads, self.act, self.eps, causal)
-        pooled = layer_norm(x[np.arange(len(x)), last], w, "ln_final", self.eps) @ w["text_projection"]
+        pooled = layer_norm(x[np.arange(len(tokens)), lengths - 1], w, "ln_final", self.eps) @ w["text_projection"]
         if "text_projection_bias" in w:
             pooled = pooled + w["text_projection_bias"]
-        return pooled
+        return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 TEXT_BATCH = 64  # texts per forward pass when there are many (tags): long enough matrices for BLAS

@@ -253,7 +253,6 @@ class OpenVinoEncoder(Encoder):
                 config = {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams * threads,
                           "INFERENCE_PRECISION_HINT": self.inference_precision}
                 self._compiled = None  # the old copy goes before the new one is made
-                self._text = None  # and the text side's (see encode_texts)
                 self._compiled = self._core.compile_model(self._core.read_model(self._ir), "CPU", config)
                 self._compiled_for = (streams, threads)
                 pages.drop_file(self._ir.with_suffix(".bin"))  # see encode_pixels
@@ -288,9 +287,6 @@ class OpenVinoEncoder(Encoder):
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             if self._text is None:
-                # Texts (a run's tag vocabulary) come after its photos: the image tower's compiled copy goes
-                # first, so the two copies are never held at once (photos after this compile it again).
-                self._compiled, self._compiled_for, self._local = None, None, threading.local()
                 self._text = self._family.text_side(self.model_id, self.precision)
         return np.asarray(self._text.encode_texts(list(texts)), dtype=np.float32)  # unit vectors already
 

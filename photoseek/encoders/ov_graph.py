@@ -13,7 +13,7 @@ Invariant: weights enter a graph as float32 constants that share the export's me
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +38,10 @@ def ops():
     return opset
 
 
-def export_arrays(path: Path, leave_out: Collection[str] = ()) -> dict[str, np.ndarray]:
+def export_arrays(path: Path) -> dict[str, np.ndarray]:
     """An export's arrays by name (its ``.npy`` files), memory-mapped copy-on-write, as :func:`const`
     needs them to share their pages; never written."""
-    return {f.stem: np.load(f, mmap_mode="c", allow_pickle=False) for f in path.glob("*.npy") if f.stem not in leave_out}
+    return {f.stem: np.load(f, mmap_mode="c", allow_pickle=False) for f in path.glob("*.npy")}
 
 
 def const(array) -> object:
@@ -77,10 +77,9 @@ def layer_norm(x, w: Mapping[str, np.ndarray], name: str, eps: float) -> object:
 
 
 def attention_blocks(x, w: Mapping[str, np.ndarray], *, layers: int, heads: int, width: int, act: str,
-                     eps: float, causal: bool = False) -> object:
-    """open_clip's pre-norm residual attention blocks over ``x`` (batch, tokens, width), with a causal
-    mask or none: the graph of :func:`photoseek.encoders.clip_text.run_blocks` (layer i's arrays
-    ``w[f"{i}.…"]``)."""
+                     eps: float) -> object:
+    """open_clip's pre-norm residual attention blocks over ``x`` (batch, tokens, width), no mask:
+    the graph of :func:`photoseek.encoders.clip_text.run_blocks` (layer i's arrays ``w[f"{i}.…"]``)."""
     o = ops()
     head = width // heads
     by_heads = i64([0, 0, heads, head])  # (batch, tokens, width) -> (batch, tokens, heads, head)
@@ -90,7 +89,7 @@ def attention_blocks(x, w: Mapping[str, np.ndarray], *, layers: int, heads: int,
         qkv = linear(layer_norm(x, w, p + "ln_1", eps), w, p + "in_proj")
         q, k, v = (o.transpose(o.reshape(part, by_heads, special_zero=True), i64([0, 2, 1, 3]))
                    for part in o.split(qkv, o.constant(np.int64(-1)), 3).outputs())
-        context = o.scaled_dot_product_attention(q, k, v, causal=causal)  # softmax(q k^T / sqrt(head)) v
+        context = o.scaled_dot_product_attention(q, k, v, causal=False)  # softmax(q k^T / sqrt(head)) v
         context = o.reshape(o.transpose(context, i64([0, 2, 1, 3])), merged, special_zero=True)
         x = o.add(x, linear(context, w, p + "out_proj"))
         h = linear(layer_norm(x, w, p + "ln_2", eps), w, p + "c_fc")
