@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import socket
 import subprocess
@@ -381,8 +382,26 @@ def test_the_image_tower_converts_for_openvino_without_torch(random_clip, sample
     assert float((ours * theirs).sum(axis=1).min()) >= 0.999
     for a, b in zip(ours, theirs):  # each photo as a query over all of them, both ways
         assert list(np.argsort(-(theirs @ a))[:10]) == list(np.argsort(-(theirs @ b))[:10])
-    # Texts (the tag vocabulary) are the ones searches by words get: the exported text tower's.
-    np.testing.assert_array_equal(ov.encode_texts(["a red car"]), clip_text.load(model_id).encode_texts(["a red car"]))
+    # Texts (the tag vocabulary) run the exported text tower's blocks, compiled from the IR saved beside the image
+    # tower's: the vectors searches by words get, in any batch (a vocabulary is embedded in batches of similar
+    # length, padded).
+    words = ["a red car", "a photo of a dog.", "a blurry photo of the snowy mountains at dusk."]
+    theirs = clip_text.load(model_id).encode_texts(words)
+    agree = 0.999 if ov.inference_precision == "f32" else 0.99  # bf16 where the CPU has it, as the photos
+    assert float((ov.encode_texts(words) * theirs).sum(axis=1).min()) >= agree
+    assert float((ov.encode_texts(words[-1:]) * theirs[-1:]).sum()) >= agree
+    assert isinstance(ov._text, clip_text.OpenVinoTextTower)
+    # Photos after texts compile the image tower again, and nothing the runtime holds outlives what it came from:
+    # encoders freed and collected, a new one embeds alike (a compiled model over freed memory would crash here).
+    again = ov.encode_pixels(pixels[:2])
+    assert float((again * ours[:2]).sum(axis=1).min()) >= 0.999
+    del ov
+    gc.collect()
+    ov = openvino_tower.OpenVinoEncoder(model_id, openvino_tower.path_for(model_id))
+    assert float((ov.encode_texts(words) * theirs).sum(axis=1).min()) >= agree
+    assert float((ov.encode_pixels(pixels[:2]) * ours[:2]).sum(axis=1).min()) >= 0.999
+    del ov
+    gc.collect()
     assert isinstance(load_indexing_encoder(model_id, openvino=False), clip_exported.ExportedClipEncoder)
     other = "fp32" if openvino_tower.engine_precision(model_id, "auto") == "bf16" else "bf16"
     assert not openvino_tower.converted(model_id, other)  # each precision's IR is converted when first needed

@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -247,12 +248,62 @@ class ClipTextTower:
         for row, t in enumerate(tokens):
             ids[row, :len(t)] = t
         x = w["token_embedding"][ids] + w["positional_embedding"][:length]
+        pooled = self._pooled(x.astype(np.float32, copy=False), lengths - 1)
+        return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def _pooled(self, x: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """The blocks over embedded tokens ``x`` (N, length, width), then each row's token ``last[row]``
+        (its end of text) through ``ln_final`` and the projection: (N, dim), not yet unit length."""
+        w, length = self.weights, x.shape[1]
         causal = np.triu(np.full((length, length), -np.inf, np.float32), 1)
         x = run_blocks(x, w, self.layers, self.heads, self.act, self.eps, causal)
-        pooled = layer_norm(x[np.arange(len(tokens)), lengths - 1], w, "ln_final", self.eps) @ w["text_projection"]
+        pooled = layer_norm(x[np.arange(len(x)), last], w, "ln_final", self.eps) @ w["text_projection"]
         if "text_projection_bias" in w:
             pooled = pooled + w["text_projection_bias"]
-        return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return pooled
+
+
+class OpenVinoTextTower(ClipTextTower):
+    """The exported text tower with its blocks run by OpenVINO, compiled from an IR file
+    (:func:`graph`, saved by :mod:`photoseek.encoders.openvino_tower` beside the image tower's): what
+    an indexing process, which has OpenVINO loaded for the image tower anyway, embeds a model's tag
+    vocabulary with (thousands of prompts, a few times faster than NumPy). Tokens are looked up in
+    NumPy, from the memory-mapped table, so the compiled copy holds the blocks only.
+
+    Invariant: the compiled model is made from a file OpenVINO maps itself, never from a graph over
+    NumPy's arrays: a compiled model that shares Python-owned memory can outlive it (or release it
+    without the interpreter's lock) and crash the process long after."""
+
+    def __init__(self, model_id: str, path: Path, compiled):
+        super().__init__(model_id, path)
+        self._request = compiled.create_infer_request()  # holds the compiled model
+        self._lock = threading.Lock()
+
+    def _pooled(self, x: np.ndarray, last: np.ndarray) -> np.ndarray:
+        with self._lock:  # one request: one call at a time
+            return np.array(self._request.infer({"tokens": x, "last": last.astype(np.int64)})[0], dtype=np.float32)
+
+
+def graph(path: Path):
+    """The blocks of the text tower exported at ``path`` as an OpenVINO model: embedded tokens (N,
+    length, width) and each row's end-of-text position (N,) -> (N, dim), the arithmetic of
+    :meth:`ClipTextTower._pooled` (causal attention, ``ln_final``, the projection)."""
+    from photoseek.encoders import ov_graph
+
+    ov, o = ov_graph.openvino(), ov_graph.ops()
+    meta = json.loads((path / "meta.json").read_text())
+    w = ov_graph.export_arrays(path)  # the token table among them, mapped but never read here
+    width, eps = int(w["positional_embedding"].shape[1]), float(meta["eps"])
+    tokens = o.parameter([-1, -1, width], np.float32, name="tokens")
+    last = o.parameter([-1], np.int64, name="last")
+    x = ov_graph.attention_blocks(tokens, w, layers=int(meta["layers"]), heads=int(meta["heads"]), width=width,
+                                  act=meta["act"], eps=eps, causal=True)
+    pooled = o.gather(x, last, o.constant(np.int64(1)), 1)  # row i's token last[i]: (N, width)
+    pooled = o.matmul(ov_graph.layer_norm(pooled, w, "ln_final", eps), ov_graph.const(w["text_projection"]),
+                      False, False)
+    if "text_projection_bias" in w:
+        pooled = o.add(pooled, ov_graph.const(w["text_projection_bias"]))
+    return ov.Model([o.result(pooled)], [tokens, last], "clip-text-tower")
 
 
 TEXT_BATCH = 64  # texts per forward pass when there are many (tags): long enough matrices for BLAS

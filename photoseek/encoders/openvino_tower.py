@@ -16,7 +16,9 @@ needs no torch: it builds the tower's graph from its float32 export with OpenVIN
 (``openvino-towers``, keyed by the export, which is keyed by the model and its weights). A model
 without an export yet has it written first, by torch in a process of its own that ends before the
 graph is built, so the two never share one process's memory. The pixel normalisation is part of
-the IR, so a batch goes in as the decoders deliver it, uint8 height x width x channels.
+the IR, so a batch goes in as the decoders deliver it, uint8 height x width x channels. A family
+with a text graph (CLIP) has its text tower's blocks saved beside it (``text.xml``): a model's first
+run embeds its tag vocabulary with them, after the image tower's compiled copy is let go.
 
 Invariants:
 
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -53,9 +56,16 @@ from photoseek.encoders import clip_text, ov_graph, pages
 from photoseek.encoders.base import Encoder, threads_per_call
 from photoseek.encoders.spec import ImageInputSpec
 
-FORMAT = 2  # bump when the IR's graph or folder layout changes: older ones are then ignored
+log = logging.getLogger(__name__)
+
+FORMAT = 3  # bump when the IR's graph or folder layout changes: older ones are then ignored
 FOLDER = "openvino-towers"
 IR_NAME = "image.xml"  # and image.bin beside it
+TEXT_IR_NAME = "text.xml"  # the text tower's blocks, for families with a text graph
+# Photos per inference call. Each stream keeps the activations of the largest batch it has run (with
+# two streams, a ViT-B-32 in float32 held 160 MB more at 32 than at 8, EfficientNet-Lite0 430 MB),
+# and both towers embed as many photos a second at 8 as at 32 (README, Benchmarks).
+INFER_BATCH = 8
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -72,6 +82,11 @@ class Family:
     text_side: Callable[[str, str], object]  # (model id, precision) -> what embeds texts (the tag vocabulary)
     tag_prompts: Callable[[str], tuple[str, ...] | None]  # see photoseek.tags.prompts_for
     auto_bf16: bool  # whether "auto" runs in bf16 on a CPU with native bf16
+    # The text tower's blocks as a graph (model id -> ov.Model, or None when it has no export), and what
+    # embeds texts with them compiled ((model id, compiled model) -> encode_texts): none for a family
+    # whose texts run elsewhere.
+    text_graph: Callable[[str], object | None] | None = None
+    compiled_text_side: Callable[[str, object], object] | None = None
 
 
 def _clip() -> Family:
@@ -82,8 +97,16 @@ def _clip() -> Family:
 
         write_exports(model_id)
 
+    def text_graph(model_id: str):
+        path = clip_text.path_for(model_id)
+        return clip_text.graph(path) if clip_text.complete(path) else None
+
+    def compiled_text_side(model_id: str, compiled):
+        return clip_text.OpenVinoTextTower(model_id, clip_text.path_for(model_id), compiled)
+
     return Family(clip_image.path_for, write_exports, clip_image.graph, clip_text.indexing_text_side,
-                  lambda model_id: None, auto_bf16=True)
+                  lambda model_id: None, auto_bf16=True, text_graph=text_graph,
+                  compiled_text_side=compiled_text_side)
 
 
 def _offline() -> Family:
@@ -173,9 +196,15 @@ def convert(model_id: str, precision: str = "auto") -> Path | None:
     dim = int(model.output(0).get_partial_shape()[1].get_length())
     info = {"size": int(meta["size"]), "mean": list(meta["mean"]), "std": list(meta["std"]), "dim": dim,
             "openvino": ov.__version__}
+    text = fam.text_graph(model_id) if fam.text_graph is not None else None
     half = engine_precision(model_id, precision) == "bf16"  # float16 weights, rounded to bf16 when compiled
-    return clip_text.write_export(path, model_id, lambda: {"meta": info}, what="OpenVINO image tower",
-                                  writer=lambda folder: ov.save_model(model, folder / IR_NAME, compress_to_fp16=half))
+
+    def writer(folder: Path) -> None:
+        ov.save_model(model, folder / IR_NAME, compress_to_fp16=half)
+        if text is not None:
+            ov.save_model(text, folder / TEXT_IR_NAME, compress_to_fp16=half)
+
+    return clip_text.write_export(path, model_id, lambda: {"meta": info}, what="OpenVINO image tower", writer=writer)
 
 
 def _write_exports(model_id: str) -> None:
@@ -253,6 +282,8 @@ class OpenVinoEncoder(Encoder):
                 config = {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams * threads,
                           "INFERENCE_PRECISION_HINT": self.inference_precision}
                 self._compiled = None  # the old copy goes before the new one is made
+                if isinstance(self._text, clip_text.OpenVinoTextTower):
+                    self._text = None  # and the text tower's (see encode_texts)
                 self._compiled = self._core.compile_model(self._core.read_model(self._ir), "CPU", config)
                 self._compiled_for = (streams, threads)
                 pages.drop_file(self._ir.with_suffix(".bin"))  # see encode_pixels
@@ -274,7 +305,10 @@ class OpenVinoEncoder(Encoder):
         if first:
             request = compiled.create_infer_request()  # one per thread: calls on several run at once
             self._local.request, self._local.compiled = request, compiled
-        features = np.array(request.infer({0: np.ascontiguousarray(pixels)})[0], dtype=np.float32)
+        features = np.empty((len(pixels), self.dim), np.float32)
+        for start in range(0, len(pixels), INFER_BATCH):
+            part = np.ascontiguousarray(pixels[start:start + INFER_BATCH])
+            features[start:start + len(part)] = request.infer({0: part})[0]
         if first:
             # The runtime has its own copy of the weights by now (most made when compiled, the rest
             # on a request's first call): the IR's pages, mapped read-only, would otherwise stay
@@ -287,8 +321,28 @@ class OpenVinoEncoder(Encoder):
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             if self._text is None:
-                self._text = self._family.text_side(self.model_id, self.precision)
+                self._text = self._compiled_text_side() or self._family.text_side(self.model_id, self.precision)
         return np.asarray(self._text.encode_texts(list(texts)), dtype=np.float32)  # unit vectors already
+
+    def _compiled_text_side(self):
+        """The text tower's blocks compiled from their IR file, or None (a family without them, an IR
+        converted before they were saved, or a compile that failed: texts then run in NumPy)."""
+        ir = self._ir.with_name(TEXT_IR_NAME)
+        if self._family.compiled_text_side is None or not ir.is_file():
+            return None
+        # Texts (a run's tag vocabulary) come after its photos: the image tower's compiled copy goes first,
+        # so the two copies are never held at once (photos after this compile it again).
+        self._compiled, self._compiled_for, self._local = None, None, threading.local()
+        try:
+            from photoseek.settings import usable_cores
+
+            config = {"INFERENCE_PRECISION_HINT": self.inference_precision, "INFERENCE_NUM_THREADS": usable_cores()}
+            compiled = self._core.compile_model(self._core.read_model(ir), "CPU", config)
+            pages.drop_file(ir.with_suffix(".bin"))  # as for the image tower: the runtime has its own copy
+            return self._family.compiled_text_side(self.model_id, compiled)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache file costs speed, never the run
+            log.warning("embedding texts in NumPy: the OpenVINO text tower of %s did not load: %s", self.model_id, exc)
+            return None
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -77,9 +77,10 @@ def layer_norm(x, w: Mapping[str, np.ndarray], name: str, eps: float) -> object:
 
 
 def attention_blocks(x, w: Mapping[str, np.ndarray], *, layers: int, heads: int, width: int, act: str,
-                     eps: float) -> object:
-    """open_clip's pre-norm residual attention blocks over ``x`` (batch, tokens, width), no mask:
-    the graph of :func:`photoseek.encoders.clip_text.run_blocks` (layer i's arrays ``w[f"{i}.…"]``)."""
+                     eps: float, causal: bool = False) -> object:
+    """open_clip's pre-norm residual attention blocks over ``x`` (batch, tokens, width): the graph of
+    :func:`photoseek.encoders.clip_text.run_blocks` (layer i's arrays ``w[f"{i}.…"]``), with each token
+    attending only to those before it when ``causal`` (a text tower), to all of them otherwise."""
     o = ops()
     head = width // heads
     by_heads = i64([0, 0, heads, head])  # (batch, tokens, width) -> (batch, tokens, heads, head)
@@ -89,7 +90,7 @@ def attention_blocks(x, w: Mapping[str, np.ndarray], *, layers: int, heads: int,
         qkv = linear(layer_norm(x, w, p + "ln_1", eps), w, p + "in_proj")
         q, k, v = (o.transpose(o.reshape(part, by_heads, special_zero=True), i64([0, 2, 1, 3]))
                    for part in o.split(qkv, o.constant(np.int64(-1)), 3).outputs())
-        context = o.scaled_dot_product_attention(q, k, v, causal=False)  # softmax(q k^T / sqrt(head)) v
+        context = o.scaled_dot_product_attention(q, k, v, causal=causal)  # softmax(q k^T / sqrt(head)) v
         context = o.reshape(o.transpose(context, i64([0, 2, 1, 3])), merged, special_zero=True)
         x = o.add(x, linear(context, w, p + "out_proj"))
         h = linear(layer_norm(x, w, p + "ln_2", eps), w, p + "c_fc")
