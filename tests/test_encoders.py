@@ -387,7 +387,7 @@ def test_the_image_tower_converts_for_openvino_without_torch(random_clip, sample
     # length, padded).
     words = ["a red car", "a photo of a dog.", "a blurry photo of the snowy mountains at dusk."]
     theirs = clip_text.load(model_id).encode_texts(words)
-    agree = 0.999 if ov.inference_precision == "f32" else 0.99  # bf16 where the CPU has it, as the photos
+    agree = 0.9999 if ov.inference_precision == "f32" else 0.99  # bf16 where the CPU has it, as the photos
     assert float((ov.encode_texts(words) * theirs).sum(axis=1).min()) >= agree
     assert float((ov.encode_texts(words[-1:]) * theirs[-1:]).sum()) >= agree
     assert isinstance(ov._text, clip_text.OpenVinoTextTower)

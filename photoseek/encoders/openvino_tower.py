@@ -284,10 +284,16 @@ class OpenVinoEncoder(Encoder):
                 self._compiled = None  # the old copy goes before the new one is made
                 if isinstance(self._text, clip_text.OpenVinoTextTower):
                     self._text = None  # and the text tower's (see encode_texts)
-                self._compiled = self._core.compile_model(self._core.read_model(self._ir), "CPU", config)
+                self._compiled = self._compile_file(self._ir, config)
                 self._compiled_for = (streams, threads)
-                pages.drop_file(self._ir.with_suffix(".bin"))  # see encode_pixels
             return self._compiled
+
+    def _compile_file(self, ir: Path, config: dict):
+        """The IR at ``ir`` compiled with ``config``; its weights' mapped pages handed back once the
+        runtime has its own copy (see encode_pixels)."""
+        compiled = self._core.compile_model(self._core.read_model(ir), "CPU", config)
+        pages.drop_file(ir.with_suffix(".bin"))
+        return compiled
 
     @contextmanager
     def inference_threads(self, workers: int, threads_per_worker: int | None = None) -> Iterator[int]:
@@ -337,9 +343,7 @@ class OpenVinoEncoder(Encoder):
             from photoseek.settings import usable_cores
 
             config = {"INFERENCE_PRECISION_HINT": self.inference_precision, "INFERENCE_NUM_THREADS": usable_cores()}
-            compiled = self._core.compile_model(self._core.read_model(ir), "CPU", config)
-            pages.drop_file(ir.with_suffix(".bin"))  # as for the image tower: the runtime has its own copy
-            return self._family.compiled_text_side(self.model_id, compiled)
+            return self._family.compiled_text_side(self.model_id, self._compile_file(ir, config))
         except Exception as exc:  # noqa: BLE001 - a damaged cache file costs speed, never the run
             log.warning("embedding texts in NumPy: the OpenVINO text tower of %s did not load: %s", self.model_id, exc)
             return None
