@@ -50,6 +50,9 @@ def measure(argv: list[str], pythonpath: str | None = None) -> tuple[float, floa
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
+        # Its own cache folder: exports of another format would otherwise replace the current code's
+        # (one export per model is kept), and each run would export again.
+        env["XDG_CACHE_HOME"] = os.path.join(pythonpath, ".cache")
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "photoseek", *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=env, cwd=tempfile.gettempdir())
@@ -104,7 +107,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=5, help="cold runs of each command [5]")
     p.add_argument("--models", default="clip,offline", help="comma-separated: clip (ViT-B-32), offline")
     p.add_argument("--before", metavar="DIR", help="also run the photoseek package in DIR (on PYTHONPATH; e.g. an "
-                   "older commit's, with the libraries it ran with), each run alternating with the current code's")
+                   "older commit's, with the libraries it ran with; its cache folder in DIR), each run alternating with the "
+                   "current code's")
     args = p.parse_args(argv)
     codes = [("now", None)] + ([("before", args.before)] if args.before else [])
     rows = []
@@ -113,12 +117,9 @@ def main(argv=None) -> int:
         index_dir = index_for(model, args.photos)
         plan += [(model, index_dir, label, cmd) for label, cmd in commands(index_dir)]
     plan.append(("-", None, "--help", ["--help"]))
-    warmed = set()
     for model, index_dir, label, cmd in plan:
-        for code, path in codes:
-            if index_dir is not None and (index_dir, code) not in warmed:
-                measure(["search", "warm the page cache", "-k", "1", "--index", str(index_dir)], path)
-                warmed.add((index_dir, code))
+        for code, path in codes:  # once unmeasured: the page cache warm, any export this command makes made
+            measure(cmd, path)
         walls = {code: [] for code, _ in codes}
         rss = {code: [] for code, _ in codes}
         cpu = 0.0

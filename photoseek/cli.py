@@ -798,6 +798,11 @@ def main() -> None:
     from photoseek.interrupts import quit_on_signals
 
     quit_on_signals()  # the 'photoseek' script comes here first (python -m photoseek has already)
+    if sys.argv[1:2] != ["serve"]:
+        # pydantic looks for plugins (observability hooks) by reading every installed package's entry
+        # points when it builds its first model: a fiftieth of a second of every terminal command, for
+        # hooks only a server would want. Pydantic's documented switch; a value the user set wins.
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     app()
 
 

@@ -4,7 +4,7 @@ All ``photoseek index`` needs of an open_clip model is its image tower in the ru
 Importing open_clip brings timm, torchvision and huggingface_hub with it: seconds of one core
 before the first photo is embedded, and hundreds of megabytes that stay resident for the run.
 Once a model has been loaded the open_clip way (its first index, or a search that loaded it),
-its image tower is exported (:mod:`photoseek.encoders.clip_image`, float32 ``.npy`` files in the
+its image tower is exported (:mod:`photoseek.encoders.clip_image`, float32, in the
 user's cache) and later runs build it here from torch's own modules, in the order open_clip
 runs them: ``nn.Conv2d``, ``nn.LayerNorm``, ``nn.MultiheadAttention``, ``nn.Linear``, GELU or
 QuickGELU. Each array is cast to the run-time dtype as it is read, so the weights exist once.
@@ -18,7 +18,6 @@ full encoder for its texts.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from photoseek.encoders import clip_image, clip_text
+from photoseek.encoders import array_file, clip_image, clip_text
 from photoseek.encoders.base import TorchEncoder
 from photoseek.encoders.precision import resolve_dtype
 from photoseek.encoders.spec import ImageInputSpec
@@ -82,13 +81,13 @@ class VisionTower(nn.Module):
         return self.ln_post(x)[:, 0] @ self.proj
 
 
-def _state_dict(path: Path, layers: int, dtype: torch.dtype, width: int, patch: int):
+def _state_dict(arrays: array_file.ArrayFile, layers: int, dtype: torch.dtype, width: int, patch: int):
     """(name in :class:`VisionTower`, tensor) pairs, each read from the export and cast as it is yielded.
     The export stores linear weights as (in, out) and the patch convolution flattened: put back
     into torch's own layouts, contiguous, as open_clip holds them."""
 
     def read(name: str, transpose: bool = False, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        array = np.load(path / f"{name}.npy", mmap_mode="r")
+        array = arrays.read(name)
         array = array.T if transpose else array
         array = array.reshape(shape) if shape is not None else array
         return torch.from_numpy(np.array(array, dtype=np.float32, order="C")).to(dtype)
@@ -117,15 +116,14 @@ def _state_dict(path: Path, layers: int, dtype: torch.dtype, width: int, patch: 
 def load_vision_tower(path: Path, dtype: torch.dtype) -> tuple[VisionTower, dict]:
     """The tower exported at ``path`` in ``dtype`` (eval mode, channels-last like the indexer's
     input), and the export's ``meta.json``."""
-    meta = json.loads((path / "meta.json").read_text())
-    shape = lambda name: np.load(path / f"{name}.npy", mmap_mode="r").shape  # noqa: E731 - header only
-    width, dim = shape("projection")
-    mlp_width = shape("0.c_fc.weight")[1]
+    meta, arrays = array_file.load(path)
+    width, dim = arrays.shape("projection")
+    mlp_width = arrays.shape("0.c_fc.weight")[1]
     patch, size = int(meta["patch"]), int(meta["size"])
     with torch.device("meta"):  # no memory and no random initialisation: every tensor is assigned below
         tower = VisionTower(width, patch, size // patch, int(meta["layers"]), int(meta["heads"]), mlp_width, dim,
                             meta["act"], float(meta["eps"]))
-    tower.load_state_dict(dict(_state_dict(path, int(meta["layers"]), dtype, width, patch)), strict=True, assign=True)
+    tower.load_state_dict(dict(_state_dict(arrays, int(meta["layers"]), dtype, width, patch)), strict=True, assign=True)
     return tower.eval().to(memory_format=torch.channels_last), meta
 
 

@@ -19,18 +19,17 @@ to open_clip's own float32 tower (cosine >= 0.999, the same top 10).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from photoseek.encoders import clip_text
+from photoseek.encoders import array_file, clip_text
 from photoseek.encoders.image_side import NumpyImageSide
 from photoseek.encoders.spec import ImageInputSpec
 
-FORMAT = 1  # bump when the folder's layout changes: older ones are then ignored
+FORMAT = 2  # bump when the folder's layout changes: older ones are then ignored
 FOLDER = "image-towers"
 
 
@@ -113,13 +112,13 @@ class ClipImageTower(NumpyImageSide):
     ``encode_pixels`` and ``encode_images``, as :class:`photoseek.encoders.Encoder` has them."""
 
     def __init__(self, model_id: str, path: Path):
-        meta = json.loads((path / "meta.json").read_text())
-        self.weights = _Weights(path)
+        meta, arrays = array_file.load(path)
+        self.weights = _Weights(arrays)
         self.model_id = model_id
         self.heads, self.layers, self.act, self.eps = meta["heads"], meta["layers"], meta["act"], meta["eps"]
         self.patch = meta["patch"]
         self.input_spec = ImageInputSpec(size=meta["size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]))
-        self.dim = int(np.load(path / "projection.npy", mmap_mode="r").shape[1])
+        self.dim = int(arrays.shape("projection")[1])
 
     def _encode_one(self, pixels: np.ndarray) -> np.ndarray:
         w, p = self.weights.forward_pass(), self.patch
@@ -140,9 +139,9 @@ class ClipImageTower(NumpyImageSide):
 class _Weights:
     """The tower's arrays on disk; :meth:`forward_pass` gives one pass its :class:`_ReadAhead`."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.names = frozenset(f.stem for f in path.glob("*.npy"))
+    def __init__(self, arrays: array_file.ArrayFile):
+        self.arrays = arrays
+        self.names = arrays.names
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="photoseek-tower-read")
 
     def forward_pass(self) -> _ReadAhead:
@@ -160,7 +159,7 @@ class _ReadAhead(Mapping):
         self._started: set[int] = set()
 
     def _read(self, name: str) -> np.ndarray:
-        return np.load(self.weights.path / f"{name}.npy", allow_pickle=False)
+        return self.weights.arrays.read(name)
 
     def _read_ahead(self, layer: int) -> None:
         if layer in self._started:

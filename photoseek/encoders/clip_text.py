@@ -3,8 +3,8 @@
 Importing torch and open_clip and loading both towers is most of a ``photoseek search`` on a
 CLIP index, though a text query needs neither the image tower nor torch. So when photoseek
 has a CLIP model loaded anyway (indexing, or the first search), it exports the text tower's
-tensors once (:func:`export`: float32, one ``.npy`` file each, memory-mapped
-when read, so a query pages in the layers and only its tokens' rows of the embedding table) into
+tensors once (:func:`export`: float32, in one file, memory-mapped when read, so a query pages in
+the layers and only its tokens' rows of the embedding table) into
 the user's cache folder,
 keyed by the model id, the checkpoint file (path, size, modification time) and the open_clip
 version; a later search by words runs the tower from that file in NumPy (:func:`load`).
@@ -35,9 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from photoseek.encoders import array_file
+
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the folder's layout changes: older ones are then ignored
+FORMAT = 3  # bump when the folder's layout changes: older ones are then ignored
 
 
 # -- where the file lives ------------------------------------------------------------------------
@@ -78,10 +80,15 @@ def export(model_id: str, model, tokenizer, release=None) -> Path | None:
     """Write the text tower of ``model`` (an open_clip model in float32, as loaded) for later
     searches, unless it is there already or the model is not one this module runs. Never raises
     for want of a cache folder: the search then simply loads the full encoder."""
-    # CLIP's BPE merges, uncompressed: read in milliseconds instead of gunzipped in a tenth of a second.
+    # CLIP's BPE merges, uncompressed and only those it uses: read in milliseconds instead of
+    # gunzipped in a tenth of a second.
     return write_export(path_for(model_id), model_id, lambda: _tensors(model, tokenizer),
-                        {"bpe_merges.txt": lambda: gzip.open(_bpe_path()).read()}, what="text tower",
-                        release=release)
+                        {"bpe_merges.txt": _used_merges}, what="text tower", release=release)
+
+
+def _used_merges() -> bytes:
+    """The BPE merges file as CLIP reads it: its header line and the merges it uses."""
+    return b"\n".join(gzip.open(_bpe_path()).read().split(b"\n", USED_MERGES + 1)[:USED_MERGES + 1])
 
 
 def complete(path: Path | None) -> bool:
@@ -92,10 +99,10 @@ def complete(path: Path | None) -> bool:
 
 def write_export(path: Path | None, model_id: str, tensors, files: dict | None = None, *, what: str,
                  writer=None, release=None) -> Path | None:
-    """Write ``tensors()`` (a dict of arrays plus ``"meta"``; None: a model this cannot run) as one
-    ``.npy`` file each, ``files`` (name -> bytes maker), what ``writer(folder)`` writes, and
-    ``meta.json`` into ``path``, unless it is there already; ``release(array)`` after each array is
-    written (:func:`photoseek.encoders.pages.releaser`). Exports of the same model for
+    """Write ``tensors()`` (a dict of arrays plus ``"meta"``; None: a model this cannot run) into one
+    file (:mod:`photoseek.encoders.array_file`), ``files`` (name -> bytes maker), what
+    ``writer(folder)`` writes, and ``meta.json`` into ``path``, unless it is there already;
+    ``release(array)`` after each array is written (:func:`photoseek.encoders.pages.releaser`). Exports of the same model for
     weights since replaced are removed: one per model."""
     try:
         if path is None or complete(path):
@@ -108,10 +115,7 @@ def write_export(path: Path | None, model_id: str, tensors, files: dict | None =
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
         try:
             meta = arrays.pop("meta") | {"model_id": model_id}
-            for name, array in arrays.items():
-                np.save(staging / f"{name}.npy", array, allow_pickle=False)
-                if release is not None:
-                    release(array)
+            meta["arrays"] = array_file.write(staging, arrays, release)
             for name, make in (files or {}).items():
                 (staging / name).write_bytes(make())
             if writer is not None:
@@ -214,8 +218,8 @@ class ClipTextTower:
     """Text queries through an exported CLIP text tower: ``model_id``, ``dim``, ``encode_texts``."""
 
     def __init__(self, model_id: str, path: Path):
-        meta = json.loads((path / "meta.json").read_text())
-        self.weights = {f.stem: np.load(f, mmap_mode="r", allow_pickle=False) for f in path.glob("*.npy")}
+        meta, arrays = array_file.load(path)
+        self.weights = arrays.mapped()
         self.model_id = model_id
         self.heads, self.layers, self.act, self.eps = meta["heads"], meta["layers"], meta["act"], meta["eps"]
         self.tokenizer = Tokenizer(meta["clean"], meta["context_length"], merges=path / "bpe_merges.txt")
@@ -229,7 +233,10 @@ class ClipTextTower:
 
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        tokens = [self.tokenizer.encode(t) for t in texts]
+        # open_clip pools at the first end-of-text token (the highest id; one typed into the text comes
+        # first): with the causal mask nothing after it counts, so nothing after it runs.
+        eot = self.tokenizer.eot
+        tokens = [t[:t.index(eot) + 1] for t in map(self.tokenizer.encode, texts)]
         out = np.empty((len(texts), self.dim), np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(tokens[i]))
         for start in range(0, len(order), TEXT_BATCH):
@@ -412,6 +419,9 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 _PLAIN = re.compile(r"[ -%'-~]*")  # printable ASCII but "&"
+_PLAIN_PATTERN = re.compile(r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\sa-z0-9]+""",
+                            re.IGNORECASE | re.ASCII)
+USED_MERGES = 49152 - 256 - 2  # CLIP uses the first merges of the file's 262,000 ("a b" lines, best first)
 
 
 class Tokenizer:
@@ -419,11 +429,8 @@ class Tokenizer:
     the context length as open_clip does (the end-of-text token kept last)."""
 
     def __init__(self, clean: str, context_length: int, merges: Path | None = None):
-        import regex
-
         raw = merges.read_bytes() if merges is not None else gzip.open(_bpe_path()).read()
-        used = 49152 - 256 - 2  # CLIP uses the first merges of the file's 262,000 ("a b" lines, best first)
-        merges = raw.decode("utf-8").split("\n", used + 1)[1:used + 1]
+        merges = raw.decode("utf-8").split("\n", USED_MERGES + 1)[1:USED_MERGES + 1]
         vocab = list(_bytes_to_unicode().values())
         vocab = vocab + [v + "</w>" for v in vocab] + [m.replace(" ", "") for m in merges]
         vocab += ["<start_of_text>", "<end_of_text>"]
@@ -433,9 +440,19 @@ class Tokenizer:
         self.bpe_ranks = dict(zip(merges, range(len(merges))))
         self.sot, self.eot = self.encoder["<start_of_text>"], self.encoder["<end_of_text>"]
         self.clean, self.context_length = clean, context_length
-        self.pattern = regex.compile(r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"""
-                                     r"""[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
-        self.cache: dict[str, str] = {}
+        self._pattern = None
+        self.cache = {t: t for t in ("<start_of_text>", "<end_of_text>")}  # typed in a query: the special tokens
+
+    @property
+    def pattern(self):
+        """CLIP's pre-tokenising pattern (letters, digits, other runs), from the ``regex`` module for
+        its Unicode classes."""
+        if self._pattern is None:
+            import regex
+
+            self._pattern = regex.compile(r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|"""
+                                          r"""[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
+        return self._pattern
 
     def _bpe(self, token: str) -> str:
         if token in self.cache:
@@ -474,7 +491,8 @@ class Tokenizer:
         return out
 
     def encode(self, text: str) -> list[int]:
-        if not _PLAIN.fullmatch(text):  # ftfy leaves printable ASCII without entities as it is: skip its import
+        plain = _PLAIN.fullmatch(text) is not None
+        if not plain:  # ftfy leaves printable ASCII without entities as it is: skip its import
             import ftfy
 
             text = ftfy.fix_text(text)
@@ -484,7 +502,9 @@ class Tokenizer:
             text = text.lower()
         byte_encoder = _bytes_to_unicode()
         ids: list[int] = []
-        for token in self.pattern.findall(text):
+        # In printable ASCII the Unicode classes are [a-z] and [0-9]: the standard library's re splits
+        # such a text exactly as CLIP's pattern does, without importing the regex module.
+        for token in (_PLAIN_PATTERN if plain else self.pattern).findall(text):
             token = "".join(byte_encoder[b] for b in token.encode("utf-8"))
             ids.extend(self.encoder[t] for t in self._bpe(token).split(" "))
         ids = [self.sot, *ids][: self.context_length - 1]

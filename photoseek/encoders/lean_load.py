@@ -23,7 +23,6 @@ a third-party layout that open_clip converts, missing or mis-shaped keys) raises
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import zipfile
@@ -31,7 +30,7 @@ from collections.abc import Collection, Iterator
 
 import torch
 
-from photoseek.encoders import pages
+from photoseek.encoders import array_file, pages
 
 
 class NotLean(Exception):
@@ -179,13 +178,10 @@ class _Safetensors(_Tensors):
         self.path = path
         self.fd = os.open(path, os.O_RDONLY)
         try:
-            (length,) = struct.unpack("<Q", os.pread(self.fd, 8, 0))
-            header = json.loads(os.pread(self.fd, length, 8))
+            header, self.base = array_file.safetensors_header(self.fd)
         except (struct.error, ValueError, OSError) as exc:
             os.close(self.fd)
             raise NotLean(f"unreadable safetensors header: {exc}") from None
-        header.pop("__metadata__", None)
-        self.base = 8 + length
         self.header = header
         if next(iter(header), "").startswith("module."):
             self.header = {k[7:]: v for k, v in header.items()}

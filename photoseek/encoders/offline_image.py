@@ -4,7 +4,7 @@ The offline encoder (:mod:`photoseek.encoders.offline`) turns a photo into Image
 probabilities with EfficientNet-Lite and mixes its top classes' text vectors (ConSE). When it has
 embedded photos (indexing, or a search that loaded it) it exports what that takes, once, into the
 user's cache folder (``offline-image``): the network's weights with batch norms already folded, the
-classifier and the class matrix, one ``.npy`` file each, with its layer plan. A later search by an image
+classifier and the class matrix, in one file, with its layer plan. A later search by an image
 file runs it here in NumPy: no torch, no text model. A test holds its vectors to the encoder's own.
 
 The network is a plain chain: a 3x3 stem convolution, MBConv blocks (optional 1x1 expansion, a
@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from photoseek import __version__
+from photoseek.encoders import array_file
 from photoseek.encoders.image_side import NumpyImageSide
 from photoseek.encoders.spec import ImageInputSpec
 
-FORMAT = 1
+FORMAT = 2
 
 
 def path_for(model_id: str) -> Path:
@@ -170,8 +171,8 @@ class OfflineImageSide(NumpyImageSide):
     ``encode_pixels`` and ``encode_images``, as :class:`photoseek.encoders.Encoder` has them."""
 
     def __init__(self, model_id: str, path: Path):
-        meta = json.loads((path / "meta.json").read_text())
-        self.weights = {f.stem: np.load(f, allow_pickle=False) for f in path.glob("*.npy")}
+        meta, arrays = array_file.load(path)
+        self.weights = {name: arrays.read(name) for name in arrays.names}
         self.model_id, self.plan, self.top_k, self.dim = model_id, meta["plan"], meta["top_k"], meta["dim"]
         self.input_spec = ImageInputSpec(size=meta["size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]))
 

@@ -39,9 +39,11 @@ def ops():
 
 
 def export_arrays(path: Path) -> dict[str, np.ndarray]:
-    """An export's arrays by name (its ``.npy`` files), memory-mapped copy-on-write, as :func:`const`
-    needs them to share their pages; never written."""
-    return {f.stem: np.load(f, mmap_mode="c", allow_pickle=False) for f in path.glob("*.npy")}
+    """An export's arrays by name, memory-mapped copy-on-write, as :func:`const` needs them to share
+    their pages; never written."""
+    from photoseek.encoders import array_file
+
+    return array_file.load(path)[1].mapped(copy_on_write=True)
 
 
 def const(array) -> object:
