@@ -57,17 +57,20 @@ def main(argv: list[str]) -> int:
     def wrap(cls, name: str) -> None:
         original = getattr(cls, name)
 
+        owner = getattr(cls, "__name__", "?").rpartition(".")[2]
+
         def timed(*args, **kwargs):
-            mark(f"{cls.__name__}.{name} starts")
+            mark(f"{owner}.{name} starts")
             try:
                 return original(*args, **kwargs)
             finally:
-                mark(f"{cls.__name__}.{name} ends")
+                mark(f"{owner}.{name} ends")
 
         setattr(cls, name, timed)
 
-    for name in ("_settle_model", "_plan", "_apply_cheap_changes", "_get_encoder", "_embed", "_tag"):
+    for name in ("_settle_model", "_plan", "_apply_cheap_changes", "_decode_ahead", "_get_encoder", "_embed", "_tag"):
         wrap(pipeline.Indexer, name)
+    wrap(pipeline, "prepare_indexing_encoder")  # the functions as the pipeline module calls them
     for name in ("refit", "save"):
         wrap(VectorStore, name)
     wrap(SqliteCatalogue, "prepare_search")
@@ -80,6 +83,20 @@ def main(argv: list[str]) -> int:
         return submit(self, tag, pixels)
 
     pipeline.InferencePool.submit = counted
+    init = pipeline.InferencePool.__init__
+
+    def timed_init(self, embed, workers):
+        def timed_embed(pixels):
+            thread = threading.current_thread().name.rpartition("_")[2]
+            mark(f"  thread {thread}: {len(pixels)} photos start")
+            try:
+                return embed(pixels)
+            finally:
+                mark(f"  thread {thread}: {len(pixels)} photos end")
+
+        init(self, timed_embed, workers)
+
+    pipeline.InferencePool.__init__ = timed_init
     index = Path(tempfile.mkdtemp(prefix="photoseek-timeline-"))
     summary = pipeline.Indexer(index, Settings(model=model_id), show_progress=False).run([folder])
     mark("done")

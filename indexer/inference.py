@@ -11,14 +11,15 @@ single-thread calls also run the image tower alone ~10% faster than one 2-thread
 runs differ by less than the machine's noise (bench/ablation.py).
 
 Batches come back in the order they went in, so the indexer writes its checkpoints in
-that order too.
+that order too. :class:`BatchSizes` shares a run's last photos evenly among the threads, so that
+they finish together rather than one running a full batch while the others wait.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -30,9 +31,10 @@ class InferencePool(Generic[T]):
     """``submit(tag, pixels)`` runs ``embed(pixels)`` in one of ``workers`` threads;
     ``ready()`` / ``drain()`` give back ``(tag, embeddings)`` in submission order.
 
-    At most ``workers`` batches are in flight: ``submit`` first waits for the oldest when
-    all are busy (and returns it), so memory stays bounded and the caller's loop is the
-    one place where results are written.
+    At most ``workers`` batches run at once, and at most twice that many are held: ``submit``
+    waits until a thread is free (not for the oldest batch: a thread done with a short batch takes
+    the next at once) and returns the batches finished in order meanwhile, so memory stays bounded
+    and the caller's loop is the one place where results are written.
     """
 
     def __init__(self, embed: Callable[[np.ndarray], np.ndarray], workers: int):
@@ -43,8 +45,12 @@ class InferencePool(Generic[T]):
 
     def submit(self, tag: T, pixels: np.ndarray) -> list[tuple[T, np.ndarray]]:
         finished = []
-        while len(self._in_flight) >= self.workers:
-            finished.append(self._pop())
+        while True:
+            finished += self.ready()
+            running = [future for _, future in self._in_flight if not future.done()]
+            if len(running) < self.workers and len(self._in_flight) < 2 * self.workers:
+                break
+            wait(running, return_when=FIRST_COMPLETED)
         self._in_flight.append((tag, self._pool.submit(self.embed, pixels)))
         return finished + self.ready()
 
@@ -74,3 +80,26 @@ class InferencePool(Generic[T]):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class BatchSizes:
+    """How many photos the next batch takes: ``batch_size``, until the photos left (``total``, less
+    those :meth:`taken`: batched or skipped) fit in one batch per thread; from then on, half (one
+    share per thread) of what is left, but at least ``MIN_TAIL_BATCH``. The pool gives each batch to
+    whichever thread is free, so the last photos go out in ever smaller batches to the threads as they
+    finish, and the threads finish together. Full batches to the end left one thread running the last
+    full batch while another, done with a short one, had nothing to do: seconds of a core at the end
+    of every run, and a small run (20 new photos) on one thread only."""
+
+    def __init__(self, total: int, workers: int, batch_size: int):
+        self.left, self.workers, self.batch_size = total, max(1, workers), max(1, batch_size)
+
+    def taken(self, photos: int) -> None:
+        self.left -= photos
+
+    def target(self) -> int:
+        share = -(-self.left // self.workers)  # ceil
+        return min(self.batch_size, max(MIN_TAIL_BATCH, share))
+
+
+MIN_TAIL_BATCH = 4  # smaller calls cost the model more per photo than the idle core they save

@@ -46,7 +46,7 @@ from photoseek.storage.schema import Root, utcnow
 from photoseek.store import IndexFiles, VectorStore, load_vectors
 
 from .decode_pool import DecodeJob, decode_all
-from .inference import InferencePool
+from .inference import BatchSizes, InferencePool
 from .prefetch import DecodeAhead, predicted_input_size
 from .scan import FoundFile, Unreadable, walk
 
@@ -540,6 +540,7 @@ class Indexer:
         # Decoding and inference share the cores: decode processes, and one model thread per
         # core (see indexer.inference for why not one model call over all cores).
         workers = self._inference_workers()
+        sizes = BatchSizes(len(plan.embed), workers, s.batch_size)
         stop = self.stop
         try:
             with encoder.inference_threads(workers, s.torch_threads), InferencePool(encoder.encode_pixels, workers) as pool:
@@ -554,9 +555,11 @@ class Indexer:
                         if result.photo is None:
                             self._skip(session, f, result.error or "unknown error", plan, vectors, summary)
                             progress.update(1)
+                            sizes.taken(1)
                             continue
                         batch.append((f, result.photo))
-                        if len(batch) >= s.batch_size:
+                        if len(batch) >= sizes.target():
+                            sizes.taken(len(batch))
                             submit(pool)
                 if stop.is_set():
                     # Stopping: no new batch; photos decoded but not embedded are left for the next run.

@@ -12,7 +12,7 @@ import torch
 
 from photoseek.storage import schema as db
 from photoseek.encoders.base import torch_threads_per_worker
-from photoseek.indexer.inference import InferencePool
+from photoseek.indexer.inference import BatchSizes, InferencePool
 
 from helpers import embeddings_by
 
@@ -104,3 +104,55 @@ def test_cores_are_shared_out_with_a_bounded_number_of_batches_in_memory(monkeyp
     workers = indexer._inference_workers()
     with torch_threads_per_worker(workers, torch_threads) as threads:
         assert (workers, threads) == expected
+
+
+def _batches(total: int, workers: int, batch_size: int, skipped_at: frozenset[int] = frozenset()) -> list[int]:
+    """The batch sizes a run of ``total`` photos sends to the model, the photos at ``skipped_at``
+    (their place in the order decoded) unreadable, as the indexer's loop forms them."""
+    sizes, batches, batch = BatchSizes(total, workers, batch_size), [], 0
+    for i in range(total):
+        if i in skipped_at:
+            sizes.taken(1)
+            continue
+        batch += 1
+        if batch >= sizes.target():
+            sizes.taken(batch)
+            batches.append(batch)
+            batch = 0
+    return batches + ([batch] if batch else [])
+
+
+def test_the_last_photos_of_a_run_are_shared_evenly_by_the_model_threads():
+    # 585 photos, two threads: full batches, then what is left halved each time (one share per
+    # thread), never below 4, so the threads finish together: not 32 + 9, where one thread ran 32
+    # photos while the other, done with 9, waited.
+    assert _batches(585, 2, 32) == [32] * 17 + [21, 10, 5, 4, 1]
+    # A small run uses every thread, not one batch on one of them.
+    assert _batches(20, 2, 32) == [10, 5, 4, 1]
+    assert _batches(3, 2, 32) == [3]
+    # Unreadable photos count as done; every readable photo is in exactly one batch.
+    batches = _batches(100, 2, 32, skipped_at=frozenset({3, 60, 99}))
+    assert sum(batches) == 97 and batches == [32, 32, 17, 9, 4, 3]
+    # One thread: plain full batches.
+    assert _batches(70, 1, 32) == [32, 32, 6]
+
+
+def test_a_thread_done_with_a_short_batch_takes_the_next_without_waiting_for_an_older_one():
+    started: dict[int, float] = {}
+    release_long = threading.Event()
+
+    def embed(pixels):
+        tag = int(pixels[0, 0])
+        started[tag] = time.perf_counter()
+        if tag == 0:
+            release_long.wait(10)  # the long batch runs until the test lets it go
+        return pixels
+
+    with InferencePool(embed, workers=2) as pool:
+        pool.submit(0, np.full((1, 1), 0))  # long
+        pool.submit(1, np.full((1, 1), 1))  # short: its thread is soon free
+        assert pool.submit(2, np.full((1, 1), 2)) == []  # not waiting for 0; 1 cannot be given back before 0
+        time.sleep(0.2)
+        assert 2 in started  # it ran while 0 still runs
+        release_long.set()
+        assert [tag for tag, _ in pool.drain()] == [0, 1, 2]  # still written in order
