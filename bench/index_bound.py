@@ -138,7 +138,8 @@ def tower_cost(model_id: str, batches: list[int], seconds: float, precision: str
 def measure(model_id: str, folder: Path, n: int, *, batches: list[int], seconds: float, size: int, precision: str,
             env: dict[str, str] | None = None, before: Path | None = None, echo=print) -> Bound:
     """``before``: a folder holding another photoseek package (e.g. an older commit's, laid out as
-    installed): it is run on the same photos too, first, with that folder on PYTHONPATH."""
+    installed): it is run on the same photos too, first, with that folder on PYTHONPATH and a cache
+    folder of its own there."""
     from indexing import run_index
 
     from photoseek.settings import usable_cores
@@ -151,8 +152,16 @@ def measure(model_id: str, folder: Path, n: int, *, batches: list[int], seconds:
     tower1, config1, tshare1, _ = tower_cost(model_id, batches, seconds, precision, echo=lambda m: echo("  " + m))
     earlier = None
     if before is not None:
+        # Its own cache folder (in DIR): exports of another format would replace the current code's.
+        # Filled first by a run on a few photos, so that its one-time exports and conversion are not
+        # what is compared.
+        before_env = (env or {}) | {"PYTHONPATH": str(before), "XDG_CACHE_HOME": str(before / ".cache")}
+        with tempfile.TemporaryDirectory() as few:
+            for path in paths[:8]:
+                shutil.copy(path, few)
+            run_index(Path(few), model_id, images=8, env_overrides=before_env)
         echo(f"  photoseek index on {n} photos, code from {before} ...")
-        old = run_index(folder, model_id, images=n, env_overrides=(env or {}) | {"PYTHONPATH": str(before)})
+        old = run_index(folder, model_id, images=n, env_overrides=before_env)
         echo(f"    {old.summary_line}")
         echo(f"    whole command {old.wall_seconds:.1f} s = {old.wall_ips:.1f} photos/s; peak RSS {old.peak_rss_mb:.0f} MB")
         earlier = {"label": str(before), "wall_ips": old.wall_ips, "wall_seconds": old.wall_seconds,
