@@ -101,7 +101,7 @@ def graph(path: Path, meta: dict):
     x = o.add(o.concat([cls, x], 1), ov_graph.const(w["positional_embedding"]))
     x = ov_graph.layer_norm(x, w, "ln_pre", eps)
     x = ov_graph.attention_blocks(x, w, layers=int(meta["layers"]), heads=int(meta["heads"]), width=width,
-                                  act=meta["act"], eps=eps)
+                                  act=meta["act"], eps=eps, first_token_only=True)
     pooled = o.gather(x, o.constant(np.int64(0)), o.constant(np.int64(1)))  # the class token: (N, width)
     pooled = o.matmul(ov_graph.layer_norm(pooled, w, "ln_post", eps), ov_graph.const(w["projection"]), False, False)
     return ov.Model([o.result(pooled)], [pixels], "clip-image-tower")
@@ -131,7 +131,7 @@ class ClipImageTower(NumpyImageSide):
         x = np.concatenate([np.asarray(w["class_embedding"], dtype=np.float32)[None], x])
         x = x + np.asarray(w["positional_embedding"], dtype=np.float32)
         x = clip_text.layer_norm(x, w, "ln_pre", self.eps)
-        x = clip_text.run_blocks(x, w, self.layers, self.heads, self.act, self.eps)
+        x = clip_text.run_blocks(x, w, self.layers, self.heads, self.act, self.eps, first_token_only=True)
         pooled = clip_text.layer_norm(x[:1], w, "ln_post", self.eps) @ np.asarray(w["projection"], dtype=np.float32)
         return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
 

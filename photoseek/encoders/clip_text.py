@@ -325,10 +325,12 @@ def layer_norm(x: np.ndarray, w, prefix: str, eps: float) -> np.ndarray:
 
 
 def run_blocks(x: np.ndarray, w, layers: int, heads: int, act: str, eps: float,
-               mask: np.ndarray | None = None) -> np.ndarray:
+               mask: np.ndarray | None = None, first_token_only: bool = False) -> np.ndarray:
     """open_clip's residual attention blocks (see :func:`block_arrays`) on one sequence ``x`` (tokens,
     width), or a batch of them (batch, tokens, width), in float32: ``w[f"{i}.{name}"]`` are layer i's
-    arrays (any float type: converted as used)."""
+    arrays (any float type: converted as used). ``first_token_only``: only the first token's output
+    is wanted (a class token): the last layer runs its query, projection and MLP for it alone, and
+    the result has one token."""
     shape = x.shape
     *lead, length, width = shape
     head = width // heads
@@ -345,6 +347,10 @@ def run_blocks(x: np.ndarray, w, layers: int, heads: int, act: str, eps: float,
         h = layer_norm(x, w, p + "ln_1", eps)
         qkv = h @ a(p + "in_proj.weight") + a(p + "in_proj.bias")
         q, k, v = (split(qkv[:, j * width:(j + 1) * width]) for j in range(3))
+        if first_token_only and i == layers - 1:  # every token's key and value, the first one's query
+            q = q[..., :1, :]
+            x = x.reshape(*lead, length, width)[..., :1, :].reshape(-1, width)
+            mask = mask[:1] if mask is not None else None
         scores = q @ np.swapaxes(k, -1, -2) / np.float32(np.sqrt(head))
         if mask is not None:
             scores = scores + mask
@@ -356,7 +362,7 @@ def run_blocks(x: np.ndarray, w, layers: int, heads: int, act: str, eps: float,
         h = h @ a(p + "c_fc.weight") + a(p + "c_fc.bias")
         h = h * _sigmoid(1.702 * h) if act == "QuickGELU" else _gelu(h)
         x = x + h @ a(p + "c_proj.weight") + a(p + "c_proj.bias")
-    return x.reshape(shape)
+    return x.reshape(*lead, -1, width)
 
 
 def indexing_text_side(model_id: str, precision: str = "auto"):

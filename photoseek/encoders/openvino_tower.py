@@ -58,7 +58,7 @@ from photoseek.encoders.spec import ImageInputSpec
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # bump when the IR's graph or folder layout changes: older ones are then ignored
+FORMAT = 4  # bump when the IR's graph or folder layout changes: older ones are then ignored
 FOLDER = "openvino-towers"
 IR_NAME = "image.xml"  # and image.bin beside it
 TEXT_IR_NAME = "text.xml"  # the text tower's blocks, for families with a text graph

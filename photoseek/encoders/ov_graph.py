@@ -79,10 +79,11 @@ def layer_norm(x, w: Mapping[str, np.ndarray], name: str, eps: float) -> object:
 
 
 def attention_blocks(x, w: Mapping[str, np.ndarray], *, layers: int, heads: int, width: int, act: str,
-                     eps: float, causal: bool = False) -> object:
+                     eps: float, causal: bool = False, first_token_only: bool = False) -> object:
     """open_clip's pre-norm residual attention blocks over ``x`` (batch, tokens, width): the graph of
     :func:`photoseek.encoders.clip_text.run_blocks` (layer i's arrays ``w[f"{i}.…"]``), with each token
-    attending only to those before it when ``causal`` (a text tower), to all of them otherwise."""
+    attending only to those before it when ``causal`` (a text tower), to all of them otherwise.
+    ``first_token_only``: as in ``run_blocks``, the last layer for the first token alone (one token out)."""
     o = ops()
     head = width // heads
     by_heads = i64([0, 0, heads, head])  # (batch, tokens, width) -> (batch, tokens, heads, head)
@@ -90,8 +91,11 @@ def attention_blocks(x, w: Mapping[str, np.ndarray], *, layers: int, heads: int,
     for i in range(layers):
         p = f"{i}."
         qkv = linear(layer_norm(x, w, p + "ln_1", eps), w, p + "in_proj")
-        q, k, v = (o.transpose(o.reshape(part, by_heads, special_zero=True), i64([0, 2, 1, 3]))
-                   for part in o.split(qkv, o.constant(np.int64(-1)), 3).outputs())
+        parts = list(o.split(qkv, o.constant(np.int64(-1)), 3).outputs())
+        if first_token_only and i == layers - 1:  # every token's key and value, the first one's query
+            first = lambda t: o.slice(t, i64([0]), i64([1]), i64([1]), i64([1]))  # noqa: E731 - token 0 of axis 1
+            parts[0], x = first(parts[0]), first(x)
+        q, k, v = (o.transpose(o.reshape(part, by_heads, special_zero=True), i64([0, 2, 1, 3])) for part in parts)
         context = o.scaled_dot_product_attention(q, k, v, causal=causal)  # softmax(q k^T / sqrt(head)) v
         context = o.reshape(o.transpose(context, i64([0, 2, 1, 3])), merged, special_zero=True)
         x = o.add(x, linear(context, w, p + "out_proj"))
