@@ -102,7 +102,7 @@ def child(variant: str, folder: Path, model_id: str) -> dict:
         decode_pool.decode_worker_init = init_without_mallopt
     settings = Settings()
     index_dir = Path(tempfile.mkdtemp(prefix="photoseek-ablation-"))
-    indexer = Indexer(index_dir, settings.model_copy(update={"index_dir": index_dir}), show_progress=False)
+    indexer = Indexer(index_dir, settings.replace(index_dir=index_dir), show_progress=False)
     encoder = load_encoder(model_id, precision=settings.precision)
     cpu0 = cpu_seconds(process_tree(os.getpid()))
     with OthersMeter() as others:

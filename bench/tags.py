@@ -74,7 +74,7 @@ def main() -> None:
     for query, relevant in BROAD_QUERIES.items():
         row = []
         for fold in (False, True):
-            searcher.settings = searcher.settings.model_copy(update={"tag_words": fold})
+            searcher.settings = searcher.settings.replace(tag_words=fold)
             ranked = [os.path.basename(h.photo.path) for h in searcher.search_text(query, limit=len(ids))]
             hits = [name in relevant for name in ranked]
             p10 = sum(hits[:10]) / min(10, len(relevant))

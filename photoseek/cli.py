@@ -68,16 +68,13 @@ def _main(
 
 
 def _settings(index: Path | None, database: str | None = None) -> Settings:
-    from photoseek.settings import Settings
-
-    from pydantic import ValidationError
+    from photoseek.settings import Settings, SettingsError
 
     given = {k: v for k, v in dict(index_dir=index, database_url=database).items() if v is not None}
     try:
         return Settings(**given)
-    except ValidationError as exc:  # a setting from the environment or .env: one line per bad value, not a traceback
-        lines = [f"PHOTOSEEK_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!s:.60}: {e['msg'].lower()}"
-                 for e in exc.errors()]
+    except SettingsError as exc:  # a setting from the environment or .env: one line per bad value, not a traceback
+        lines = [f"PHOTOSEEK_{name.upper()}={value!s:.60}: {what}" for name, value, what in exc.problems]
         raise _fail("bad setting (environment or .env): " + "; ".join(lines) + "; fix or unset it", 2) from None
 
 
@@ -145,7 +142,7 @@ def index(
 
     settings = _settings(index, database)
     if ocr:
-        settings = settings.model_copy(update={"ocr": True})
+        settings = settings.replace(ocr=True)
     index_dir = settings.resolved_index_dir
     existed = (index_dir / "photoseek.db").is_file()
     try:
@@ -250,27 +247,31 @@ def _read_query_image(image: Path) -> bytes:
         raise BadInput(f"{image}: {exc.reason}") from None
 
 
-def _print_page(response, as_json: bool) -> None:
-    if as_json:
-        typer.echo(response.model_dump_json())
-        return
-    if not response.results:
+def _print_page(page, model_id: str | None) -> None:
+    """A page of results as lines for people: rank, score, id, (date,) path and why, when not the meaning alone.
+    Read from the search's own page, not the API's models: those cost pydantic's import, a tenth of a second."""
+    from photoseek.encoders.languages import language_hint
+
+    request = page.request
+    if not page.hits:
         typer.echo("no results")
-    by_date = response.sort != "relevance"
-    for hit in response.results:
-        when = ""
+    by_date = request.sort != "relevance"
+    for rank, hit in enumerate(page.hits, start=request.offset + 1):
+        p, when = hit.photo, ""
         if by_date:  # the date the order follows, and whether it is only the file's
-            p = hit.photo
-            when = f"{p.date:%Y-%m-%d %H:%M}{' (file)' if p.date_source == 'file' else '       '}  " if p.date else " " * 25
+            when = (f"{p.photo_date:%Y-%m-%d %H:%M}{' (file)' if p.date_source == 'file' else '       '}  "
+                    if p.photo_date else " " * 25)
         # Say why only when it is not the meaning alone (the usual case needs no note).
-        why = f"  [{', '.join(w.replace('_', ' ') for w in hit.why)}]" if hit.why != ["semantic"] else ""
-        typer.echo(f"{hit.rank:3d}  {hit.score:.3f}  {hit.photo.id:>6}  {when}{_show(hit.photo.path)}{why}")
-    if response.cutoff is not None and response.matches is not None:
-        typer.echo(f"{response.matches} photos scored {response.cutoff:.3f} or more (--min-score)", err=True)
-    if response.next_offset is not None:
-        typer.echo(f"more: --offset {response.next_offset}", err=True)
-    if response.language_hint is not None:  # after the results, where it is seen
-        typer.echo(f"hint: {response.language_hint.message}", err=True)
+        why = f"  [{', '.join(w.replace('_', ' ') for w in hit.why)}]" if list(hit.why) != ["semantic"] else ""
+        # Rounded to 6 places first, as the API's score is: the same digits on both.
+        typer.echo(f"{rank:3d}  {round(hit.score, 6):.3f}  {p.id:>6}  {when}{_show(p.path)}{why}")
+    if page.cutoff is not None and page.matches is not None:
+        typer.echo(f"{page.matches} photos scored {round(page.cutoff, 6):.3f} or more (--min-score)", err=True)
+    if page.next_offset is not None:
+        typer.echo(f"more: --offset {page.next_offset}", err=True)
+    hint = language_hint(model_id, [t.text for t in request.terms if t.kind == "text" and t.text])
+    if hint is not None:  # after the results, where it is seen
+        typer.echo(f"hint: {hint.message}", err=True)
 
 
 @app.command()
@@ -349,7 +350,6 @@ def _run_search(settings: Settings, requests, as_json: bool, headers: bool = Fal
     from photoseek.errors import DecodeError
     from photoseek.search import Searcher
     from photoseek.search.query import format_query
-    from photoseek.web.schemas import page_out
 
     searcher = Searcher(settings.resolved_index_dir, settings, one_shot=True)
     if not len(searcher):
@@ -359,10 +359,15 @@ def _run_search(settings: Settings, requests, as_json: bool, headers: bool = Fal
             page = searcher.search(request)
         except DecodeError as exc:
             raise BadInput(f"that image cannot be read: {exc.reason}") from None
-        source = searcher.photo(request.similar_to) if request.similar_to is not None else None
         if headers:
             typer.echo(f"# {format_query(request.terms)}")
-        _print_page(page_out(page, source=source, model_id=searcher.model_id), as_json)
+        if as_json:
+            from photoseek.web.schemas import page_out
+
+            source = searcher.photo(request.similar_to) if request.similar_to is not None else None
+            typer.echo(page_out(page, source=source, model_id=searcher.model_id).model_dump_json())
+        else:
+            _print_page(page, searcher.model_id)
 
 
 @app.command()
@@ -493,7 +498,7 @@ def tags(
 
     settings = _settings(index, database)
     if vocabulary is not None:
-        settings = settings.model_copy(update={"tag_vocabulary": vocabulary})
+        settings = settings.replace(tag_vocabulary=vocabulary)
     try:
         if vocabulary is not None or update:
             from photoseek.indexer.retag import retag
@@ -782,7 +787,7 @@ def serve(
     settings = _settings(index, database)
     overrides = {k: v for k, v in dict(host=host, port=port, token=token).items() if v is not None}
     if overrides:
-        settings = settings.model_copy(update=overrides)
+        settings = settings.replace(**overrides)
     try:
         from photoseek.files import parse_path_map
 

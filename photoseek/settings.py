@@ -1,18 +1,22 @@
 """Settings from the environment (``PHOTOSEEK_*``) with sensible defaults.
 
-A pydantic model gives typed values and validation; :func:`environment` reads ``PHOTOSEEK_*``
-variables (any case) and a ``.env`` file in the working folder, the variables winning, and values
-given in code win over both (pydantic-settings' rules, without its import: a tenth of a second
-of every terminal search). No other module reads ``os.environ`` for a setting.
+A dataclass gives typed values, each checked against its limits (a bad one raises
+:class:`SettingsError` naming it); :func:`environment` reads ``PHOTOSEEK_*`` variables (any case)
+and a ``.env`` file in the working folder, the variables winning, and values given in code win over
+both (pydantic-settings' rules). Not pydantic: importing it and building the model cost every
+terminal command about a tenth of a second. No other module reads ``os.environ`` for a setting.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field
+
+from photoseek.errors import BadInput
 
 ENV_PREFIX = "PHOTOSEEK_"
 
@@ -69,78 +73,191 @@ def environment(fields, env_file: str | os.PathLike | None = ".env") -> dict[str
     return found
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="ignore", validate_default=True)
+class SettingsError(BadInput):
+    """Settings that cannot be used as given; ``problems`` holds ``(name, value, what is wrong)`` for
+    each, so that the command line can name the environment variable and the web app the field."""
 
-    def __init__(self, _env_file: str | os.PathLike | None = ".env", **values) -> None:
-        super().__init__(**{**environment(type(self).model_fields, _env_file), **values})
+    kind = "bad_setting"
 
-    index_dir: Path = Field(default_factory=default_index_dir, description="Where the index lives.")
-    database_url: str | None = Field(
-        default=None,
-        description="The catalogue, when not SQLite in the index folder: postgresql+psycopg://user@host/db "
+    def __init__(self, problems: list[tuple[str, object, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{name}={value!s:.60}: {what}" for name, value, what in problems))
+
+
+def _setting(default=MISSING, *, factory=None, ge: float | None = None, gt: float | None = None,
+             le: float | None = None, choices: tuple[str, ...] = (), secret: bool = False, doc: str = ""):
+    """A field of :class:`Settings`: its default and the limits every value, given or read, must keep
+    (``secret``: left out of the settings' repr, which may reach a log)."""
+    rules = {"ge": ge, "gt": gt, "le": le, "choices": choices, "doc": doc}
+    if factory is not None:
+        return field(default_factory=factory, metadata=rules, repr=not secret)
+    return field(default=default, metadata=rules, repr=not secret)
+
+
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+def _coerce(kind: str, value):
+    """``value`` (from code, or text from the environment) as ``kind``, or ValueError saying what it should be."""
+    if kind == "Path":
+        if isinstance(value, (str, os.PathLike)):
+            return Path(value)
+        raise ValueError("should be a path")
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        raise ValueError("should be text")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError("should be true or false (1/0, yes/no, on/off)")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            return int(value)
+        raise ValueError("should be a whole number")
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError("should be a number")
+    raise TypeError(f"no rule for settings of type {kind}")
+
+
+def _check(f, value):
+    """``value`` for field ``f`` in its declared type, within its limits (ValueError otherwise)."""
+    kind = f.type.replace(" | None", "")
+    if value is None:
+        if kind != f.type:
+            return None
+        raise ValueError("should be set")
+    value = _coerce(kind, value)
+    rules = f.metadata
+    if rules["ge"] is not None and value < rules["ge"]:
+        raise ValueError(f"should be {rules['ge']} or more")
+    if rules["gt"] is not None and value <= rules["gt"]:
+        raise ValueError(f"should be more than {rules['gt']}")
+    if rules["le"] is not None and value > rules["le"]:
+        raise ValueError(f"should be {rules['le']} or less")
+    if rules["choices"] and value not in rules["choices"]:
+        raise ValueError(f"should be one of {', '.join(rules['choices'])}")
+    return value
+
+
+@dataclass(init=False)
+class Settings:
+    """Every setting, typed and within its limits; ``Settings(field=value)`` overrides the environment."""
+
+    index_dir: Path = _setting(factory=default_index_dir, doc="Where the index lives.")
+    database_url: str | None = _setting(
+        None,
+        doc="The catalogue, when not SQLite in the index folder: postgresql+psycopg://user@host/db "
         "(PostgreSQL with pgvector, shared by several machines).")
-    path_map: str | None = Field(
-        default=None,
-        description="Where indexed folders are mounted on this machine when it differs from where they were "
+    path_map: str | None = _setting(
+        None,
+        doc="Where indexed folders are mounted on this machine when it differs from where they were "
         "indexed: 'INDEXED=HERE', several separated by ';' (e.g. '/mnt/archive=/Volumes/archive').")
-    model: str | None = Field(
-        default=None,
-        description="Encoder for a new index: 'MODEL:PRETRAINED' (open_clip), 'MODEL:/path/to/checkpoint.pt', "
+    model: str | None = _setting(
+        None,
+        doc="Encoder for a new index: 'MODEL:PRETRAINED' (open_clip), 'MODEL:/path/to/checkpoint.pt', "
         "or 'offline' / 'offline:lite0' / 'offline:lite2' / 'offline:multilingual' (bundled). Default: CLIP if "
         "its weights can be had.",
     )
-    batch_size: int = Field(default=32, ge=1, le=1024)
-    decode_workers: int | None = Field(default=None, ge=0, description="Decode processes; default from CPU count.")
-    inference_workers: int | None = Field(
-        default=None, ge=1, description="Batches the indexer embeds at once; default: one per core, at most 4.")
-    torch_threads: int | None = Field(
-        default=None, ge=1, description="torch threads per inference worker; default: cores / workers.")
-    precision: str = Field(default="auto", pattern="^(auto|bf16|fp32)$")
-    openvino: bool = Field(
-        default=True, description="Index with a CLIP model's image tower in OpenVINO (converted once per model) "
+    batch_size: int = _setting(32, ge=1, le=1024)
+    decode_workers: int | None = _setting(None, ge=0, doc="Decode processes; default from CPU count.")
+    inference_workers: int | None = _setting(
+        None, ge=1, doc="Batches the indexer embeds at once; default: one per core, at most 4.")
+    torch_threads: int | None = _setting(
+        None, ge=1, doc="torch threads per inference worker; default: cores / workers.")
+    precision: str = _setting("auto", choices=("auto", "bf16", "fp32"))
+    openvino: bool = _setting(
+        True, doc="Index with a CLIP model's image tower in OpenVINO (converted once per model) "
         "instead of torch: no torch in the indexing process. PHOTOSEEK_OPENVINO=0: torch.")
-    max_image_pixels: int = Field(default=120_000_000, ge=1, description="Larger images are refused as bombs.")
-    exact_search_up_to: int = Field(
-        default=EXACT_SEARCH_UP_TO, ge=0,
-        description="Up to this many photos searches are exact; above, an approximate (IVF) index answers.")
-    pq_above: int = Field(
-        default=PQ_ABOVE, ge=0,
-        description="Above this many photos the approximate index holds product-quantised codes (IVF-PQ) and "
+    max_image_pixels: int = _setting(120_000_000, ge=1, doc="Larger images are refused as bombs.")
+    exact_search_up_to: int = _setting(
+        EXACT_SEARCH_UP_TO, ge=0,
+        doc="Up to this many photos searches are exact; above, an approximate (IVF) index answers.")
+    pq_above: int = _setting(
+        PQ_ABOVE, ge=0,
+        doc="Above this many photos the approximate index holds product-quantised codes (IVF-PQ) and "
         "re-ranks its best candidates on float16 vectors memory-mapped from vectors.f16.")
-    hnsw_above: int = Field(
-        default=HNSW_ABOVE, ge=0,
-        description="PostgreSQL catalogues: up to this many photos searches are exact; above, an HNSW index "
+    hnsw_above: int = _setting(
+        HNSW_ABOVE, ge=0,
+        doc="PostgreSQL catalogues: up to this many photos searches are exact; above, an HNSW index "
         "(pgvector) answers.")
-    ocr: bool = Field(
-        default=False, description="Also read the text in photos (signs, receipts, screenshots) when indexing: "
+    ocr: bool = _setting(
+        False, doc="Also read the text in photos (signs, receipts, screenshots) when indexing: "
         "photoseek index --ocr (photoseek.ocr).")
-    ocr_seconds: float = Field(
-        default=10.0, gt=0, le=600, description="Most seconds OCR may spend on one photo; a photo that needs more "
+    ocr_seconds: float = _setting(
+        10.0, gt=0, le=600, doc="Most seconds OCR may spend on one photo; a photo that needs more "
         "is indexed without its text, and the run says so.")
-    ocr_at_once: int = Field(
-        default=1, ge=1, description="Photos whose text is read at the same time, across the decode workers: each "
+    ocr_at_once: int = _setting(
+        1, ge=1, doc="Photos whose text is read at the same time, across the decode workers: each "
         "takes about 250 MB more while it is read.")
-    tag_vocabulary: str | None = Field(
-        default=None, description="Tag vocabulary: a file of your own tags, added to the shipped ones (see "
+    tag_vocabulary: str | None = _setting(
+        None, doc="Tag vocabulary: a file of your own tags, added to the shipped ones (see "
         "photoseek.tags.parse_user_vocabulary), or 'default'. Unset: the one the index was last tagged with.")
-    tags: bool = Field(default=True, description="Tag new photos at the end of 'photoseek index' (photoseek.tags); "
+    tags: bool = _setting(True, doc="Tag new photos at the end of 'photoseek index' (photoseek.tags); "
                        "off: 'photoseek tags --update' tags them later.")
-    tag_words: bool = Field(default=True, description="Words in plain queries that name tags ('an animal') bring "
+    tag_words: bool = _setting(True, doc="Words in plain queries that name tags ('an animal') bring "
                             "the photos carrying those tags into the ranking.")
-    checkpoint_every: int = Field(default=256, ge=1, description="Commit progress every N embedded images.")
-    ray_address: str | None = Field(
-        default=None, description="Decode and embed on Ray: 'local' (start one here), 'auto' (the cluster this "
+    checkpoint_every: int = _setting(256, ge=1, doc="Commit progress every N embedded images.")
+    ray_address: str | None = _setting(
+        None, doc="Decode and embed on Ray: 'local' (start one here), 'auto' (the cluster this "
         "machine belongs to) or a cluster's address. Default: no Ray (indexer.ray_runner).")
 
     # Web service
-    host: str = "127.0.0.1"
-    port: int = 8000
-    worker_threads: int | None = Field(
-        default=None, ge=1, description="Server threads for blocking work; default four per core, 8 to 40.")
-    token: str | None = Field(default=None, description="Access token; required when listening beyond loopback.")
-    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
-    max_query_chars: int = Field(default=500, ge=1)
+    host: str = _setting("127.0.0.1")
+    port: int = _setting(8000, ge=0, le=65535)
+    worker_threads: int | None = _setting(
+        None, ge=1, doc="Server threads for blocking work; default four per core, 8 to 40.")
+    token: str | None = _setting(None, secret=True, doc="Access token; required when listening beyond loopback.")
+    max_upload_bytes: int = _setting(25 * 1024 * 1024, ge=1)
+    max_query_chars: int = _setting(500, ge=1)
+
+    def __init__(self, _env_file: str | os.PathLike | None = ".env", **values) -> None:
+        declared = {f.name: f for f in fields(self)}
+        unknown = sorted(set(values) - declared.keys())
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(unknown)}")
+        given = {**environment(declared, _env_file), **values}
+        problems = []
+        for name, f in declared.items():
+            raw = given[name] if name in given else f.default if f.default is not MISSING else f.default_factory()
+            try:
+                object.__setattr__(self, name, _check(f, raw))
+            except ValueError as exc:
+                problems.append((name, raw, str(exc)))
+        if problems:
+            raise SettingsError(problems)
+
+    def replace(self, **changes) -> Settings:
+        """A copy with ``changes``, each checked as in the constructor (the environment is not read again)."""
+        declared = {f.name: f for f in fields(self)}
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        problems = []
+        for name, raw in changes.items():
+            if name not in declared:
+                raise TypeError(f"unknown setting: {name}")
+            try:
+                copy.__dict__[name] = _check(declared[name], raw)
+            except ValueError as exc:
+                problems.append((name, raw, str(exc)))
+        if problems:
+            raise SettingsError(problems)
+        return copy
 
     @property
     def resolved_index_dir(self) -> Path:

@@ -185,6 +185,20 @@ class TerminalJob:
     def text(self) -> str:
         return self.output.decode(errors="replace")
 
+    def snapshot(self) -> str:
+        """For a run that stalls: each of its processes with its state, CPU seconds and where in the
+        kernel it waits, then the terminal's last lines."""
+        rows = []
+        for pid, cmd in session_processes(self.shell.pid).items():
+            fields = _proc_stat(pid) or ["?"] * 14
+            try:
+                wchan = Path(f"/proc/{pid}/wchan").read_text()
+            except OSError:
+                wchan = "?"
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields[11].isdigit() else "?"
+            rows.append(f"{pid} {fields[0]} cpu={cpu}s wchan={wchan} {cmd[:120]}")
+        return "\n".join(rows) + "\n--- terminal:\n" + self.text()[-2000:]
+
     def lines(self) -> list[str]:
         """What the terminal shows: each line as its last carriage return left it."""
         return [line.split("\r")[-1] if line.split("\r")[-1].strip() else line.replace("\r", "")
@@ -253,7 +267,7 @@ def wait_until(condition, job: TerminalJob, what: str, timeout: float = 240.0) -
     deadline = time.monotonic() + timeout
     while not condition():
         assert job.alive(), f"the run ended before {what}:\n{job.text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s:\n{job.snapshot()}"
         time.sleep(0.005)
 
 

@@ -161,7 +161,7 @@ def test_broad_words_pages_neither_overlap_nor_skip(demo_searcher):
 
 def test_broad_words_bring_tagged_photos_up(demo_searcher):
     # "a reptile": the sea turtle is tagged turtle (a reptile in the hierarchy); the words' embedding alone ranks it low.
-    plain = demo_searcher.settings.model_copy(update={"tag_words": False})
+    plain = demo_searcher.settings.replace(tag_words=False)
     folded = names_of(demo_searcher.search(request("a reptile", limit=3)))
     demo_searcher.settings, keep = plain, demo_searcher.settings
     try:

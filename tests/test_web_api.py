@@ -660,7 +660,7 @@ def test_the_server_keeps_a_few_worker_threads_per_core(demo_index, offline_enco
     searcher = Searcher(demo_index, settings, encoder=offline_encoder)
     try:
         for wanted in (3, worker_threads(settings)):
-            app = create_app(settings.model_copy(update={"worker_threads": wanted if wanted == 3 else None}), searcher)
+            app = create_app(settings.replace(worker_threads=wanted if wanted == 3 else None), searcher)
             with TestClient(app, base_url=BASE) as c:
                 assert c.get("/api/search", params={"q": "a cat"}).status_code == 200
                 tokens = c.portal.call(lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
