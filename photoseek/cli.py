@@ -17,7 +17,7 @@ import typer
 from photoseek import __version__
 from photoseek.errors import BadInput, NotFound, PhotoseekError, Unavailable
 
-if TYPE_CHECKING:  # pydantic-settings takes a tenth of a second to import: not for --help
+if TYPE_CHECKING:  # --help needs no settings: platformdirs and the checks are loaded by the commands that read them
     from photoseek.settings import Settings
 
 app = typer.Typer(
