@@ -269,7 +269,7 @@ def _print_page(page, model_id: str | None) -> None:
         typer.echo(f"{page.matches} photos scored {round(page.cutoff, 6):.3f} or more (--min-score)", err=True)
     if page.next_offset is not None:
         typer.echo(f"more: --offset {page.next_offset}", err=True)
-    hint = language_hint(model_id, [t.text for t in request.terms if t.kind == "text" and t.text])
+    hint = language_hint(model_id, request.texts)
     if hint is not None:  # after the results, where it is seen
         typer.echo(f"hint: {hint.message}", err=True)
 

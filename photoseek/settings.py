@@ -155,6 +155,24 @@ def _check(f, value):
     return value
 
 
+def _checked(declared: dict, values: dict) -> dict:
+    """``values`` by name, each checked against its field in ``declared``: every bad one is named at
+    once in a :class:`SettingsError`; a name no field has is a TypeError (a mistake in code)."""
+    unknown = sorted(set(values) - declared.keys())
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(unknown)}")
+    checked, problems = {}, []
+    for name in (n for n in declared if n in values):  # in the order declared, as the problems are told
+        raw = values[name]
+        try:
+            checked[name] = _check(declared[name], raw)
+        except ValueError as exc:
+            problems.append((name, raw, str(exc)))
+    if problems:
+        raise SettingsError(problems)
+    return checked
+
+
 @dataclass(init=False)
 class Settings:
     """Every setting, typed and within its limits; ``Settings(field=value)`` overrides the environment."""
@@ -228,35 +246,17 @@ class Settings:
 
     def __init__(self, _env_file: str | os.PathLike | None = ".env", **values) -> None:
         declared = {f.name: f for f in fields(self)}
-        unknown = sorted(set(values) - declared.keys())
-        if unknown:
-            raise TypeError(f"unknown settings: {', '.join(unknown)}")
         given = {**environment(declared, _env_file), **values}
-        problems = []
-        for name, f in declared.items():
-            raw = given[name] if name in given else f.default if f.default is not MISSING else f.default_factory()
-            try:
-                object.__setattr__(self, name, _check(f, raw))
-            except ValueError as exc:
-                problems.append((name, raw, str(exc)))
-        if problems:
-            raise SettingsError(problems)
+        for f in declared.values():
+            if f.name not in given:
+                given[f.name] = f.default if f.default is not MISSING else f.default_factory()
+        self.__dict__.update(_checked(declared, given))
 
     def replace(self, **changes) -> Settings:
         """A copy with ``changes``, each checked as in the constructor (the environment is not read again)."""
-        declared = {f.name: f for f in fields(self)}
         copy = object.__new__(type(self))
         copy.__dict__.update(self.__dict__)
-        problems = []
-        for name, raw in changes.items():
-            if name not in declared:
-                raise TypeError(f"unknown setting: {name}")
-            try:
-                copy.__dict__[name] = _check(declared[name], raw)
-            except ValueError as exc:
-                problems.append((name, raw, str(exc)))
-        if problems:
-            raise SettingsError(problems)
+        copy.__dict__.update(_checked({f.name: f for f in fields(self)}, changes))
         return copy
 
     @property

@@ -123,6 +123,11 @@ class SearchRequest:
         photos = [t.photo_id for t in self.terms if t.photo_id is not None and t.weight > 0]
         return photos[0] if len(photos) == 1 else None
 
+    @property
+    def texts(self) -> list[str]:
+        """The words of its text terms, added or subtracted (what a language hint reads)."""
+        return [t.text for t in self.terms if t.kind == "text"]
+
     def page(self, limit: int, offset: int) -> SearchRequest:
         return replace(self, limit=limit, offset=offset)
 

@@ -127,7 +127,7 @@ def pages_router(settings: Settings, service: Service, *, page_size: int = PAGE_
                     if similar_id is not None and found is None:
                         raise NotFound(f"no photo has id {similar_id}")
                     hits, next_offset = page.hits, page.next_offset
-                    hint = language_hint_out(ready.model_id, [t.text for t in search.terms if t.kind == "text"])
+                    hint = language_hint_out(ready.model_id, search.texts)
                     source = photo_out(found, root) if found is not None else None
                     facets = await run(_facets, ready, search)
         except PhotoseekError as exc:

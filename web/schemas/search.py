@@ -195,4 +195,4 @@ def page_out(page: Page, *, source: Photo | None = None, root: str = "", model_i
         sort=request.sort, cutoff=None if page.cutoff is None else round(page.cutoff, 6), matches=page.matches,
         offset=request.offset, limit=request.limit, next_offset=page.next_offset,
         results=hits_out(page.hits, request.offset, root),
-        language_hint=language_hint_out(model_id, [t.text for t in request.terms if t.kind == "text"]))
+        language_hint=language_hint_out(model_id, request.texts))
